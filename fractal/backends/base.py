@@ -1,0 +1,30 @@
+"""The interface every backend offers to :class:`~fractal.Spec2Fractal`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from PIL import Image
+
+from fractal.plan import ModelDefaults, RenderPlan
+
+__all__ = ["PREVIEW_SIDE", "Backend", "StepCallback"]
+
+# step, total, preview (a small picture of the work so far, or None)
+StepCallback = Callable[[int, int, "Image.Image | None"], None]
+PREVIEW_SIDE = 256
+
+
+class Backend(Protocol):
+    name: str
+    defaults: ModelDefaults
+
+    def check(self, plan: RenderPlan) -> None:
+        """Raise InvalidRequestError for what this model cannot do (before any work)."""
+
+    def sampler_label(self, plan: RenderPlan) -> str:
+        """The sampler's name as the ``parameters`` record gives it."""
+
+    def render(self, plan: RenderPlan, on_step: StepCallback) -> list[Image.Image]:
+        """Render ``plan.n`` images, calling ``on_step`` between steps (it may raise)."""

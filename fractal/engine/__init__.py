@@ -1,0 +1,98 @@
+"""The built-in offline fractal engine: no weights, no GPU, numpy only.
+
+Two entry points, both pure functions of their arguments (deterministic per seed):
+
+* :func:`render` draws a picture from a prompt (text-to-image).
+* :func:`stylise` repaints an input picture (the engine's image-to-image).
+
+Scenes live in :mod:`fractal.engine.scene` (prompt vocabulary, terrain, water, sky, plants,
+abstract fractals); painterly effects and palette recolouring in :mod:`fractal.engine.paint`.
+This module only composes them, so the two halves stay independent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from fractal.engine.paint import EFFECTS, apply_effect, recolour
+from fractal.engine.scene import LIGHTING_PRESETS, render_scene
+
+RGB = tuple[int, int, int]
+# progress(step, total, preview): preview is the current canvas (H, W, 3) uint8, or None.
+Progress = Callable[[int, int, "np.ndarray | None"], None]
+
+__all__ = ["EFFECTS", "LIGHTING_PRESETS", "Progress", "render", "stylise"]
+
+_DEFAULT_IMAGE_EFFECT = "impressionist"
+
+
+def _slice(progress: Progress | None, start: int, stop: int, total: int) -> Progress | None:
+    """Map a stage's own step count onto steps ``start..stop`` of the whole job's ``total``."""
+    if progress is None:
+        return None
+
+    def forward(step: int, stage_total: int, preview: np.ndarray | None) -> None:
+        progress(start + round(step * (stop - start) / max(stage_total, 1)), total, preview)
+
+    return forward
+
+
+def render(
+    prompt: str,
+    *,
+    width: int,
+    height: int,
+    seed: int,
+    lighting: str | None = None,
+    palette: Sequence[RGB] | None = None,
+    texture: float | None = None,
+    effect: str | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Render ``prompt`` as an (height, width, 3) uint8 array.
+
+    ``effect`` (one of :data:`EFFECTS`) is a style's post-process, applied in full.
+    """
+    texture = 0.5 if texture is None else texture
+    if effect is None:
+        return render_scene(
+            prompt, width=width, height=height, seed=seed, lighting=lighting,
+            palette=palette, texture=texture, progress=progress,
+        )
+    # The scene is most of the work; the effect is the last fifth of the progress bar.
+    rgb = render_scene(
+        prompt, width=width, height=height, seed=seed, lighting=lighting, palette=palette,
+        texture=texture, progress=_slice(progress, 0, 8, 10),
+    )
+    return apply_effect(
+        rgb, effect, seed=seed, texture=texture, palette=palette,
+        progress=_slice(progress, 8, 10, 10),
+    )
+
+
+def stylise(
+    image: np.ndarray,
+    *,
+    seed: int,
+    effect: str | None = None,
+    strength: float = 0.6,
+    palette: Sequence[RGB] | None = None,
+    texture: float | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Repaint ``image`` (H, W, 3) uint8 with ``effect``.
+
+    ``strength`` blends the source (0) with the fully stylised result (1); ``palette``
+    pulls the colours toward the given ones.
+    """
+    texture = 0.5 if texture is None else texture
+    painted = apply_effect(
+        image, effect or _DEFAULT_IMAGE_EFFECT, seed=seed, texture=texture, palette=palette,
+        progress=progress,
+    )
+    if palette:
+        painted = recolour(painted, palette, amount=0.7)
+    mixed = image.astype(np.float32) * (1.0 - strength) + painted.astype(np.float32) * strength
+    return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)

@@ -1,0 +1,150 @@
+"""Turning a request into a render plan: styles, controls and model defaults resolved."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from PIL import Image
+
+from fractal.controls import normalise_lighting, parse_colors, prompt_fragments
+from fractal.request import GenerationRequest
+from fractal.schedulers import check_scheduler
+from fractal.styles import Style, StyleLibrary
+from fractal.validation import MAX_SEED, MAX_SIDE, check_request
+
+__all__ = ["ModelDefaults", "RenderPlan", "build_plan"]
+
+RGB = tuple[int, int, int]
+DEFAULT_STRENGTH = 0.6
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """What a model renders best when the request does not say."""
+
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    # Text encoders understand words; the built-in engine reads the controls directly.
+    controls_in_prompt: bool = True
+
+
+@dataclass(frozen=True)
+class RenderPlan:
+    input_type: str
+    user_prompt: str | None
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    seeds: tuple[int, ...]
+    scheduler: str | None
+    strength: float | None
+    init_image: Image.Image | None
+    lighting: str | None
+    palette: tuple[RGB, ...] | None
+    colors: tuple[str, ...] | None
+    texture: float | None
+    style: Style | None
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+
+def _snap(value: float) -> int:
+    return max(8, int(value) // 8 * 8)
+
+
+def _fit(size: tuple[int, int], area: int) -> tuple[int, int]:
+    """An input image's size scaled to about ``area`` pixels, sides multiples of 8."""
+    width, height = size
+    scale = min(math.sqrt(area / (width * height)), MAX_SIDE / max(width, height))
+    return _snap(width * scale), _snap(height * scale)
+
+
+def _size(
+    request: GenerationRequest, init: Image.Image | None, defaults: ModelDefaults
+) -> tuple[int, int]:
+    if request.width and request.height:
+        return request.width, request.height
+    if init is not None:
+        if request.width:  # keep the input's aspect ratio
+            return request.width, _snap(request.width * init.height / init.width)
+        if request.height:
+            return _snap(request.height * init.width / init.height), request.height
+        if not defaults.controls_in_prompt:  # the engine paints at the input's own size
+            return _fit(init.size, min(init.width * init.height, MAX_SIDE * MAX_SIDE))
+        return _fit(init.size, defaults.width * defaults.height)
+    return request.width or defaults.width, request.height or defaults.height
+
+
+def build_plan(
+    request: GenerationRequest,
+    init_image: Image.Image | None,
+    *,
+    styles: StyleLibrary,
+    defaults: ModelDefaults,
+) -> RenderPlan:
+    style = styles.get(request.style) if request.style is not None else None
+    lighting = normalise_lighting(request.lighting or (style.lighting if style else None))
+    user_colors = tuple(request.colors) if request.colors else None
+    # A style's palette is for the engine; its prompt template already names its colours.
+    colors = user_colors or (style.palette if style and not defaults.controls_in_prompt else None)
+    palette = tuple(parse_colors(list(colors))) if colors else None
+
+    user_prompt = (request.prompt or "").strip()
+    prompt = user_prompt
+    negatives: Sequence[str] = [request.negative_prompt or ""]
+    if defaults.controls_in_prompt:
+        prompt = style.apply(user_prompt) if style else user_prompt
+        fragments = prompt_fragments(
+            lighting=lighting, colors=parse_colors(list(user_colors)) if user_colors else None,
+            texture=request.texture,
+        )
+        prompt = ", ".join(part for part in (prompt, *fragments) if part)
+        negatives = [*negatives, style.negative_prompt if style else ""]
+
+    image_input = request.input_type != "text"
+    width, height = _size(request, init_image, defaults)
+    if init_image is not None and init_image.size != (width, height):
+        init_image = init_image.resize((width, height), Image.Resampling.LANCZOS)
+
+    seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
+    plan = RenderPlan(
+        input_type=request.input_type,
+        user_prompt=request.prompt,
+        prompt=prompt,
+        negative_prompt=", ".join(part for part in negatives if part),
+        width=width,
+        height=height,
+        steps=request.steps or (style.steps if style and style.steps else defaults.steps),
+        guidance=_first(request.guidance, style.guidance if style else None, defaults.guidance),
+        seeds=tuple((seed + k) % (MAX_SEED + 1) for k in range(request.n)),
+        scheduler=check_scheduler(request.scheduler),
+        strength=_first(request.strength, style.strength if style else None, DEFAULT_STRENGTH)
+        if image_input else None,
+        init_image=init_image,
+        lighting=lighting,
+        palette=palette,
+        colors=colors,
+        texture=request.texture,
+        style=style,
+    )
+    # Style files are user data too: their defaults go through the same checks.
+    check_request(
+        replace(request, steps=plan.steps, guidance=plan.guidance, strength=plan.strength,
+                width=plan.width, height=plan.height),
+        has_image=init_image is not None,
+    )
+    return plan
+
+
+def _first(*values: float | None) -> float:
+    return next(value for value in values if value is not None)

@@ -1,0 +1,109 @@
+"""What was rendered, attached to every image: A1111-style ``parameters`` text plus JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import metadata
+from typing import Any
+
+from PIL import Image, PngImagePlugin
+
+__all__ = ["PARAMETERS_KEY", "RECORD_KEY", "GenerationRecord", "attach_record", "read_record"]
+
+PARAMETERS_KEY = "parameters"  # the key A1111, ComfyUI importers and civitai read
+RECORD_KEY = "spec2fractal"
+
+
+@cache
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in ("spec2fractal", "diffusers", "torch", "transformers", "numpy", "pillow"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationRecord:
+    input_type: str
+    prompt: str  # the prompt as the model saw it, style template and controls applied
+    user_prompt: str | None
+    negative_prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    seed: int
+    sampler: str
+    model: str
+    style: str | None = None
+    lighting: str | None = None
+    colors: list[str] | None = None
+    texture: float | None = None
+    strength: float | None = None
+    index: int = 0
+    batch_size: int = 1
+    versions: dict[str, str] = field(default_factory=library_versions)
+
+    def to_parameters(self) -> str:
+        """The text A1111 writes into a PNG, so other tools can read our images."""
+        lines = [self.prompt]
+        if self.negative_prompt:
+            lines.append(f"Negative prompt: {self.negative_prompt}")
+        details = [
+            f"Steps: {self.steps}",
+            f"Sampler: {self.sampler}",
+            f"CFG scale: {self.guidance:g}",
+            f"Seed: {self.seed}",
+            f"Size: {self.width}x{self.height}",
+            f"Model: {self.model}",
+        ]
+        if self.strength is not None:
+            details.append(f"Denoising strength: {self.strength:g}")
+        if self.style:
+            details.append(f"Style: {self.style}")
+        if self.lighting:
+            details.append(f"Lighting: {self.lighting}")
+        if self.colors:
+            details.append(f"Colors: {' '.join(self.colors)}")
+        if self.texture is not None:
+            details.append(f"Texture: {self.texture:g}")
+        if self.batch_size > 1:
+            details.append(f"Batch size: {self.batch_size}, Batch pos: {self.index}")
+        details.append(f"Version: spec2fractal {self.versions.get('spec2fractal', 'dev')}")
+        lines.append(", ".join(details))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> GenerationRecord:
+        return cls(**json.loads(text))
+
+
+def attach_record(image: Image.Image, record: GenerationRecord) -> Image.Image:
+    """Put the record in ``image.info``, and make a plain ``image.save("x.png")`` keep it."""
+    image.info[PARAMETERS_KEY] = record.to_parameters()
+    image.info[RECORD_KEY] = record.to_json()
+    chunks = PngImagePlugin.PngInfo()
+    chunks.add_text(PARAMETERS_KEY, image.info[PARAMETERS_KEY])
+    chunks.add_text(RECORD_KEY, image.info[RECORD_KEY])
+    # Pillow reads default save options from the image itself (other formats ignore pnginfo).
+    image.encoderinfo = {"pnginfo": chunks, "compress_level": 1}
+    return image
+
+
+def read_record(image: Image.Image) -> GenerationRecord | None:
+    """The record of an image this library made (in memory or reopened from a saved PNG)."""
+    text = image.info.get(RECORD_KEY)
+    return GenerationRecord.from_json(text) if text else None

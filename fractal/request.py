@@ -1,0 +1,80 @@
+"""The one request type: plain, JSON-serialisable data that every layer carries unchanged."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fractal.errors import InvalidRequestError
+
+__all__ = ["INPUT_TYPES", "GenerationRequest", "InputType"]
+
+InputType = Literal["text", "image", "hybrid"]
+INPUT_TYPES: tuple[str, ...] = ("text", "image", "hybrid")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationRequest:
+    """What to render. ``None`` means "the style's or the model's default".
+
+    ``image`` is a base64 string or a ``data:image/...;base64,`` URL, so the request stays
+    plain data that an HTTP body, a queue message or a JSON file can hold.
+    """
+
+    input_type: InputType = "text"
+    prompt: str | None = None
+    image: str | None = None
+    negative_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int | None = None
+    scheduler: str | None = None
+    style: str | None = None
+    lighting: str | None = None
+    colors: tuple[str, ...] | None = None
+    texture: float | None = None
+    strength: float | None = None
+    n: int = 1
+    model: str | None = None  # when set, must name the loaded model
+
+    def __post_init__(self) -> None:
+        # JSON has no tuples and a command line gives "red,#222": keep one hashable shape.
+        if isinstance(self.colors, str):
+            parts = (part.strip() for part in self.colors.split(","))
+            object.__setattr__(self, "colors", tuple(part for part in parts if part))
+        elif isinstance(self.colors, list):
+            object.__setattr__(self, "colors", tuple(self.colors))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        if self.colors is not None:
+            data["colors"] = list(self.colors)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GenerationRequest:
+        """Build a request from plain data; an unknown key is an error, not silently dropped."""
+        if not isinstance(data, Mapping):
+            raise InvalidRequestError("request", data, "must be a mapping of options")
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in data:
+            if key not in known:
+                raise InvalidRequestError(key, data[key], "is not a generation option",
+                                          choices=known)
+        return cls(**dict(data))
+
+    @classmethod
+    def from_json(cls, text: str) -> GenerationRequest:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequestError("request", text, f"is not valid JSON: {exc.msg}") from None
+        return cls.from_dict(data)

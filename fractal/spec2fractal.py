@@ -1,0 +1,223 @@
+"""``Spec2Fractal``: load a model once, then render text, images, or both."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from fractal.backends.base import Backend
+from fractal.backends.engine import ENGINE_NAME, EngineBackend
+from fractal.errors import GenerationCancelled, InvalidRequestError
+from fractal.images import ImageSource, decode_image, load_image
+from fractal.plan import ModelDefaults, RenderPlan, build_plan
+from fractal.record import GenerationRecord, attach_record
+from fractal.request import GenerationRequest
+from fractal.styles import StyleLibrary
+from fractal.validation import check_request
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["CancelHook", "ProgressCallback", "Spec2Fractal"]
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int, "Image.Image | None"], None]
+# An Event (set it to cancel) or a function answering "should I stop now?".
+CancelHook = threading.Event | Callable[[], bool]
+
+
+class Spec2Fractal:
+    """Text-to-image, image-to-image and hybrid rendering through one loaded model.
+
+    ``model`` is a diffusers folder or hub id, or ``"fractal"`` (the default): the built-in
+    offline engine. The model loads once, here; an instance renders one request at a time.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        styles: str | Path | Sequence[str | Path] | None = None,
+    ) -> None:
+        if model is not None and (not isinstance(model, str) or not model.strip()):
+            raise InvalidRequestError("model", model, "must be a model folder, hub id or 'fractal'")
+        self.styles = StyleLibrary()
+        for path in [styles] if isinstance(styles, (str, Path)) else styles or ():
+            self.styles.load(path)
+        self._lock = threading.Lock()
+        self._backend: Backend
+        if model is None or model.strip().lower() == ENGINE_NAME:
+            self._backend = EngineBackend()
+        else:
+            from fractal.backends.diffusion import DiffusionBackend
+            from fractal.device import resolve_device, resolve_dtype
+
+            resolved = resolve_device(device)
+            self._backend = DiffusionBackend(
+                model.strip(), device=resolved, dtype=resolve_dtype(dtype, resolved)
+            )
+
+    @property
+    def model(self) -> str:
+        """The loaded model's name, as records give it."""
+        return self._backend.name
+
+    @property
+    def defaults(self) -> ModelDefaults:
+        return self._backend.defaults
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    # -- the one entry point -------------------------------------------------------------
+
+    def generate(
+        self,
+        request: GenerationRequest | Mapping[str, Any],
+        *,
+        on_progress: ProgressCallback | None = None,
+        cancel: CancelHook | None = None,
+    ) -> list[Image.Image]:
+        """Render a request; returns its ``n`` images, each with its record in ``image.info``.
+
+        ``on_progress(step, total, preview)`` is called between steps. ``cancel`` stops the
+        render at the next step with :class:`GenerationCancelled`.
+        """
+        if not isinstance(request, GenerationRequest):
+            request = GenerationRequest.from_dict(request)
+        check_request(request)
+        init_image = decode_image(request.image) if request.image is not None else None
+        return self._run(request, init_image, on_progress, cancel)
+
+    # -- conveniences ----------------------------------------------------------------------
+
+    def generate_from_text(
+        self,
+        prompt: str,
+        *,
+        negative_prompt: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        seed: int | None = None,
+        scheduler: str | None = None,
+        style: str | None = None,
+        lighting: str | None = None,
+        colors: Sequence[str] | None = None,
+        texture: float | None = None,
+        n: int = 1,
+        on_progress: ProgressCallback | None = None,
+        cancel: CancelHook | None = None,
+    ) -> Image.Image | list[Image.Image]:
+        """Text-to-image. One image for ``n=1``, else a list of ``n``."""
+        request = GenerationRequest(
+            input_type="text", prompt=prompt, negative_prompt=negative_prompt, width=width,
+            height=height, steps=steps, guidance=guidance, seed=seed, scheduler=scheduler,
+            style=style, lighting=lighting, colors=_colors(colors), texture=texture, n=n,
+        )
+        check_request(request)
+        images = self._run(request, None, on_progress, cancel)
+        return images[0] if n == 1 else images
+
+    def generate_from_image(
+        self,
+        image: ImageSource,
+        prompt: str | None = None,
+        *,
+        style: str | None = None,
+        strength: float | None = None,
+        negative_prompt: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        seed: int | None = None,
+        scheduler: str | None = None,
+        lighting: str | None = None,
+        colors: Sequence[str] | None = None,
+        texture: float | None = None,
+        n: int = 1,
+        on_progress: ProgressCallback | None = None,
+        cancel: CancelHook | None = None,
+    ) -> Image.Image | list[Image.Image]:
+        """Image-to-image (hybrid when a prompt is given). ``image``: PIL image, path or bytes.
+
+        ``strength`` runs from 0 (the source) to 1 (fully repainted); default 0.6 or the style's.
+        """
+        request = GenerationRequest(
+            input_type="hybrid" if prompt and prompt.strip() else "image", prompt=prompt,
+            negative_prompt=negative_prompt, width=width, height=height, steps=steps,
+            guidance=guidance, seed=seed, scheduler=scheduler, style=style, lighting=lighting,
+            colors=_colors(colors), texture=texture, strength=strength, n=n,
+        )
+        check_request(request, has_image=True)
+        images = self._run(request, load_image(image), on_progress, cancel)
+        return images[0] if n == 1 else images
+
+    # -- the work --------------------------------------------------------------------------
+
+    def _run(
+        self,
+        request: GenerationRequest,
+        init_image: Image.Image | None,
+        on_progress: ProgressCallback | None,
+        cancel: CancelHook | None,
+    ) -> list[Image.Image]:
+        if request.model is not None and request.model.strip().lower() != self.model.lower():
+            raise InvalidRequestError("model", request.model,
+                                      f"is not the loaded model ({self.model!r})")
+        plan = build_plan(request, init_image, styles=self.styles, defaults=self.defaults)
+        self._backend.check(plan)
+        should_stop = cancel.is_set if isinstance(cancel, threading.Event) else cancel
+
+        def on_step(step: int, total: int, preview: Image.Image | None) -> None:
+            if should_stop is not None and should_stop():
+                raise GenerationCancelled(step, total)
+            if on_progress is not None:
+                on_progress(step, total, preview)
+
+        if should_stop is not None and should_stop():
+            raise GenerationCancelled(0, plan.steps)
+        logger.info("rendering %d image(s) %dx%d with %s, seed %d",
+                    plan.n, plan.width, plan.height, self.model, plan.seeds[0])
+        with self._lock:
+            images = self._backend.render(plan, on_step)
+        return [attach_record(image, self._record(plan, index))
+                for index, image in enumerate(images)]
+
+    def _record(self, plan: RenderPlan, index: int) -> GenerationRecord:
+        return GenerationRecord(
+            input_type=plan.input_type,
+            prompt=plan.prompt,
+            user_prompt=plan.user_prompt,
+            negative_prompt=plan.negative_prompt,
+            width=plan.width,
+            height=plan.height,
+            steps=plan.steps,
+            guidance=plan.guidance,
+            seed=plan.seeds[index],
+            sampler=self._backend.sampler_label(plan),
+            model=self.model,
+            style=plan.style.name if plan.style else None,
+            lighting=plan.lighting,
+            colors=list(plan.colors) if plan.colors else None,
+            texture=plan.texture,
+            strength=plan.strength,
+            index=index,
+            batch_size=plan.n,
+        )
+
+
+def _colors(colors: Any) -> Any:
+    # Anything else is left for check_request to reject with a clear message.
+    return tuple(colors) if isinstance(colors, list) else colors

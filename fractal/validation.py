@@ -1,0 +1,113 @@
+"""``check_request``: every argument checked before any work, in diffusers' manner.
+
+Each failure is an :class:`~fractal.errors.InvalidRequestError` naming the argument and value.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from fractal.controls import normalise_lighting, parse_colors
+from fractal.errors import InvalidRequestError
+from fractal.request import INPUT_TYPES, GenerationRequest
+from fractal.schedulers import check_scheduler
+
+__all__ = [
+    "MAX_N",
+    "MAX_PROMPT_CHARS",
+    "MAX_SEED",
+    "MAX_SIDE",
+    "MAX_STEPS",
+    "check_request",
+]
+
+MAX_SIDE = 4096
+MAX_STEPS = 150
+MAX_N = 16
+MAX_PROMPT_CHARS = 4000
+MAX_SEED = 2**32 - 1
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def check_int(name: str, value: Any, low: int, high: int) -> None:
+    if value is None:
+        return
+    if not _is_int(value):
+        raise InvalidRequestError(name, value, "must be a whole number")
+    if not low <= value <= high:
+        raise InvalidRequestError(name, value, f"must be between {low} and {high}")
+
+
+def check_float(name: str, value: Any, low: float, high: float) -> None:
+    if value is None:
+        return
+    if not _is_number(value):
+        raise InvalidRequestError(name, value, "must be a finite number")
+    if not low <= value <= high:
+        raise InvalidRequestError(name, value, f"must be between {low:g} and {high:g}")
+
+
+def check_side(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if not _is_int(value):
+        raise InvalidRequestError(name, value, "must be a whole number of pixels")
+    if value <= 0 or value % 8:
+        raise InvalidRequestError(name, value, "must be a positive multiple of 8")
+    if value > MAX_SIDE:
+        raise InvalidRequestError(name, value, f"must be at most {MAX_SIDE}")
+
+
+def check_text(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise InvalidRequestError(name, value, "must be text")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise InvalidRequestError(name, value, f"must be at most {MAX_PROMPT_CHARS} characters")
+
+
+def check_request(request: GenerationRequest, *, has_image: bool | None = None) -> None:
+    """Fail fast on the first invalid argument. ``has_image`` overrides ``request.image``."""
+    if request.input_type not in INPUT_TYPES:
+        raise InvalidRequestError("input_type", request.input_type, "is not an input type",
+                                  choices=INPUT_TYPES)
+    check_text("prompt", request.prompt)
+    check_text("negative_prompt", request.negative_prompt)
+    has_prompt = bool(request.prompt and request.prompt.strip())
+    image_given = request.image is not None if has_image is None else has_image
+    if request.input_type in ("text", "hybrid") and not has_prompt:
+        raise InvalidRequestError("prompt", request.prompt,
+                                  f"is required for input_type {request.input_type!r}")
+    if request.input_type in ("image", "hybrid") and not image_given:
+        raise InvalidRequestError("image", None,
+                                  f"is required for input_type {request.input_type!r}")
+    if request.input_type == "text" and image_given:
+        raise InvalidRequestError("image", "<image>",
+                                  "is not used by input_type 'text' (use 'image' or 'hybrid')")
+    check_side("width", request.width)
+    check_side("height", request.height)
+    check_int("steps", request.steps, 1, MAX_STEPS)
+    check_float("guidance", request.guidance, 0.0, 100.0)
+    check_int("seed", request.seed, 0, MAX_SEED)
+    check_int("n", request.n, 1, MAX_N)
+    check_float("strength", request.strength, 0.0, 1.0)
+    check_float("texture", request.texture, 0.0, 1.0)
+    if request.strength is not None and request.input_type == "text":
+        raise InvalidRequestError("strength", request.strength,
+                                  "applies only to image-to-image (input_type 'image' or 'hybrid')")
+    check_scheduler(request.scheduler)
+    normalise_lighting(request.lighting)
+    parse_colors(request.colors)
+    if request.style is not None and not isinstance(request.style, str):
+        raise InvalidRequestError("style", request.style, "must be a style name")
+    if request.model is not None and not isinstance(request.model, str):
+        raise InvalidRequestError("model", request.model, "must be a model name")

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never reach a model hub: a model that is not on disk must fail, not download.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny_models import build_tiny_sd
+
+    root = tmp_path_factory.mktemp("models")
+    return build_tiny_sd(root / "tiny-sd", root)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny_models import build_tiny_sdxl
+
+    root = tmp_path_factory.mktemp("models")
+    return build_tiny_sdxl(root / "tiny-sdxl", root)
+
+
+@pytest.fixture(scope="session")
+def sd_model(tiny_sd: Path):
+    """One loaded tiny pipeline, shared: loading once per process is what users do too."""
+    from fractal import Spec2Fractal
+
+    return Spec2Fractal(str(tiny_sd))
+
+
+@pytest.fixture(scope="session")
+def engine_model():
+    from fractal import Spec2Fractal
+
+    return Spec2Fractal()

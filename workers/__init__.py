@@ -1,0 +1,1 @@
+"""The Celery workers: render jobs through ``fractal``, store images, record jobs."""
