@@ -1,0 +1,206 @@
+"""The ``spec2fractal`` command: render from a terminal, list styles and models."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fractal.errors import GenerationCancelled, InvalidRequestError, Spec2FractalError
+from fractal.record import read_record
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="spec2fractal",
+    help="Render images from text or images with diffusers models or the built-in fractal engine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
+
+OUTPUT_FORMATS = {".png", ".jpg", ".jpeg", ".webp"}
+
+
+def parse_size(size: str | None) -> tuple[int | None, int | None]:
+    if size is None:
+        return None, None
+    width, sep, height = size.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        raise InvalidRequestError("size", size, "must look like 768x512")
+    return int(width), int(height)
+
+
+def output_paths(output: Path, n: int) -> list[Path]:
+    if output.suffix.lower() not in OUTPUT_FORMATS:
+        raise InvalidRequestError("output", str(output),
+                                  "must end in .png, .jpg, .jpeg or .webp")
+    if n == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}-{k}{output.suffix}") for k in range(1, n + 1)]
+
+
+def _quiet_third_parties() -> None:
+    """Model loading libraries print progress bars and advice; the CLI shows its own."""
+    try:
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.set_verbosity_error()
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str | None, typer.Argument(help="What to draw.")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to save.")] = Path(
+        "output.png"),
+    model: Annotated[str | None, typer.Option("--model", "-m",
+                     help="diffusers folder or hub id; default: the built-in engine")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed; random when left out.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance.")] = None,
+    size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT, e.g. 768x512.")] = None,
+    style: Annotated[str | None, typer.Option(help="A style preset (see `styles`).")] = None,
+    n: Annotated[int, typer.Option("--n", "-n", help="How many images.")] = 1,
+    image: Annotated[Path | None, typer.Option(help="Input image for image-to-image.")] = None,
+    strength: Annotated[float | None, typer.Option(help="0 keeps the input, 1 repaints.")] = None,
+    negative: Annotated[str | None, typer.Option(help="Negative prompt.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Sampler, e.g. euler_a.")] = None,
+    colors: Annotated[str | None, typer.Option(help='Palette, e.g. "#ff0000,navy".')] = None,
+    lighting: Annotated[str | None, typer.Option(help="sunrise, noon, sunset, night …")] = None,
+    texture: Annotated[float | None, typer.Option(help="0 smooth … 1 intricate.")] = None,
+    styles_file: Annotated[Path | None, typer.Option(help="Extra styles (TOML).")] = None,
+    device: Annotated[str | None, typer.Option(help="cuda, mps or cpu; default: auto.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="fp16, bf16 or fp32; default: auto.")] = None,
+) -> None:
+    """Render PROMPT (and/or --image) to an image file."""
+    from fractal.request import GenerationRequest
+    from fractal.spec2fractal import Spec2Fractal
+    from fractal.styles import StyleLibrary
+    from fractal.validation import check_request
+
+    width, height = parse_size(size)
+    paths = output_paths(output, n)
+    input_type = "text" if image is None else ("hybrid" if prompt else "image")
+    request = GenerationRequest(
+        input_type=input_type, prompt=prompt, negative_prompt=negative, width=width,
+        height=height, steps=steps, guidance=guidance, seed=seed, scheduler=scheduler,
+        style=style, lighting=lighting, colors=colors, texture=texture, strength=strength, n=n,
+    )
+    # Fail before a model loads: a typo should not cost a minute of loading.
+    check_request(request, has_image=image is not None)
+    if style is not None:
+        library = StyleLibrary()
+        if styles_file is not None:
+            library.load(styles_file)
+        library.get(style)
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                  console=errors, transient=True) as progress:
+        task = progress.add_task(f"Loading {model or 'the fractal engine'}", total=None)
+        if model is not None:
+            _quiet_third_parties()
+        renderer = Spec2Fractal(model, device=device, dtype=dtype, styles=styles_file)
+        progress.update(task, description="Rendering")
+
+        def on_progress(step: int, total: int, _preview: object) -> None:
+            progress.update(task, completed=step, total=total)
+
+        if image is None:
+            images = renderer.generate_from_text(
+                prompt or "", negative_prompt=negative, width=width, height=height, steps=steps,
+                guidance=guidance, seed=seed, scheduler=scheduler, style=style,
+                lighting=lighting, colors=request.colors, texture=texture, n=n,
+                on_progress=on_progress,
+            )
+        else:
+            images = renderer.generate_from_image(
+                image, prompt, style=style, strength=strength, negative_prompt=negative,
+                width=width, height=height, steps=steps, guidance=guidance, seed=seed,
+                scheduler=scheduler, lighting=lighting, colors=request.colors,
+                texture=texture, n=n, on_progress=on_progress,
+            )
+    for path, picture in zip(paths, images if isinstance(images, list) else [images],
+                             strict=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        picture.save(path)
+        record = read_record(picture)
+        console.print(f"[green]saved[/] {path}  {picture.width}x{picture.height}  "
+                      f"seed {record.seed if record else '?'}")
+
+
+@app.command()
+def styles(
+    styles_file: Annotated[Path | None, typer.Option(help="Extra styles (TOML).")] = None,
+) -> None:
+    """List the style presets."""
+    from fractal.styles import StyleLibrary
+
+    library = StyleLibrary()
+    if styles_file is not None:
+        library.load(styles_file)
+    table = Table("Style", "Description", "Engine effect", title="Styles")
+    for style in library:
+        table.add_row(style.name, style.description, style.effect or "—")
+    console.print(table)
+
+
+@app.command()
+def models() -> None:
+    """List the built-in engine, well-known diffusers models and those already downloaded."""
+    from fractal.catalogue import KNOWN_MODELS, cached_diffusers_models
+
+    cached = set(cached_diffusers_models())
+    table = Table("Model", "Family", "Native size", "Notes", "Ready", title="Models")
+    for known in KNOWN_MODELS:
+        ready = known.id == "fractal" or known.id in cached
+        table.add_row(known.id, known.family, known.size, known.notes, "yes" if ready else "")
+    for repo_id in sorted(cached - {known.id for known in KNOWN_MODELS}):
+        table.add_row(repo_id, "diffusers", "", "in the local cache", "yes")
+    console.print(table)
+    console.print("Any diffusers folder works too: spec2fractal generate PROMPT --model ./folder")
+
+
+def main() -> None:
+    """Entry point: every failure is one clear line on stderr and a non-zero exit."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        errors.print("cancelled", highlight=False)
+        sys.exit(130)
+    except typer.TyperException as exc:  # a usage error: unknown option, bad value, ...
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            console.print(exc.format_message(), highlight=False, markup=False)
+            sys.exit(0)
+        errors.print(f"error: {exc.format_message()}", highlight=False, markup=False)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except GenerationCancelled as exc:
+        errors.print(f"cancelled: {exc}", highlight=False)
+        sys.exit(130)
+    except Spec2FractalError as exc:
+        errors.print(f"error: {exc}", highlight=False, markup=False)
+        sys.exit(2 if isinstance(exc, InvalidRequestError) else 1)
+    except OSError as exc:
+        errors.print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+                     highlight=False, markup=False)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
