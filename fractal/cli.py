@@ -154,6 +154,7 @@ def styles(
     if styles_file is not None:
         library.load(styles_file)
     table = Table("Style", "Description", "Engine effect", title="Styles")
+    table.columns[0].no_wrap = True
     for style in library:
         table.add_row(style.name, style.description, style.effect or "—")
     console.print(table)
@@ -165,13 +166,15 @@ def models() -> None:
     from fractal.catalogue import KNOWN_MODELS, cached_diffusers_models
 
     cached = set(cached_diffusers_models())
-    table = Table("Model", "Family", "Native size", "Notes", "Ready", title="Models")
+    # Plain lines, not a table: ids are long and people copy them, so they are never cut.
     for known in KNOWN_MODELS:
         ready = known.id == "fractal" or known.id in cached
-        table.add_row(known.id, known.family, known.size, known.notes, "yes" if ready else "")
+        details = ", ".join(part for part in (known.family, known.size, known.notes) if part)
+        mark = "[green]ready[/]" if ready else "[dim]downloads on first use[/]"
+        console.print(f"[bold]{known.id}[/]  {details}  {mark}", soft_wrap=True)
     for repo_id in sorted(cached - {known.id for known in KNOWN_MODELS}):
-        table.add_row(repo_id, "diffusers", "", "in the local cache", "yes")
-    console.print(table)
+        console.print(f"[bold]{repo_id}[/]  diffusers, in the local cache  [green]ready[/]",
+                      soft_wrap=True)
     console.print("Any diffusers folder works too: spec2fractal generate PROMPT --model ./folder")
 
 

@@ -1,0 +1,91 @@
+"""The `spec2fractal` command as a user runs it: a real process, real files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fractal import read_record
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fractal.cli", *args], capture_output=True, text=True,
+        timeout=300, cwd=cwd,
+    )
+
+
+def test_generate_writes_a_png_with_its_parameters(tmp_path: Path) -> None:
+    out = tmp_path / "lake.png"
+    result = run("generate", "A serene lake surrounded by mountains during sunrise", "-o",
+                 str(out), "--seed", "5", "--size", "128x96", "--lighting", "sunset",
+                 "--colors", "#ff0000,navy", "--texture", "0.7", "--style", "watercolor")
+    assert result.returncode == 0, result.stderr
+    image = Image.open(out)
+    assert image.size == (128, 96)
+    record = read_record(image)
+    assert record.seed == 5 and record.style == "Watercolor" and record.lighting == "sunset"
+    assert record.colors == ["#ff0000", "navy"] and record.texture == 0.7
+    assert "Seed: 5" in image.info["parameters"]
+    assert "seed 5" in result.stdout
+
+
+def test_n_images_and_image_to_image(tmp_path: Path) -> None:
+    result = run("generate", "a julia fractal", "-o", str(tmp_path / "j.webp"), "--n", "2",
+                 "--size", "64x64", "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["j-1.webp", "j-2.webp"]
+    source = tmp_path / "in.png"
+    Image.new("RGB", (72, 48), (10, 200, 30)).save(source)
+    result = run("generate", "--image", str(source), "--strength", "0.8", "--style",
+                 "pencil sketch", "-o", str(tmp_path / "out.jpg"))
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "out.jpg").size == (72, 48)
+
+
+def test_diffusers_model_folder_through_the_cli(tiny_sd: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sd.png"
+    result = run("generate", "a lake", "--model", str(tiny_sd), "--steps", "2", "-o", str(out),
+                 "--scheduler", "euler_a", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    assert "Sampler: Euler a" in Image.open(out).info["parameters"]
+    assert "Model: tiny-sd" in Image.open(out).info["parameters"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["generate", "x", "--steps", "0"], "`steps` must be between 1 and 150 (got 0)"),
+    (["generate", "x", "--size", "12"], "`size` must look like 768x512"),
+    (["generate", "x", "--size", "100x64"], "`width` must be a positive multiple of 8"),
+    (["generate", "x", "--style", "nope"], "`style` is not a known style"),
+    (["generate", "x", "--lighting", "disco"], "`lighting` is not a lighting preset"),
+    (["generate", "x", "--colors", "#zzz"], "`colors` is not a colour"),
+    (["generate", "x", "-o", "a.gif"], "`output` must end in .png"),
+    (["generate", "x", "--scheduler", "warp"], "`scheduler` is not a known sampler"),
+    (["generate", "x", "--bogus"], "No such option: --bogus"),
+    (["generate", "x", "--n", "many"], "Invalid value for '--n'"),
+    (["generate"], "`prompt` is required"),
+    (["generate", "--image", "/no/such.png"], "`image` cannot be read"),
+    (["generate", "x", "--model", "/no/such/model"], "does not exist"),
+])
+def test_bad_input_is_one_clear_line(args: list[str], message: str, tmp_path: Path) -> None:
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and message in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_styles_and_models_list_what_is_available() -> None:
+    styles = run("styles")
+    assert styles.returncode == 0
+    for name in ("Impressionist", "Ukiyo-e", "Studio Ghibli-like"):
+        assert name in styles.stdout
+    models = run("models")
+    assert models.returncode == 0
+    assert "fractal" in models.stdout and "sd-turbo" in models.stdout
