@@ -98,6 +98,8 @@ def check_request(request: GenerationRequest, *, has_image: bool | None = None) 
     check_int("steps", request.steps, 1, MAX_STEPS)
     check_float("guidance", request.guidance, 0.0, 100.0)
     check_int("seed", request.seed, 0, MAX_SEED)
+    if request.n is None:
+        raise InvalidRequestError("n", None, "must be a whole number")
     check_int("n", request.n, 1, MAX_N)
     check_float("strength", request.strength, 0.0, 1.0)
     check_float("texture", request.texture, 0.0, 1.0)

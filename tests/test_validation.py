@@ -25,6 +25,7 @@ CASES = [
     ("guidance", {"guidance": math.inf}, "finite"),
     ("n", {"n": 0}, "between 1 and 16"),
     ("n", {"n": 17}, "between 1 and 16"),
+    ("n", {"n": None}, "whole number"),
     ("seed", {"seed": -1}, "between 0 and"),
     ("seed", {"seed": 2**32}, "between 0 and"),
     ("texture", {"texture": 1.5}, "between 0 and 1"),
