@@ -1,0 +1,63 @@
+"""The Celery application. Configured from Settings when first used, never at import time.
+
+Run a worker with ``spec2fractal worker`` (or ``celery -A workers.celery_app worker``).
+The API sends tasks by name through :func:`enqueue_render`, so it never imports task code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from workers.settings import Settings, get_settings
+
+__all__ = ["RENDER_TASK", "app", "celery_config", "enqueue_render"]
+
+RENDER_TASK = "spec2fractal.render"
+QUEUE = "renders"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "broker_url": settings.resolved_broker_url,
+        "broker_connection_retry_on_startup": True,
+        "task_default_queue": QUEUE,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,  # the database is the truth about a job
+        # A job survives its worker: acknowledged only when done, re-queued if the worker dies.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": settings.task_soft_time_limit,
+        "task_time_limit": settings.task_time_limit,
+        "worker_hijack_root_logger": False,
+        "include": ["workers.tasks"],
+    }
+    if settings.embedded:
+        folder = settings.queue_dir
+        for sub in ("messages", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        config["broker_transport_options"] = {
+            "data_folder_in": str(folder / "messages"),
+            "data_folder_out": str(folder / "messages"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+            "polling_interval": 0.05,
+        }
+    else:
+        # Redis re-delivers an unacknowledged task after this long: longer than any render.
+        config["broker_transport_options"] = {
+            "visibility_timeout": settings.task_time_limit * 2,
+        }
+    return config
+
+
+app = Celery("spec2fractal", set_as_current=False)
+app.add_defaults(lambda: celery_config(get_settings()))
+
+
+def enqueue_render(job_id: str) -> None:
+    """Queue a job by id: the payload is the id alone, never image bytes."""
+    app.send_task(RENDER_TASK, args=[job_id], queue=QUEUE)

@@ -1,0 +1,86 @@
+"""The service's one configuration, read from ``SPEC2FRACTAL_*`` variables when first asked for.
+
+Nothing configured means the embedded one-machine shape: SQLite, images and a file-based queue
+under ``data_dir``. Setting ``broker_url``, ``database_url`` and ``storage_url`` switches to
+Redis, PostgreSQL and S3 with no code change.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPEC2FRACTAL_", extra="ignore")
+
+    data_dir: Path = Field(default=Path.home() / ".spec2fractal",
+                           description="Home of the embedded mode: database, images, queue.")
+    broker_url: str | None = Field(default=None,
+                                   description="Celery broker, e.g. redis://host:6379/0. "
+                                               "Unset: a file queue under data_dir.")
+    database_url: str | None = Field(default=None,
+                                     description="SQLAlchemy URL. Unset: SQLite in data_dir.")
+    storage_url: str | None = Field(default=None,
+                                    description="s3://bucket[/prefix] or a folder. "
+                                                "Unset: data_dir/images.")
+    s3_endpoint_url: str | None = Field(default=None, description="MinIO, SeaweedFS, ...")
+    s3_region: str = "us-east-1"
+    model: str = Field(default="fractal", description="The default model of a request.")
+    sync_timeout: float = Field(default=60.0, ge=0,
+                                description="How long POST /generate waits before a 202.")
+    url_expiry: int = Field(default=3600, ge=1, le=7 * 24 * 3600,
+                            description="Seconds an image URL stays valid.")
+    public_url: str | None = Field(default=None,
+                                   description="Base URL clients reach the API at, for links "
+                                               "to locally stored images.")
+    secret_key: str | None = Field(default=None,
+                                   description="Signs local image URLs. Unset: generated once "
+                                               "and kept in data_dir.")
+    max_queued_jobs: int = Field(default=1000, ge=1,
+                                 description="Above this, new jobs get 503 and Retry-After.")
+    model_cache_size: int = Field(default=1, ge=1,
+                                  description="Models a worker keeps loaded (LRU).")
+    device: str | None = Field(default=None, description="Worker device; unset: auto.")
+    warmup_model: str | None = Field(default=None,
+                                     description="Model a worker loads before its first job.")
+    task_soft_time_limit: int = Field(default=600, ge=1)
+    task_time_limit: int = Field(default=660, ge=1)
+    png_compress_level: int = Field(default=1, ge=0, le=9)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def embedded(self) -> bool:
+        """No broker configured: the queue is a folder and the worker a child of the server."""
+        return self.broker_url is None
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'spec2fractal.db'}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or str(self.data_dir / "images")
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def queue_dir(self) -> Path:
+        return self.data_dir / "queue"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Built on first call, never at import time; tests clear it with ``cache_clear()``."""
+    return Settings()
