@@ -37,12 +37,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     if settings.embedded:
         folder = settings.queue_dir
-        for sub in ("messages", "processed"):
+        for sub in ("messages", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         config["broker_transport_options"] = {
             "data_folder_in": str(folder / "messages"),
             "data_folder_out": str(folder / "messages"),
             "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),  # else kombu writes into the cwd
             "store_processed": False,
             "polling_interval": 0.05,
         }
