@@ -1,0 +1,68 @@
+"""The FastAPI application: ``create_app(settings)`` builds one, with no global state."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.bodylimit import BodyLimit
+from api.embedded import EmbeddedWorker
+from api.errors import install_error_handlers
+from api.limits import MAX_BODY_BYTES
+from api.metrics import HttpMetrics, build_registry
+from api.queue import TaskQueue
+from api.routers import catalogue, files, generate, health, jobs
+from fractal import StyleLibrary
+from workers.db import get_database
+from workers.settings import Settings, get_settings
+from workers.storage import LocalStorage, get_storage
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, start_worker: bool | None = None) -> FastAPI:
+    """``start_worker``: run the embedded Celery worker as a child process; by default only
+    in the embedded shape (no broker). Tests pass False to control workers themselves."""
+    settings = settings or get_settings()
+    run_worker = settings.embedded if start_worker is None else start_worker
+    database = get_database(settings.resolved_database_url)
+    storage = get_storage(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Idempotent, and safe when a worker migrates at the same moment.
+        await asyncio.to_thread(database.migrate)
+        if run_worker:
+            app.state.worker = EmbeddedWorker(settings)
+            app.state.worker.start()
+        try:
+            yield
+        finally:
+            if app.state.worker is not None:
+                await app.state.worker.astop()
+
+    app = FastAPI(title="Spec-2-Fractal", version="0.1.0", lifespan=lifespan,
+                  description="Self-hostable image generation. POST /generate to render.")
+    app.state.settings = settings
+    app.state.database = database
+    app.state.storage = storage
+    app.state.queue = TaskQueue(settings)
+    app.state.styles = StyleLibrary()
+    app.state.worker = None
+    registry, requests, latency = build_registry(database)
+    app.state.registry = registry
+
+    install_error_handlers(app)
+    for router in (generate.router, jobs.router, catalogue.router, health.router):
+        app.include_router(router)
+    if isinstance(storage, LocalStorage):
+        app.include_router(files.router)  # S3 serves its own presigned URLs
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(HttpMetrics, requests=requests, latency=latency)
+    return app

@@ -1,0 +1,42 @@
+"""Request dependencies, as ``Annotated`` aliases; everything lives on ``app.state``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from api.queue import TaskQueue
+from fractal import StyleLibrary
+from workers.db import Database
+from workers.settings import Settings
+from workers.storage import Storage
+
+__all__ = ["DatabaseDep", "QueueDep", "SettingsDep", "StorageDep", "StylesDep"]
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_database(request: Request) -> Database:
+    return request.app.state.database
+
+
+def get_storage(request: Request) -> Storage:
+    return request.app.state.storage
+
+
+def get_queue(request: Request) -> TaskQueue:
+    return request.app.state.queue
+
+
+def get_styles(request: Request) -> StyleLibrary:
+    return request.app.state.styles
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+QueueDep = Annotated[TaskQueue, Depends(get_queue)]
+StylesDep = Annotated[StyleLibrary, Depends(get_styles)]

@@ -1,0 +1,118 @@
+"""Error responses: FastAPI's 422 shape for every validation failure, JSON for the rest.
+
+No handler ever puts a traceback, an exception's repr or a server path in a response.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+
+from api.bodylimit import BodyTooLarge
+from fractal import InvalidRequestError
+from workers.storage import StorageError
+
+__all__ = ["ApiError", "field_error", "install_error_handlers", "invalid_request"]
+
+logger = logging.getLogger(__name__)
+
+MAX_ECHO_CHARS = 200  # a 60 MB data URL must not come back in the error body
+
+
+class ApiError(Exception):
+    """An HTTP error with a JSON body: ``{"detail": ..., **extra}``."""
+
+    def __init__(self, status: int, detail: Any, *, headers: dict[str, str] | None = None,
+                 **extra: Any) -> None:
+        super().__init__(str(detail))
+        self.status = status
+        self.detail = detail
+        self.headers = headers
+        self.extra = extra
+
+
+def field_error(loc: Sequence[str | int], msg: str, value: Any = None, *,
+                kind: str = "value_error",
+                choices: Iterable[str] | None = None) -> RequestValidationError:
+    """One 422 entry in FastAPI's shape, for checks made outside pydantic."""
+    entry: dict[str, Any] = {"loc": list(loc), "msg": msg, "type": kind, "input": value}
+    if choices is not None:
+        entry["ctx"] = {"choices": list(choices)}
+    return RequestValidationError([entry])
+
+
+def invalid_request(exc: InvalidRequestError, *, where: str = "body",
+                    rename: dict[str, str] | None = None) -> RequestValidationError:
+    """The library's InvalidRequestError as a 422 naming the request field."""
+    field = (rename or {}).get(exc.argument, exc.argument)
+    return field_error([where, field], str(exc), exc.value, choices=exc.choices)
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, (str, bytes)) and len(value) > MAX_ECHO_CHARS:
+        return f"<{len(value)} characters>"
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, dict | list) and len(repr(value)) > MAX_ECHO_CHARS:
+        return f"<{type(value).__name__} of {len(value)} items>"
+    return value
+
+
+def _clean(error: dict[str, Any]) -> dict[str, Any]:
+    entry = {key: error[key] for key in ("loc", "msg", "type") if key in error}
+    entry["loc"] = list(entry.get("loc", []))
+    if "input" in error:
+        entry["input"] = _short(error["input"])
+    if error.get("ctx"):
+        # pydantic's ctx may hold exception objects; keep what JSON can carry.
+        entry["ctx"] = {key: value if isinstance(value, str | int | float | list) else str(value)
+                        for key, value in error["ctx"].items()}
+    return entry
+
+
+async def _validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": [_clean(error) for error in exc.errors()]}, status_code=422)
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return JSONResponse({"detail": exc.detail, **exc.extra}, status_code=exc.status,
+                        headers=exc.headers)
+
+
+async def _storage(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("storage failed on %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": "image storage is unavailable; try again later"},
+                        status_code=503, headers={"Retry-After": "10"})
+
+
+async def _database(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("database failed on %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": "the job database is unavailable; try again later"},
+                        status_code=503, headers={"Retry-After": "10"})
+
+
+async def _too_large(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": "the body is too large"}, status_code=413,
+                        headers={"Connection": "close"})
+
+
+async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StorageError, _storage)
+    app.add_exception_handler(SQLAlchemyError, _database)
+    app.add_exception_handler(BodyTooLarge, _too_large)
+    app.add_exception_handler(Exception, _internal)

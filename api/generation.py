@@ -1,0 +1,164 @@
+"""POST /generate's work before the queue: read the body (JSON or multipart), check it
+exactly as the library would, and turn it into a job row plus a stored input image."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import secrets
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from PIL import Image
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from api.errors import ApiError, field_error, invalid_request
+from api.limits import MAX_BODY_BYTES, MAX_FORM_FIELDS
+from api.queue import TaskQueue
+from api.schemas import GenerateBody
+from fractal import GenerationRequest, InvalidRequestError, StyleLibrary
+from fractal.images import decode_image, load_image
+from fractal.validation import MAX_SEED, check_request
+from workers.db import Database, JobStatus
+from workers.db import jobs as job_store
+from workers.runner import input_key
+from workers.settings import Settings
+from workers.storage import Storage, StorageError
+
+__all__ = ["Submission", "build_request", "read_body", "submit_job"]
+
+logger = logging.getLogger(__name__)
+
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+async def read_body(request: Request) -> tuple[GenerateBody, bytes | None]:
+    """The body as a GenerateBody, and the bytes of an uploaded image file if there was one."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    upload: bytes | None = None
+    if media in ("", "application/json") or media.endswith("+json"):
+        raw = await request.body()
+        try:
+            data: Any = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            position = exc.pos if isinstance(exc, json.JSONDecodeError) else exc.start
+            raise field_error(["body", position], "JSON decode error", {},
+                              kind="json_invalid") from None
+    elif media in FORM_TYPES:
+        data, upload = await _read_form(request)
+    else:
+        raise ApiError(415, "send application/json or multipart/form-data")
+    try:
+        return GenerateBody.model_validate(data), upload
+    except ValidationError as exc:
+        errors = [dict(error, loc=("body", *error["loc"])) for error in exc.errors()]
+        raise RequestValidationError(errors) from None
+
+
+async def _read_form(request: Request) -> tuple[dict[str, Any], bytes | None]:
+    form = await request.form(max_files=1, max_fields=MAX_FORM_FIELDS,
+                              max_part_size=MAX_BODY_BYTES)
+    data: dict[str, Any] = {}
+    upload: bytes | None = None
+    for key in set(form.keys()):
+        values = form.getlist(key)
+        if key == "image" and isinstance(values[-1], UploadFile):
+            upload = await values[-1].read()
+            continue
+        if any(isinstance(value, UploadFile) for value in values):
+            raise field_error(["body", key], "must be a form field, not a file", "<file>")
+        texts = [value for value in values if isinstance(value, str) and value != ""]
+        if not texts:
+            continue  # an empty form field means "not given", as browsers send them
+        data[key] = texts if key == "colors" and len(texts) > 1 else texts[-1]
+    return data, upload
+
+
+def build_request(body: GenerateBody, upload: bytes | None, settings: Settings,
+                  styles: StyleLibrary) -> tuple[GenerationRequest, Image.Image | None]:
+    """The library's request, checked by the library; the decoded input image. Blocking."""
+    prompt_field = "content" if body.content is not None else "prompt"
+    if body.content is not None and body.prompt is not None and body.content != body.prompt:
+        raise field_error(["body", "prompt"], "give the prompt as `content` or `prompt`, "
+                          "not both", body.prompt)
+    if body.image is not None and upload is not None:
+        raise field_error(["body", "image"], "give the image as a file or as a data URL, "
+                          "not both", "<image>")
+    has_image = body.image is not None or upload is not None
+    # The API picks the seed, so the stored request is reproducible and a retry is identical.
+    seed = body.seed if body.seed is not None else secrets.randbelow(MAX_SEED + 1)
+    rename = {"prompt": prompt_field}
+    try:
+        request = GenerationRequest(
+            input_type=body.input_type,
+            prompt=body.content if body.content is not None else body.prompt,
+            negative_prompt=body.negative_prompt, width=body.width, height=body.height,
+            steps=body.steps, guidance=body.guidance, seed=seed, scheduler=body.scheduler,
+            style=body.style, lighting=body.lighting, colors=body.colors,
+            texture=body.texture, strength=body.strength, n=body.n,
+            model=(body.model or "").strip() or settings.model,
+        )
+        check_request(request, has_image=has_image)
+        if request.style is not None:
+            styles.get(request.style)  # unknown: a 422 listing the valid names
+        image = None
+        if body.image is not None:
+            image = decode_image(body.image)
+        elif upload is not None:
+            image = load_image(upload)
+    except InvalidRequestError as exc:
+        raise invalid_request(exc, rename=rename) from None
+    return request, image
+
+
+class Submission:
+    """A checked request on its way to the queue: row first, then input, then the message."""
+
+    def __init__(self, database: Database, storage: Storage, queue: TaskQueue) -> None:
+        self.database = database
+        self.storage = storage
+        self.queue = queue
+
+    def queued_count(self) -> int:
+        with self.database.session() as session:
+            return job_store.count_queued(session)
+
+    def submit(self, request: GenerationRequest, image: Image.Image | None,
+               output_format: str) -> str:
+        job_id = job_store.new_job_id()
+        key = input_key(job_id) if image is not None else None
+        stored = request.to_dict()
+        stored.pop("image", None)  # image bytes live in storage, never in the row
+        with self.database.session() as session:
+            job_store.create_job(session, job_id=job_id, model=request.model or "",
+                                 request=stored, input_key=key, output_format=output_format)
+        try:
+            if image is not None and key is not None:
+                buffer = io.BytesIO()
+                image.save(buffer, format="PNG", compress_level=1)
+                self.storage.put(key, buffer.getvalue(), "image/png")
+            self.queue.enqueue_render(job_id)
+        except StorageError as exc:
+            logger.error("job %s: input image not stored: %s", job_id, exc)
+            self._fail(job_id, "the input image could not be stored")
+            raise ApiError(503, "image storage is unavailable; try again later",
+                           headers={"Retry-After": "10"}, job_id=job_id) from None
+        except Exception as exc:  # kombu/redis errors: the broker is down or refused
+            logger.error("job %s: not queued: %s", job_id, exc)
+            self._fail(job_id, "the job could not be queued")
+            raise ApiError(503, "the job queue is unavailable; try again later",
+                           headers={"Retry-After": "10"}, job_id=job_id) from None
+        return job_id
+
+    def _fail(self, job_id: str, error: str) -> None:
+        with self.database.session() as session:
+            job_store.finish_job(session, job_id, JobStatus.FAILED, error=error)
+
+
+async def submit_job(submission: Submission, request: GenerationRequest,
+                     image: Image.Image | None, output_format: str) -> str:
+    return await run_in_threadpool(submission.submit, request, image, output_format)

@@ -1,0 +1,109 @@
+"""POST /generate: check, queue, and wait for the image (or answer 202 with the job)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import DatabaseDep, QueueDep, SettingsDep, StorageDep, StylesDep
+from api.errors import ApiError
+from api.generation import Submission, build_request, read_body, submit_job
+from api.jobview import UrlMaker, job_out
+from api.limits import QUEUE_FULL_RETRY_AFTER
+from api.polling import wait_for_job
+from api.schemas import GenerateBody, GenerateResult, JobOut
+from workers.db import Job, JobStatus
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["generate"])
+
+# The worker stores an InvalidRequestError as "`argument` reason (got ...)": the caller's fault.
+_CALLER_ERROR = re.compile(r"^`(?P<argument>[a-z_]+)` ")
+_MODEL_ERROR = re.compile(r"^model .* could not be loaded")
+
+
+def _request_body_docs() -> dict[str, Any]:
+    schema = GenerateBody.model_json_schema()
+    form = {**schema, "properties": {**schema["properties"],
+                                     "image": {"type": "string", "format": "binary"}}}
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": schema},
+        "multipart/form-data": {"schema": form},
+    }}}
+
+
+def _prefer(header: str | None, default_wait: float) -> tuple[bool, float]:
+    """RFC 7240: ``respond-async`` asks for a 202 now; ``wait=N`` caps the wait."""
+    respond_async, wait = False, default_wait
+    for token in (header or "").split(","):
+        name, _, value = token.split(";")[0].strip().lower().partition("=")
+        if name == "respond-async":
+            respond_async = True
+        elif name == "wait" and value.strip().isdigit():
+            wait = min(wait, float(value))
+    return respond_async, wait
+
+
+def _failure(job: Job, settings_model: str, body: dict[str, Any]) -> ApiError:
+    error = job.error or "the render failed"
+    caller = _CALLER_ERROR.match(error)
+    if caller:
+        detail = [{"loc": ["body", caller["argument"]], "msg": error, "type": "value_error"}]
+        return ApiError(422, detail, **body)
+    if _MODEL_ERROR.match(error) and job.model != settings_model:
+        # The caller chose a model this server cannot load; the default failing is ours.
+        detail = [{"loc": ["body", "model"], "msg": error, "type": "value_error"}]
+        return ApiError(422, detail, **body)
+    return ApiError(502, error, **body)
+
+
+@router.post(
+    "/generate", response_model=GenerateResult, openapi_extra=_request_body_docs(),
+    responses={202: {"model": JobOut, "description": "Still running: poll the Location."},
+               409: {"description": "The job was cancelled."},
+               413: {"description": "Body too large."},
+               415: {"description": "Not JSON or multipart/form-data."},
+               502: {"description": "The render failed on the server."},
+               503: {"description": "Queue full or a backend down; see Retry-After."}},
+)
+async def generate(request: Request, settings: SettingsDep, database: DatabaseDep,
+                   storage: StorageDep, queue: QueueDep, styles: StylesDep,
+                   prefer: Annotated[str | None, Header()] = None) -> JSONResponse:
+    """Render an image. JSON (image as a data URL) or multipart/form-data (image as a file)."""
+    body, upload = await read_body(request)
+    generation, image = await run_in_threadpool(build_request, body, upload, settings, styles)
+    submission = Submission(database, storage, queue)
+    # Checked before the insert, so a burst may overshoot by a few jobs: a soft limit.
+    queued = await run_in_threadpool(submission.queued_count)
+    if queued >= settings.max_queued_jobs:
+        raise ApiError(503, "the render queue is full; try again later",
+                       headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER)}, queued=queued)
+    job_id = await submit_job(submission, generation, image, body.output_format)
+
+    respond_async, wait = _prefer(prefer, settings.sync_timeout)
+    job = await wait_for_job(database, job_id, 0 if respond_async else wait)
+    if job is None:  # deleted under us; nothing sensible to show
+        raise ApiError(404, "job not found", job_id=job_id)
+    urls = UrlMaker(storage, settings, request)
+    shown = job_out(job, urls)
+    status = JobStatus(job.status)
+    if status is JobStatus.SUCCEEDED:
+        result = GenerateResult(job_id=job_id, image_url=shown.outputs[0].url,
+                                image_urls=[out.url for out in shown.outputs],
+                                seed=shown.outputs[0].seed,
+                                seeds=[out.seed for out in shown.outputs], job=shown)
+        return JSONResponse(result.model_dump(mode="json"))
+    extra = {"job_id": job_id, "job": shown.model_dump(mode="json")}
+    if status is JobStatus.FAILED:
+        raise _failure(job, settings.model, extra)
+    if status is JobStatus.CANCELLED:
+        raise ApiError(409, "the job was cancelled", **extra)
+    headers = {"Location": shown.links["self"]}
+    if respond_async:
+        headers["Preference-Applied"] = "respond-async"
+    return JSONResponse(shown.model_dump(mode="json"), status_code=202, headers=headers)

@@ -1,0 +1,64 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import DatabaseDep, QueueDep, StorageDep
+
+__all__ = ["router"]
+
+logger = logging.getLogger(__name__)
+router = APIRouter(tags=["health"])
+
+CHECK_TIMEOUT = 5.0  # seconds each readiness check may take
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """Liveness: the process answers. No I/O, so a slow database never restarts the API."""
+    return {"status": "ok"}
+
+
+async def _check(name: str, probe: Callable[[], None]) -> str:
+    try:
+        await asyncio.wait_for(asyncio.to_thread(probe), CHECK_TIMEOUT)
+    except Exception as exc:
+        # Details (paths, hosts) go to the log, not to the unauthenticated response.
+        logger.warning("readiness: %s is down: %s", name, exc or type(exc).__name__)
+        return "down"
+    return "ok"
+
+
+@router.get("/ready", responses={503: {"description": "Something is down; see checks."}})
+async def ready(request: Request, database: DatabaseDep, storage: StorageDep,
+                queue: QueueDep) -> JSONResponse:
+    """Readiness: database, storage and broker reachable (and the embedded worker alive)."""
+    names = ["database", "storage", "broker"]
+    results = await asyncio.gather(_check("database", database.ping),
+                                   _check("storage", storage.check),
+                                   _check("broker", queue.check))
+    checks = dict(zip(names, results, strict=True))
+    worker = request.app.state.worker
+    if worker is not None:
+        checks["worker"] = "ok" if worker.alive else "down"
+    down = [name for name, result in checks.items() if result != "ok"]
+    if down:
+        return JSONResponse({"status": "unavailable", "checks": checks,
+                             "detail": f"down: {', '.join(down)}"}, status_code=503,
+                            headers={"Retry-After": "5"})
+    return JSONResponse({"status": "ready", "checks": checks})
+
+
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+async def metrics(request: Request) -> Response:
+    body = await run_in_threadpool(generate_latest, request.app.state.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,95 @@
+"""Jobs: read one, list them, cancel one, follow one as Server-Sent Events."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import DatabaseDep, SettingsDep, StorageDep
+from api.errors import ApiError, field_error
+from api.events import job_events
+from api.jobview import UrlMaker, job_out
+from api.limits import EVENTS_PING_SECONDS
+from api.polling import load_job
+from api.schemas import JobList, JobOut
+from workers.db import Database, Job, JobStatus
+from workers.db import jobs as job_store
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+StatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+NOT_FOUND = {404: {"description": "No such job."}}
+
+
+async def _job_or_404(database: Database, job_id: str) -> Job:
+    job = await load_job(database, job_id)
+    if job is None:
+        raise ApiError(404, "job not found", job_id=job_id)
+    return job
+
+
+@router.get("", response_model=JobList)
+async def list_jobs(
+    request: Request, settings: SettingsDep, database: DatabaseDep, storage: StorageDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    status: StatusName | None = None,
+) -> JobList:
+    """Newest first. Pass ``next_cursor`` back as ``cursor`` for the next page."""
+
+    def read() -> tuple[list[Job], str | None]:
+        with database.session() as session:
+            return job_store.list_jobs(session, status=status, cursor=cursor, limit=limit)
+
+    try:
+        jobs, next_cursor = await run_in_threadpool(read)
+    except ValueError:
+        raise field_error(["query", "cursor"], "is not a cursor from this API",
+                          cursor) from None
+    urls = UrlMaker(storage, settings, request)
+    return JobList(jobs=[job_out(job, urls) for job in jobs], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND)
+async def get_job(job_id: str, request: Request, settings: SettingsDep, database: DatabaseDep,
+                  storage: StorageDep) -> JobOut:
+    job = await _job_or_404(database, job_id)
+    return job_out(job, UrlMaker(storage, settings, request))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut,
+             responses={**NOT_FOUND, 202: {"description": "Running: stops at its next step."},
+                        409: {"description": "Already succeeded or failed."}})
+async def cancel_job(job_id: str, request: Request, settings: SettingsDep,
+                     database: DatabaseDep, storage: StorageDep) -> JSONResponse:
+    """A queued job is cancelled at once and never runs; a running one stops soon."""
+
+    def cancel() -> Job | None:
+        with database.session() as session:
+            return job_store.request_cancel(session, job_id)
+
+    job = await run_in_threadpool(cancel)
+    if job is None:
+        raise ApiError(404, "job not found", job_id=job_id)
+    shown = job_out(job, UrlMaker(storage, settings, request)).model_dump(mode="json")
+    status = JobStatus(job.status)
+    if status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+        raise ApiError(409, f"the job has already {status.value}", job_id=job_id, job=shown)
+    return JSONResponse(shown, status_code=202 if status is JobStatus.RUNNING else 200)
+
+
+@router.get("/{job_id}/events", responses={
+    **NOT_FOUND, 200: {"content": {"text/event-stream": {}},
+                       "description": "queued, started, progress..., then succeeded, "
+                                      "failed or cancelled; then the stream ends."}})
+async def job_events_stream(job_id: str, request: Request, settings: SettingsDep,
+                            database: DatabaseDep, storage: StorageDep) -> EventSourceResponse:
+    job = await _job_or_404(database, job_id)
+    urls = UrlMaker(storage, settings, request)
+    return EventSourceResponse(job_events(database, job, urls), ping=EVENTS_PING_SECONDS)

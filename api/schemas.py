@@ -1,0 +1,151 @@
+"""Request and response bodies. Ranges are checked by the library (``check_request``), so
+the API and the CLI refuse exactly the same requests; pydantic checks only types."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from workers.encoding import OUTPUT_FORMATS
+
+__all__ = [
+    "GenerateBody",
+    "GenerateResult",
+    "JobList",
+    "JobOut",
+    "ModelInfo",
+    "ModelList",
+    "OutputOut",
+    "Progress",
+    "StyleInfo",
+    "StyleList",
+    "Timings",
+]
+
+OutputFormat = Literal["png", "webp", "jpeg"]
+assert set(OUTPUT_FORMATS) == {"png", "webp", "jpeg"}  # kept in step with the workers
+
+
+class GenerateBody(BaseModel):
+    """POST /generate: the product README's ``{"input_type", "content"}`` plus every option."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_type: Literal["text", "image", "hybrid"] = "text"
+    content: str | None = Field(default=None, description="The prompt (README name).")
+    prompt: str | None = Field(default=None, description="The prompt; alias of `content`.")
+    image: str | None = Field(default=None,
+                              description="Input image as base64 or a data:image/...;base64 URL; "
+                                          "or a file part in multipart/form-data.")
+    negative_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int | None = Field(default=None, description="Unset: a random seed, returned.")
+    scheduler: str | None = None
+    style: str | None = None
+    lighting: str | None = None
+    colors: list[str] | str | None = Field(default=None,
+                                           description="Colour names or hex codes.")
+    texture: float | None = None
+    strength: float | None = None
+    n: int = 1
+    model: str | None = Field(default=None, min_length=1, max_length=255)
+    output_format: OutputFormat = "png"
+
+    @field_validator("width", "height", "steps", "seed", "n", "guidance", "texture", "strength",
+                     mode="before")
+    @classmethod
+    def _no_bools(cls, value: Any) -> Any:
+        # pydantic's lax mode reads true as 1; a boolean width is a mistake, not a size.
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not a boolean")
+        return value
+
+
+class Progress(BaseModel):
+    step: int
+    total: int
+    preview: str | None = Field(default=None, description="Small JPEG data URL while running.")
+
+
+class Timings(BaseModel):
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    queue_seconds: float | None
+    render_seconds: float | None
+
+
+class OutputOut(BaseModel):
+    index: int
+    url: str
+    record_url: str | None
+    seed: int | None
+    width: int
+    height: int
+    format: str
+    record: dict[str, Any]
+
+
+class JobOut(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    model: str
+    output_format: str
+    request: dict[str, Any]
+    progress: Progress
+    timings: Timings
+    outputs: list[OutputOut]
+    error: str | None
+    attempts: int
+    cancel_requested: bool
+    links: dict[str, str]
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+    next_cursor: str | None
+
+
+class GenerateResult(BaseModel):
+    status: Literal["success"] = "success"
+    job_id: str
+    image_url: str
+    image_urls: list[str]
+    seed: int | None
+    seeds: list[int | None]
+    job: JobOut
+
+
+class ModelInfo(BaseModel):
+    id: str
+    family: str
+    size: str
+    notes: str
+    default: bool
+
+
+class ModelList(BaseModel):
+    default: str
+    models: list[ModelInfo]
+
+
+class StyleInfo(BaseModel):
+    name: str
+    description: str
+    effect: str | None
+    template: str
+    negative_prompt: str
+    palette: list[str] | None
+    lighting: str | None
+    steps: int | None
+    guidance: float | None
+    strength: float | None
+
+
+class StyleList(BaseModel):
+    styles: list[StyleInfo]

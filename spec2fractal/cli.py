@@ -1,0 +1,26 @@
+"""The ``spec2fractal`` console script: the library's commands plus the service's.
+
+The library (``fractal``) knows nothing of the service, so the commands are put together here,
+in the facade, where every layer may be imported.
+"""
+
+from __future__ import annotations
+
+from fractal.cli import app, main
+
+__all__ = ["app", "main"]
+
+
+def _register_service_commands() -> None:
+    from api.cli import serve
+    from workers.cli import worker
+
+    app.command(help="Run the HTTP API (embedded: with its own worker, SQLite and folders).")(
+        serve)
+    app.command(help="Run a render worker on the configured broker.")(worker)
+
+
+_register_service_commands()
+
+if __name__ == "__main__":
+    main()

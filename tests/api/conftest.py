@@ -1,0 +1,118 @@
+"""Real pieces only: a temp data folder, Celery workers as child processes on the file queue,
+the app in-process (TestClient) or served by uvicorn through ``api.cli.serve``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from workers.settings import Settings
+
+WORKER_READY_SECONDS = 30
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def env_for(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("SPEC2FRACTAL_")}
+    env.update({"SPEC2FRACTAL_DATA_DIR": str(data_dir), **extra})
+    return env
+
+
+def stop(process: subprocess.Popen, *, kill: bool = False) -> None:  # type: ignore[type-arg]
+    if process.poll() is None:
+        # An idle Celery worker takes ~5 s over a warm shutdown; tests need no grace.
+        process.kill() if kill else process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def start_worker() -> Iterator:
+    """Starts Celery workers for a data folder; waits for 'ready'; stops them afterwards."""
+    started: list[subprocess.Popen] = []  # type: ignore[type-arg]
+
+    def start(data_dir: Path) -> subprocess.Popen:  # type: ignore[type-arg]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+             "--pool", "solo", "--concurrency", "1", "--loglevel", "INFO",
+             "--without-mingle", "--without-gossip"],
+            env=env_for(data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        started.append(process)
+        ready = threading.Event()
+
+        def read() -> None:  # drain stderr so the worker never blocks on a full pipe
+            assert process.stderr is not None
+            for line in process.stderr:
+                if " ready." in line:
+                    ready.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        assert ready.wait(WORKER_READY_SECONDS), "the Celery worker did not become ready"
+        return process
+
+    yield start
+    for process in started:
+        stop(process, kill=True)
+
+
+@pytest.fixture
+def offline(tmp_path: Path) -> Iterator[TestClient]:
+    """The app with no worker at all: jobs stay queued."""
+    with TestClient(create_app(Settings(data_dir=tmp_path), start_worker=False)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def rendering(tmp_path_factory: pytest.TempPathFactory, start_worker) -> Iterator[TestClient]:
+    """The app in-process, with a real worker (started by the fixture) on its file queue."""
+    data_dir = tmp_path_factory.mktemp("rendering")
+    app = create_app(Settings(data_dir=data_dir, sync_timeout=30), start_worker=False)
+    with TestClient(app) as client:  # lifespan: migrates before the worker looks
+        start_worker(data_dir)
+        yield client
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``spec2fractal serve`` in a child process: uvicorn, plus the embedded worker it starts."""
+    data_dir = tmp_path_factory.mktemp("served")
+    port = free_port()
+    log = (data_dir / "server.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-c", f"from api.cli import serve; serve(port={port})"],
+        env=env_for(data_dir, SPEC2FRACTAL_SYNC_TIMEOUT="30"), stdout=log,
+        stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + WORKER_READY_SECONDS
+    while True:
+        assert process.poll() is None, (data_dir / "server.log").read_text()
+        try:
+            if httpx.get(base + "/ready", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, (data_dir / "server.log").read_text()
+        time.sleep(0.1)
+    yield base
+    stop(process)
+    log.close()

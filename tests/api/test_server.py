@@ -1,0 +1,71 @@
+"""Through a real uvicorn process started by ``api.cli.serve`` (embedded worker included)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+
+from tests.api.helpers import README_BODY, decode, wait_status
+
+SLOW = {**README_BODY, "width": 1024, "height": 1024, "n": 8, "seed": 5}
+
+
+def test_readme_body_over_http_and_the_image_downloads(served: str) -> None:
+    with httpx.Client(base_url=served, timeout=30) as client:
+        response = client.post("/generate", json={**README_BODY, "width": 192, "height": 128})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["status"] == "success"
+        assert body["image_url"].startswith(served + "/files/")
+        image = httpx.get(body["image_url"], timeout=10)
+        assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+        assert decode(image.content).size == (192, 128)
+        ready = client.get("/ready").json()
+        assert ready["checks"]["worker"] == "ok"
+
+
+def test_respond_async_then_poll_until_succeeded(served: str) -> None:
+    with httpx.Client(base_url=served, timeout=30) as client:
+        response = client.post("/generate", json={**README_BODY, "width": 64, "height": 64},
+                               headers={"Prefer": "respond-async"})
+        assert response.status_code == 202
+        location = response.headers["location"]
+        assert location.startswith(served + "/jobs/")
+        job = wait_status(lambda path: client.get(location), "", {"succeeded", "failed"})
+        assert job["status"] == "succeeded", job
+        assert decode(client.get(job["outputs"][0]["url"]).content).size == (64, 64)
+
+
+def test_cancel_a_running_job_after_its_first_progress(served: str) -> None:
+    with httpx.Client(base_url=served, timeout=30) as client:
+        job = client.post("/generate", json=SLOW, headers={"Prefer": "respond-async"}).json()
+        seen = []
+        started = time.monotonic()
+        with client.stream("GET", f"/jobs/{job['id']}/events") as stream:
+            name = None
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    name = line[6:].strip()
+                    seen.append(name)
+                    if name == "progress" and "cancel" not in seen:
+                        seen.append("cancel")
+                        cancel = client.post(f"/jobs/{job['id']}/cancel")
+                        assert cancel.status_code == 202, cancel.text
+                        assert cancel.json()["cancel_requested"]
+                elif line.startswith("data:") and name == "cancelled":
+                    final = json.loads(line[5:])
+        assert seen[:3] == ["queued", "started", "progress"]
+        assert seen[-1] == "cancelled", seen
+        assert final["status"] == "cancelled" and final["outputs"] == []
+        assert final["progress"]["step"] < final["progress"]["total"]
+        assert time.monotonic() - started < 20
+        assert client.post(f"/jobs/{job['id']}/cancel").status_code == 200
+
+
+def test_metrics_after_renders(served: str) -> None:
+    text = httpx.get(served + "/metrics", timeout=10).text
+    assert "spec2fractal_images_rendered_total" in text
+    assert "spec2fractal_job_duration_seconds_bucket" in text
+    assert "spec2fractal_jobs_running" in text

@@ -1,0 +1,35 @@
+"""``spec2fractal worker``: one Celery worker process, e.g. one per GPU."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+__all__ = ["worker"]
+
+
+def worker(
+    device: Annotated[str | None, typer.Option(help="cuda:N, mps or cpu; default: auto.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Jobs at once (one per GPU is right).")] = 1,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    warmup_model: Annotated[str | None, typer.Option(help="Load this model before the first "
+                                                          "job.")] = None,
+) -> None:
+    """Start a render worker on the configured broker (SPEC2FRACTAL_BROKER_URL)."""
+    import os
+
+    # The worker's own settings come from the environment, like every other process's.
+    if device is not None:
+        os.environ["SPEC2FRACTAL_DEVICE"] = device
+    if warmup_model is not None:
+        os.environ["SPEC2FRACTAL_WARMUP_MODEL"] = warmup_model
+    from workers.celery_app import app
+    from workers.settings import get_settings
+
+    get_settings.cache_clear()
+    # A solo pool renders in the worker's main process: the model stays loaded between jobs
+    # and a GPU is never shared by forked children.
+    pool = "solo" if concurrency == 1 else "threads"
+    app.worker_main(["worker", f"--concurrency={concurrency}", f"--pool={pool}",
+                     f"--loglevel={loglevel}"])
