@@ -1,4 +1,4 @@
-"""``spec2fractal serve``: the HTTP API under uvicorn (wired into the CLI by ``spec2fractal.cli``)."""
+"""``spec2fractal serve``: the HTTP API under uvicorn (wired in by ``spec2fractal.cli``)."""
 
 from __future__ import annotations
 
