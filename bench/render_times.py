@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fractal import Spec2Fractal  # noqa: E402
+from fractal import Spec2Fractal
 
 
 def timed(render: Callable[[], object], repeat: int) -> tuple[float, float]:

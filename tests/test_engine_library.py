@@ -31,9 +31,8 @@ def test_the_product_readme_snippet_runs_as_written(tmp_path: Path, monkeypatch)
 
 
 def test_both_imports_are_the_same_class() -> None:
-    import spec2fractal
-
     import fractal
+    import spec2fractal
 
     assert spec2fractal.Spec2Fractal is fractal.Spec2Fractal
     assert set(fractal.__all__) <= set(dir(spec2fractal))
