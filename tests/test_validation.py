@@ -88,7 +88,7 @@ def test_library_methods_validate_before_rendering(engine_model: Spec2Fractal) -
     calls: list[int] = []
     with pytest.raises(InvalidRequestError, match="`width`"):
         engine_model.generate_from_text("a lake", width=100, on_progress=lambda *a: calls.append(1))
-    with pytest.raises(InvalidRequestError, match="`style`.*valid values: Anime"):
+    with pytest.raises(InvalidRequestError, match=r"`style`.*valid values: Anime"):
         engine_model.generate_from_text("a lake", style="Baroque-ish", width=64, height=64)
     with pytest.raises(InvalidRequestError, match="`strength`"):
         engine_model.generate_from_image(b"not an image", strength=2)
