@@ -5,8 +5,9 @@ from fractal.images import MAX_IMAGE_BYTES
 # A body holds at most one image, base64-encoded (4/3), plus a little JSON or form framing.
 MAX_BODY_BYTES = MAX_IMAGE_BYTES * 4 // 3 + 1024 * 1024
 MAX_FORM_FIELDS = 64
-RESULT_POLL_SECONDS = 0.01  # POST /generate looks at the job row this often at first ...
-RESULT_POLL_MAX_SECONDS = 0.1  # ... backing off to this for long renders, to spare the DB
+RESULT_POLL_SECONDS = 0.005  # POST /generate looks at the job row this often at first ...
+RESULT_POLL_FAST_SECONDS = 2.0  # ... for this long (a read is ~0.2 ms: latency matters more) ...
+RESULT_POLL_MAX_SECONDS = 0.1  # ... then backs off to this for long renders, to spare the DB
 EVENTS_POLL_SECONDS = 0.05  # GET /jobs/{id}/events
 EVENTS_PING_SECONDS = 15
 QUEUE_FULL_RETRY_AFTER = 30  # seconds, for 503s when max_queued_jobs is reached

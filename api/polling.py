@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from api.limits import RESULT_POLL_MAX_SECONDS, RESULT_POLL_SECONDS
+from api.limits import RESULT_POLL_FAST_SECONDS, RESULT_POLL_MAX_SECONDS, RESULT_POLL_SECONDS
 from workers.db import Database, Job, JobStatus
 from workers.db import jobs as job_store
 
@@ -24,7 +24,8 @@ async def load_job(database: Database, job_id: str) -> Job | None:
 
 async def wait_for_job(database: Database, job_id: str, timeout: float) -> Job | None:
     """The job once finished, or as it is when ``timeout`` runs out."""
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     interval = RESULT_POLL_SECONDS
     while True:
         job = await load_job(database, job_id)
@@ -34,4 +35,5 @@ async def wait_for_job(database: Database, job_id: str, timeout: float) -> Job |
         if left <= 0:
             return job
         await asyncio.sleep(min(interval, left))
-        interval = min(interval * 1.2, RESULT_POLL_MAX_SECONDS)
+        if time.monotonic() - started > RESULT_POLL_FAST_SECONDS:
+            interval = min(interval * 1.2, RESULT_POLL_MAX_SECONDS)

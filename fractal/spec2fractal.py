@@ -53,6 +53,8 @@ class Spec2Fractal:
         for path in [styles] if isinstance(styles, (str, Path)) else styles or ():
             self.styles.load(path)
         self._lock = threading.Lock()
+        # A request may name the model as it was given here (a path, say) or as records do.
+        self._names = {(model or ENGINE_NAME).strip().lower()}
         self._backend: Backend
         if model is None or model.strip().lower() == ENGINE_NAME:
             self._backend = EngineBackend()
@@ -173,7 +175,8 @@ class Spec2Fractal:
         on_progress: ProgressCallback | None,
         cancel: CancelHook | None,
     ) -> list[Image.Image]:
-        if request.model is not None and request.model.strip().lower() != self.model.lower():
+        if request.model is not None and \
+                request.model.strip().lower() not in {*self._names, self.model.lower()}:
             raise InvalidRequestError("model", request.model,
                                       f"is not the loaded model ({self.model!r})")
         plan = build_plan(request, init_image, styles=self.styles, defaults=self.defaults)

@@ -177,7 +177,10 @@ def test_random_seed_is_drawn_and_reported(sd_model: Spec2Fractal) -> None:
     assert 0 <= first.seed < 2**32
 
 
-def test_request_for_another_model_is_refused(sd_model: Spec2Fractal) -> None:
+def test_request_names_the_model_as_loaded_or_as_recorded(
+        sd_model: Spec2Fractal, tiny_sd: Path) -> None:
+    for name in (str(tiny_sd), "tiny-sd"):
+        assert sd_model.generate({"prompt": "a lake", "model": name, "steps": 2})
     with pytest.raises(InvalidRequestError, match="model"):
         sd_model.generate({"prompt": "a lake", "model": "fractal", "steps": 2})
 

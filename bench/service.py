@@ -1,0 +1,172 @@
+"""POST /generate (sync) against a direct library call, on the tiny diffusers pipeline.
+
+Starts the real service (`spec2fractal serve`: API + worker child) on a loopback port, embedded
+(file queue) or with --broker redis (a redis-server it starts itself), and prints a table:
+p50/p99 at concurrency 1 and 8, the overhead over the library, and /health p99 while renders
+run. Run: python bench/service.py [--requests 50] [--steps 8] [--broker file|redis]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fractal import Spec2Fractal
+from tests.tiny_models import build_tiny_sd
+
+PROMPT = "A tropical island with crystal-clear water"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def wait_until_ready(base: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the service did not become ready")
+
+
+def direct_times(folder: Path, steps: int, count: int) -> list[float]:
+    model = Spec2Fractal(str(folder))
+    model.generate_from_text(PROMPT, steps=steps, seed=0)
+    times = []
+    for seed in range(count):
+        start = time.perf_counter()
+        model.generate_from_text(PROMPT, steps=steps, seed=seed)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def api_times(base: str, steps: int, count: int, concurrency: int) -> list[float]:
+    def one(seed: int) -> float:
+        start = time.perf_counter()
+        response = httpx.post(f"{base}/generate", timeout=120,
+                              json={"input_type": "text", "content": PROMPT, "steps": steps,
+                                    "seed": seed})
+        elapsed = time.perf_counter() - start
+        if response.status_code != 200:
+            raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+        return elapsed
+
+    one(0)  # warm-up: the worker loads the model on its first job
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def health_under_load(base: str, steps: int, probes: int) -> list[float]:
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=120) as client:
+            while not stop.is_set():
+                client.post(f"{base}/generate", json={"content": PROMPT, "steps": steps})
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    times = []
+    with httpx.Client(timeout=10) as client:
+        for _ in range(probes):
+            start = time.perf_counter()
+            client.get(f"{base}/health")
+            times.append(time.perf_counter() - start)
+            time.sleep(0.01)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--broker", choices=["file", "redis"], default="file")
+    args = parser.parse_args()
+
+    scratch = Path(tempfile.mkdtemp(prefix="s2f-bench-"))
+    folder = build_tiny_sd(scratch / "tiny-sd", scratch)
+    port = free_port()
+    env = {**os.environ, "SPEC2FRACTAL_DATA_DIR": str(scratch / "data"),
+           "SPEC2FRACTAL_MODEL": str(folder), "HF_HUB_OFFLINE": "1"}
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        if args.broker == "redis":
+            redis_port = free_port()
+            processes.append(subprocess.Popen(
+                ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(scratch)], stdout=subprocess.DEVNULL))
+            env["SPEC2FRACTAL_BROKER_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool",
+                 "solo", "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        processes.append(subprocess.Popen(
+            [sys.executable, "-c", f"from api.cli import serve; serve(port={port})"], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        base = f"http://127.0.0.1:{port}"
+        wait_until_ready(base)
+
+        direct = direct_times(folder, args.steps, args.requests)
+        serial = api_times(base, args.steps, args.requests, 1)
+        print(f"serial p50 {statistics.median(serial) * 1000:.1f} ms", flush=True)
+        parallel = api_times(base, args.steps, args.requests, 8)
+        health = health_under_load(base, args.steps, 200)
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    p50_direct, p50_api = statistics.median(direct), statistics.median(serial)
+    rows = [
+        ("library call (direct)", direct),
+        ("POST /generate, concurrency 1", serial),
+        ("POST /generate, concurrency 8", parallel),
+        ("GET /health while rendering", health),
+    ]
+    print(f"broker: {args.broker}; tiny SD 64x64, {args.steps} steps; "
+          f"{args.requests} requests per row")
+    print(f"{'case':<32} {'p50 ms':>8} {'p99 ms':>8}")
+    for name, values in rows:
+        print(f"{name:<32} {statistics.median(values) * 1000:>8.1f} "
+              f"{percentile(values, 99) * 1000:>8.1f}")
+    print(f"overhead at concurrency 1: p50 +{(p50_api - p50_direct) * 1000:.1f} ms, "
+          f"x{p50_api / p50_direct:.3f}")
+
+
+if __name__ == "__main__":
+    main()
