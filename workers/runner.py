@@ -44,6 +44,8 @@ class WorkerContext:
     storage: Storage
     models: ModelCache
     png_level: int = 1
+    # Celery's solo pool cannot enforce time limits, so the runner does, between steps.
+    time_limit: float | None = None
 
 
 def output_key(job_id: str, index: int, extension: str) -> str:
@@ -108,7 +110,8 @@ def run_job(job_id: str, context: WorkerContext) -> str:
         model_name, output_format = job.model, job.output_format
         job_snapshot = job
     progress_gate, cancel_gate = _Throttled(PROGRESS_INTERVAL), _Throttled(CANCEL_INTERVAL)
-    cancelled = False
+    cancelled = timed_out = False
+    deadline = time.monotonic() + context.time_limit if context.time_limit else None
 
     def on_progress(step: int, total: int, preview: Image.Image | None) -> None:
         if not progress_gate.due(force=step == total):
@@ -118,7 +121,10 @@ def run_job(job_id: str, context: WorkerContext) -> str:
                                       preview_data_url(preview) if preview else None)
 
     def should_cancel() -> bool:
-        nonlocal cancelled
+        nonlocal cancelled, timed_out
+        if deadline is not None and time.monotonic() > deadline:
+            timed_out = True
+            return True
         if not cancelled and cancel_gate.due():
             with database.session() as session:
                 cancelled = job_store.is_cancel_requested(session, job_id)
@@ -132,7 +138,10 @@ def run_job(job_id: str, context: WorkerContext) -> str:
         outputs = _store(context, job_id, images, output_format)
         status = JobStatus.SUCCEEDED
     except GenerationCancelled:
-        status = JobStatus.CANCELLED
+        if timed_out:
+            error = f"the render took longer than {context.time_limit:g} s and was stopped"
+        else:
+            status = JobStatus.CANCELLED
     except ModelLoadError as exc:
         error = f"model {model_name!r} could not be loaded: {exc}"
     except Spec2FractalError as exc:

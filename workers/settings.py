@@ -30,6 +30,9 @@ class Settings(BaseSettings):
                                     description="s3://bucket[/prefix] or a folder. "
                                                 "Unset: data_dir/images.")
     s3_endpoint_url: str | None = Field(default=None, description="MinIO, SeaweedFS, ...")
+    s3_public_endpoint_url: str | None = Field(
+        default=None, description="The S3 endpoint as clients reach it, for presigned URLs "
+                                  "(e.g. http://localhost:9000). Unset: s3_endpoint_url.")
     s3_region: str = "us-east-1"
     model: str = Field(default="fractal", description="The default model of a request.")
     sync_timeout: float = Field(default=60.0, ge=0,
@@ -49,8 +52,12 @@ class Settings(BaseSettings):
     device: str | None = Field(default=None, description="Worker device; unset: auto.")
     warmup_model: str | None = Field(default=None,
                                      description="Model a worker loads before its first job.")
-    task_soft_time_limit: int = Field(default=600, ge=1)
-    task_time_limit: int = Field(default=660, ge=1)
+    task_soft_time_limit: int = Field(default=600, ge=1,
+                                      description="A render still going after this many seconds "
+                                                  "is stopped at its next step and fails.")
+    task_time_limit: int = Field(default=660, ge=1,
+                                 description="Hard limit; Redis re-delivers a task whose worker "
+                                             "went silent for twice this long.")
     png_compress_level: int = Field(default=1, ge=0, le=9)
 
     @field_validator("data_dir")

@@ -29,6 +29,7 @@ def worker_context() -> WorkerContext:
         storage=get_storage(settings),
         models=ModelCache(settings.model_cache_size, device=settings.device),
         png_level=settings.png_compress_level,
+        time_limit=settings.task_soft_time_limit,
     )
 
 

