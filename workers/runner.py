@@ -32,7 +32,7 @@ __all__ = ["WorkerContext", "output_key", "run_job"]
 
 logger = logging.getLogger(__name__)
 
-PROGRESS_INTERVAL = 0.2  # seconds between progress writes: steps can be milliseconds apart
+PREVIEW_INTERVAL = 0.25  # seconds between preview images: a JPEG each step would be waste
 CANCEL_INTERVAL = 0.1  # seconds between looks at the cancel flag
 
 
@@ -109,16 +109,16 @@ def run_job(job_id: str, context: WorkerContext) -> str:
             return current.status if current else "missing"
         model_name, output_format = job.model, job.output_format
         job_snapshot = job
-    progress_gate, cancel_gate = _Throttled(PROGRESS_INTERVAL), _Throttled(CANCEL_INTERVAL)
+    preview_gate, cancel_gate = _Throttled(PREVIEW_INTERVAL), _Throttled(CANCEL_INTERVAL)
     cancelled = timed_out = False
     deadline = time.monotonic() + context.time_limit if context.time_limit else None
 
     def on_progress(step: int, total: int, preview: Image.Image | None) -> None:
-        if not progress_gate.due(force=step == total):
-            return
+        # Every step reaches the database (one small UPDATE); previews less often.
+        shown = preview if preview is not None and preview_gate.due(step == total) else None
         with database.session() as session:
             job_store.record_progress(session, job_id, step, total,
-                                      preview_data_url(preview) if preview else None)
+                                      preview_data_url(shown) if shown else None)
 
     def should_cancel() -> bool:
         nonlocal cancelled, timed_out
