@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from fastapi import Request
 
 from api.schemas import JobOut, OutputOut, Progress, Timings
+from fractal.naming import display_name
 from workers.db import Job, JobStatus
 from workers.settings import Settings
 from workers.storage import Storage
@@ -44,6 +45,14 @@ class UrlMaker:
         return str(self.request.url_for("get_job", job_id=job_id)) + suffix
 
 
+def _public_request(request: dict) -> dict:
+    # The configured model may be a server folder: show its name, not its path.
+    shown = dict(request)
+    if shown.get("model"):
+        shown["model"] = display_name(shown["model"])
+    return shown
+
+
 def job_out(job: Job, urls: UrlMaker) -> JobOut:
     created, started, finished = utc(job.created_at), utc(job.started_at), utc(job.finished_at)
     assert created is not None
@@ -56,8 +65,9 @@ def job_out(job: Job, urls: UrlMaker) -> JobOut:
         for out in (job.outputs or [])
     ] if status is JobStatus.SUCCEEDED else []
     return JobOut(
-        id=job.id, status=status.value, model=job.model, output_format=job.output_format,
-        request=dict(job.request or {}),
+        id=job.id, status=status.value, model=display_name(job.model),
+        output_format=job.output_format,
+        request=_public_request(job.request or {}),
         progress=Progress(step=job.progress_step or 0, total=job.progress_total or 0,
                           preview=job.preview if status is JobStatus.RUNNING else None),
         timings=Timings(created_at=created, started_at=started, finished_at=finished,

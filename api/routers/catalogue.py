@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from api.deps import SettingsDep, StylesDep
 from api.schemas import ModelInfo, ModelList, StyleInfo, StyleList
 from fractal.catalogue import KNOWN_MODELS
+from fractal.naming import display_name
 
 __all__ = ["router"]
 
@@ -19,10 +20,11 @@ async def list_models(settings: SettingsDep) -> ModelList:
     models = [ModelInfo(id=known.id, family=known.family, size=known.size, notes=known.notes,
                         default=known.id == settings.model) for known in KNOWN_MODELS]
     if not any(model.default for model in models):
-        models.insert(0, ModelInfo(id=settings.model, family="configured", size="",
+        models.insert(0, ModelInfo(id=display_name(settings.model), family="configured",
+                                   size="",
                                    notes="this server's default model", default=True))
     models.sort(key=lambda model: not model.default)
-    return ModelList(default=settings.model, models=models)
+    return ModelList(default=display_name(settings.model), models=models)
 
 
 @router.get("/styles", response_model=StyleList)

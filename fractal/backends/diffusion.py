@@ -15,6 +15,7 @@ from PIL import Image
 from fractal.backends.base import PREVIEW_SIDE, StepCallback
 from fractal.backends.model_defaults import defaults_for
 from fractal.errors import InvalidRequestError, ModelLoadError
+from fractal.naming import display_name, looks_like_path
 from fractal.plan import RenderPlan
 from fractal.schedulers import label_of, make_scheduler, scheduler_label
 
@@ -31,21 +32,12 @@ _LATENT_RGB = torch.tensor([
 ])
 
 
-def _looks_like_path(model: str) -> bool:
-    return model.startswith((".", "/", "~")) or "\\" in model or Path(model).exists()
-
-
-def display_name(model: str) -> str:
-    """A hub id as is; a local folder by its name only (records must not leak server paths)."""
-    return Path(model).expanduser().name if _looks_like_path(model) else model
-
-
 def load_text_pipeline(model: str, dtype: torch.dtype) -> Any:
     from diffusers import AutoPipelineForText2Image
 
-    if _looks_like_path(model) and not Path(model).expanduser().is_dir():
+    if looks_like_path(model) and not Path(model).expanduser().is_dir():
         raise ModelLoadError(f"model folder {model!r} does not exist")
-    source = str(Path(model).expanduser()) if _looks_like_path(model) else model
+    source = str(Path(model).expanduser()) if looks_like_path(model) else model
     try:
         with warnings.catch_warnings():
             # Newer diffusers renamed torch_dtype to dtype; older ones know only torch_dtype.
