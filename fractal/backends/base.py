@@ -28,3 +28,7 @@ class Backend(Protocol):
 
     def render(self, plan: RenderPlan, on_step: StepCallback) -> list[Image.Image]:
         """Render ``plan.n`` images, calling ``on_step`` between steps (it may raise)."""
+
+    def render_many(self, plans: list[RenderPlan], on_step: StepCallback
+                    ) -> list[list[Image.Image]]:
+        """Render compatible plans (see fractal.batching) as one batch where it pays."""

@@ -107,16 +107,29 @@ class DiffusionBackend:
         return self._schedulers[name]
 
     def render(self, plan: RenderPlan, on_step: StepCallback) -> list[Image.Image]:
+        return self.render_many([plan], on_step)[0]
+
+    def render_many(self, plans: list[RenderPlan], on_step: StepCallback
+                    ) -> list[list[Image.Image]]:
+        """Compatible plans (same size, steps, guidance, sampler, input kind, strength) in one
+        pipeline call: a prompt, a negative prompt, a generator and an input per image."""
+        first = plans[0]
         # 1. Image-to-image at strength 0 is the source itself (diffusers would run 0 steps).
-        if plan.init_image is not None and plan.strength == 0:
-            return [plan.init_image.copy() for _ in plan.seeds]
+        if first.init_image is not None and first.strength == 0:
+            return [[plan.init_image.copy() for _ in plan.seeds] for plan in plans]
 
         # 2. Pick the pipeline and sampler; both share the same weights.
-        pipeline = self.text_pipeline if plan.init_image is None else self.image_pipeline
-        pipeline.scheduler = self._scheduler(plan.scheduler)
+        pipeline = self.text_pipeline if first.init_image is None else self.image_pipeline
+        pipeline.scheduler = self._scheduler(first.scheduler)
 
         # 3. One generator per image, so image k of a batch equals its seed rendered alone.
-        generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in plan.seeds]
+        def each(values: list[Any]) -> list[Any]:
+            return [value for plan, value in zip(plans, values, strict=True)
+                    for _ in plan.seeds]
+
+        generators = [torch.Generator(device="cpu").manual_seed(seed)
+                      for plan in plans for seed in plan.seeds]
+        negatives = each([plan.negative_prompt for plan in plans])
 
         def callback(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict:
             on_step(step + 1, pipe.num_timesteps, _preview(tensors.get("latents")))
@@ -124,32 +137,37 @@ class DiffusionBackend:
 
         # 4. Only the arguments this pipeline takes (FLUX has no negative prompt, ...).
         arguments: dict[str, Any] = {
-            "prompt": plan.prompt,
-            "negative_prompt": plan.negative_prompt or None,
-            "width": plan.width,
-            "height": plan.height,
-            "num_inference_steps": plan.steps,
-            "guidance_scale": plan.guidance,
-            "num_images_per_prompt": plan.n,
+            "prompt": each([plan.prompt for plan in plans]),
+            "negative_prompt": negatives if any(negatives) else None,
+            "width": first.width,
+            "height": first.height,
+            "num_inference_steps": first.steps,
+            "guidance_scale": first.guidance,
+            "num_images_per_prompt": 1,
             "generator": generators,
             "callback_on_step_end": callback,
             "callback_on_step_end_tensor_inputs": ["latents"],
             "output_type": "pil",
         }
-        if plan.init_image is not None:
+        if first.init_image is not None:
             # diffusers runs int(steps * strength) steps; never let that round down to none.
-            arguments["num_inference_steps"] = max(plan.steps, math.ceil(1 / plan.strength))
-            arguments.update(image=plan.init_image, strength=plan.strength)
+            arguments["num_inference_steps"] = max(first.steps, math.ceil(1 / first.strength))
+            arguments.update(image=each([plan.init_image for plan in plans]),
+                             strength=first.strength)
         accepted = inspect.signature(pipeline.__call__).parameters
         arguments = {key: value for key, value in arguments.items() if key in accepted}
 
-        # 5. Render.
+        # 5. Render, then hand each plan its own images.
         with torch.inference_mode():
-            result = pipeline(**arguments)
-        images = list(result.images)
-        return [image if image.size == (plan.width, plan.height)
-                else image.resize((plan.width, plan.height), Image.Resampling.LANCZOS)
-                for image in images]
+            images = list(pipeline(**arguments).images)
+        size = (first.width, first.height)
+        images = [image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
+                  for image in images]
+        results, start = [], 0
+        for plan in plans:
+            results.append(images[start:start + plan.n])
+            start += plan.n
+        return results
 
 
 def _preview(latents: torch.Tensor | None) -> Image.Image | None:

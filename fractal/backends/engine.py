@@ -77,6 +77,11 @@ class EngineBackend:
             images.append(Image.fromarray(pixels))
         return images
 
+    def render_many(self, plans: list[RenderPlan], on_step: StepCallback
+                    ) -> list[list[Image.Image]]:
+        # numpy already uses the CPU fully for one picture: a batch would gain nothing.
+        return [self.render(plan, on_step) for plan in plans]
+
     @staticmethod
     def _hybrid_source(plan: RenderPlan, source: np.ndarray, seed: int) -> np.ndarray:
         """For text + image, the prompt's scene is glazed over the input before repainting."""

@@ -1,0 +1,26 @@
+"""Which plans can share one pipeline call: same size, steps, guidance, sampler and input kind.
+
+Prompts, seeds, styles and input images may all differ within a call; what the denoising loop
+runs in lockstep may not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fractal.plan import RenderPlan
+
+__all__ = ["compatibility_key", "group_plans"]
+
+
+def compatibility_key(plan: RenderPlan) -> tuple[object, ...]:
+    return (plan.init_image is None, plan.width, plan.height, plan.steps, plan.guidance,
+            plan.scheduler, plan.strength)
+
+
+def group_plans(plans: Mapping[int, RenderPlan]) -> list[list[int]]:
+    """Indices of compatible plans, grouped, each group in the order the plans came."""
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for index, plan in plans.items():
+        groups.setdefault(compatibility_key(plan), []).append(index)
+    return list(groups.values())
