@@ -1,7 +1,10 @@
-"""One job, start to finish: claim it, render it, store it, record it.
+"""Jobs, start to finish: claim, render, store, record.
 
 Celery calls this through ``workers.tasks``; nothing here knows about the queue, so the same
-code runs in a distributed worker and in the embedded one.
+code runs in a distributed worker and in the embedded one. A worker that picks up a job also
+claims compatible queued jobs (same model, size, steps, ...) and renders them in one pipeline
+call: a GPU renders more images per second that way, and each job keeps its own progress,
+cancel, failure and record.
 """
 
 from __future__ import annotations
@@ -22,18 +25,23 @@ from fractal import (
     Spec2FractalError,
     read_record,
 )
-from workers.db import Database, JobStatus
+from workers.db import Database, Job, JobStatus
 from workers.db import jobs as job_store
 from workers.encoding import CONTENT_TYPES, encode_image, preview_data_url
 from workers.model_cache import ModelCache
 from workers.storage import Storage, StorageError
 
-__all__ = ["WorkerContext", "output_key", "run_job"]
+__all__ = ["BUSY", "WorkerContext", "input_key", "output_key", "run_job"]
 
 logger = logging.getLogger(__name__)
 
 PREVIEW_INTERVAL = 0.25  # seconds between preview images: a JPEG each step would be waste
-CANCEL_INTERVAL = 0.1  # seconds between looks at the cancel flag
+CANCEL_INTERVAL = 0.1  # seconds between looks at a job's cancel flag
+BATCH_POLL = 0.005  # seconds between looks for batch partners while the wait window is open
+BUSY = "busy"  # run_job's answer when another live worker holds the job
+
+# Request fields that must match for jobs to share a pipeline call (style may set defaults).
+_BATCH_FIELDS = ("width", "height", "steps", "guidance", "scheduler", "strength", "style")
 
 
 @dataclass
@@ -46,6 +54,10 @@ class WorkerContext:
     png_level: int = 1
     # Celery's solo pool cannot enforce time limits, so the runner does, between steps.
     time_limit: float | None = None
+    # A running job's claim older than this is a dead worker's: the job may run again.
+    stale_after: float | None = None
+    max_batch: int = 1
+    batch_wait: float = 0.0
 
 
 def output_key(job_id: str, index: int, extension: str) -> str:
@@ -58,7 +70,7 @@ def input_key(job_id: str) -> str:
 
 
 class _Throttled:
-    """Calls ``action`` at most every ``interval`` seconds, and always when forced."""
+    """``due()`` is true at most every ``interval`` seconds, and always when forced."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
@@ -72,87 +84,152 @@ class _Throttled:
         return False
 
 
-def _request_of(job: Any, storage: Storage) -> GenerationRequest:
+def _batch_key(job: Job) -> tuple[Any, ...]:
+    request = job.request or {}
+    kind = "text" if request.get("input_type", "text") == "text" else "image"
+    return (job.model, kind, *(request.get(name) for name in _BATCH_FIELDS))
+
+
+def _claim_partners(context: WorkerContext, first: Job) -> list[Job]:
+    """Compatible queued jobs, claimed for this batch, waiting up to the window for more."""
+    wanted = context.max_batch - 1
+    if wanted <= 0:
+        return []
+    key, partners = _batch_key(first), []
+    deadline = time.monotonic() + context.batch_wait
+    while True:
+        with context.database.session() as session:
+            for candidate in job_store.queued_candidates(session, first.model, 4 * wanted):
+                if len(partners) == wanted:
+                    break
+                if _batch_key(candidate) == key:
+                    claimed = job_store.start_job(session, candidate.id)
+                    if claimed is not None:
+                        partners.append(claimed)
+        if len(partners) == wanted or time.monotonic() >= deadline:
+            return partners
+        time.sleep(BATCH_POLL)
+
+
+def _request_of(job: Job, storage: Storage) -> GenerationRequest:
     data = dict(job.request)
     if job.input_key:
         data["image"] = base64.b64encode(storage.get(job.input_key)).decode("ascii")
     return GenerationRequest.from_dict(data)
 
 
-def _store(context: WorkerContext, job_id: str, images: list[Image.Image],
-           output_format: str) -> list[dict[str, Any]]:
+def _store(context: WorkerContext, job: Job, images: list[Image.Image]) -> list[dict[str, Any]]:
     outputs = []
     for index, image in enumerate(images):
-        key = output_key(job_id, index, output_format)
+        key = output_key(job.id, index, job.output_format)
         record = read_record(image)
         record_data = record.to_dict() if record else {}
-        context.storage.put(key, encode_image(image, output_format, png_level=context.png_level),
-                            CONTENT_TYPES[output_format])
-        record_key = output_key(job_id, index, "json")
+        data = encode_image(image, job.output_format, png_level=context.png_level)
+        context.storage.put(key, data, CONTENT_TYPES[job.output_format])
+        record_key = output_key(job.id, index, "json")
         context.storage.put(record_key, json.dumps(record_data, indent=2).encode(),
                             "application/json")
         outputs.append({"index": index, "key": key, "record_key": record_key,
                         "seed": record_data.get("seed"), "width": image.width,
-                        "height": image.height, "format": output_format,
+                        "height": image.height, "format": job.output_format,
                         "record": record_data})
     return outputs
 
 
-def run_job(job_id: str, context: WorkerContext) -> str:
-    """Run the job if it still wants running; returns its final status."""
-    database = context.database
-    with database.session() as session:
-        job = job_store.start_job(session, job_id)
-        if job is None:
-            logger.info("job %s is not runnable (cancelled, finished or unknown)", job_id)
-            current = job_store.get_job(session, job_id)
-            return current.status if current else "missing"
-        model_name, output_format = job.model, job.output_format
-        job_snapshot = job
-    preview_gate, cancel_gate = _Throttled(PREVIEW_INTERVAL), _Throttled(CANCEL_INTERVAL)
-    cancelled = timed_out = False
-    deadline = time.monotonic() + context.time_limit if context.time_limit else None
+class _JobHooks:
+    """One job's progress reports and cancel checks, written to and read from its row."""
 
-    def on_progress(step: int, total: int, preview: Image.Image | None) -> None:
+    def __init__(self, context: WorkerContext, job_id: str, deadline: float | None) -> None:
+        self.context, self.job_id, self.deadline = context, job_id, deadline
+        self.preview_gate, self.cancel_gate = _Throttled(PREVIEW_INTERVAL), \
+            _Throttled(CANCEL_INTERVAL)
+        self.cancelled = self.timed_out = False
+
+    def progress(self, step: int, total: int, preview: Image.Image | None) -> None:
         # Every step reaches the database (one small UPDATE); previews less often.
-        shown = preview if preview is not None and preview_gate.due(step == total) else None
-        with database.session() as session:
-            job_store.record_progress(session, job_id, step, total,
+        shown = preview if preview is not None and self.preview_gate.due(step == total) \
+            else None
+        with self.context.database.session() as session:
+            job_store.record_progress(session, self.job_id, step, total,
                                       preview_data_url(shown) if shown else None)
 
-    def should_cancel() -> bool:
-        nonlocal cancelled, timed_out
-        if deadline is not None and time.monotonic() > deadline:
-            timed_out = True
+    def should_cancel(self) -> bool:
+        # A caller's cancel is the more telling reason, so it is looked at first.
+        if not self.cancelled and self.cancel_gate.due():
+            with self.context.database.session() as session:
+                self.cancelled = job_store.is_cancel_requested(session, self.job_id)
+        if not self.cancelled and self.deadline is not None \
+                and time.monotonic() > self.deadline:
+            self.timed_out = True
             return True
-        if not cancelled and cancel_gate.due():
-            with database.session() as session:
-                cancelled = job_store.is_cancel_requested(session, job_id)
-        return cancelled
+        return self.cancelled
 
-    status, outputs, error = JobStatus.FAILED, None, None
+
+def _outcome(context: WorkerContext, job: Job, result: Any, hooks: _JobHooks
+             ) -> tuple[JobStatus, list[dict[str, Any]] | None, str | None]:
+    """What became of one job: its images stored, or why not."""
+    if isinstance(result, GenerationCancelled):
+        if hooks.timed_out:
+            return (JobStatus.FAILED, None,
+                    f"the render took longer than {context.time_limit:g} s and was stopped")
+        return JobStatus.CANCELLED, None, None
+    if isinstance(result, Spec2FractalError):
+        return JobStatus.FAILED, None, str(result)
     try:
-        request = _request_of(job_snapshot, context.storage)
-        model = context.models.get(model_name)
-        images = model.generate(request, on_progress=on_progress, cancel=should_cancel)
-        outputs = _store(context, job_id, images, output_format)
-        status = JobStatus.SUCCEEDED
-    except GenerationCancelled:
-        if timed_out:
-            error = f"the render took longer than {context.time_limit:g} s and was stopped"
-        else:
-            status = JobStatus.CANCELLED
-    except ModelLoadError as exc:
-        error = f"model {model_name!r} could not be loaded: {exc}"
-    except Spec2FractalError as exc:
-        error = str(exc)
+        return JobStatus.SUCCEEDED, _store(context, job, result), None
     except StorageError as exc:
-        logger.error("job %s: storage failed: %s", job_id, exc)
-        error = "the image could not be stored; try again later"
+        logger.error("job %s: storage failed: %s", job.id, exc)
+        return JobStatus.FAILED, None, "the image could not be stored; try again later"
+
+
+def _render(context: WorkerContext, jobs: list[Job]) -> list[Any]:
+    """Each job's images or error; an error that ends the whole call is every job's."""
+    deadline = time.monotonic() + context.time_limit if context.time_limit else None
+    hooks = [_JobHooks(context, job.id, deadline) for job in jobs]
+    try:
+        model = context.models.get(jobs[0].model)
+        requests: list[Any] = []
+        for job in jobs:
+            try:
+                requests.append(_request_of(job, context.storage))
+            except (Spec2FractalError, StorageError) as exc:
+                requests.append(exc)
+        ready = [i for i, request in enumerate(requests)
+                 if isinstance(request, GenerationRequest)]
+        rendered = model.generate_many(
+            [requests[i] for i in ready],
+            on_progress=[hooks[i].progress for i in ready],
+            cancel=[hooks[i].should_cancel for i in ready],
+        )
+        results: list[Any] = list(requests)
+        for index, result in zip(ready, rendered, strict=True):
+            results[index] = result
+    except ModelLoadError as exc:
+        results = [Spec2FractalError(f"model {jobs[0].model!r} could not be loaded: {exc}")
+                   for _ in jobs]
     except Exception:
-        logger.exception("job %s failed", job_id)
-        error = "internal error while rendering"
-    with database.session() as session:
-        job_store.finish_job(session, job_id, status, outputs=outputs, error=error)
-    logger.info("job %s %s", job_id, status)
-    return status
+        logger.exception("jobs %s failed", [job.id for job in jobs])
+        results = [Spec2FractalError("internal error while rendering") for _ in jobs]
+    return [_outcome(context, job, result, hook)
+            for job, result, hook in zip(jobs, results, hooks, strict=True)]
+
+
+def run_job(job_id: str, context: WorkerContext) -> str:
+    """Run the job (with compatible partners) if it wants running; returns its status."""
+    with context.database.session() as session:
+        job = job_store.start_job(session, job_id, stale_after=context.stale_after)
+        if job is None:
+            current = job_store.get_job(session, job_id)
+            if current is not None and current.status == JobStatus.RUNNING:
+                return BUSY  # a live worker has it, perhaps in a batch of its own
+            logger.info("job %s is not runnable (cancelled, finished or unknown)", job_id)
+            return current.status if current else "missing"
+    jobs = [job, *_claim_partners(context, job)]
+    if len(jobs) > 1:
+        logger.info("job %s renders with %d partner(s)", job_id, len(jobs) - 1)
+    outcomes = _render(context, jobs)
+    for other, (status, outputs, error) in zip(jobs, outcomes, strict=True):
+        with context.database.session() as session:
+            job_store.finish_job(session, other.id, status, outputs=outputs, error=error)
+        logger.info("job %s %s", other.id, status)
+    return outcomes[0][0]

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
                                                "and kept in data_dir.")
     max_queued_jobs: int = Field(default=1000, ge=1,
                                  description="Above this, new jobs get 503 and Retry-After.")
+    max_batch_items: int = Field(default=10_000, ge=1,
+                                 description="Most items one POST /batches may create.")
     model_cache_size: int = Field(default=1, ge=1,
                                   description="Models a worker keeps loaded (LRU).")
     device: str | None = Field(default=None, description="Worker device; unset: auto.")
@@ -59,6 +61,12 @@ class Settings(BaseSettings):
                                  description="Hard limit; Redis re-delivers a task whose worker "
                                              "went silent for twice this long.")
     png_compress_level: int = Field(default=1, ge=0, le=9)
+    max_batch_size: int = Field(default=4, ge=1, le=64,
+                                description="A worker renders up to this many compatible "
+                                            "queued jobs in one pipeline call (1: off).")
+    batch_wait_ms: int = Field(default=0, ge=0, le=10_000,
+                               description="How long a worker waits for compatible jobs to "
+                                           "fill a batch; 0 batches only what is queued.")
 
     @field_validator("data_dir")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -20,6 +20,7 @@ __all__ = [
     "is_cancel_requested",
     "list_jobs",
     "new_job_id",
+    "queued_candidates",
     "record_progress",
     "request_cancel",
     "start_job",
@@ -86,19 +87,38 @@ def count_queued(session: Session) -> int:
                           .where(Job.status == JobStatus.QUEUED)) or 0
 
 
-def start_job(session: Session, job_id: str) -> Job | None:
-    """Queued → running (or running again after a worker died). None: nothing to do."""
+def start_job(session: Session, job_id: str, *, stale_after: float | None = None
+              ) -> Job | None:
+    """Claim a job: queued → running. None: not this worker's to run now.
+
+    A job already running is claimed again only when its claim is ``stale_after`` seconds
+    old: its worker died (the broker re-delivered the task), since a live one stops within
+    that time limit. A younger claim belongs to a live worker, e.g. one that took the job
+    into a batch while its own message was still queued.
+    """
+    runnable = Job.status == JobStatus.QUEUED
+    if stale_after is not None:
+        stale = utcnow() - timedelta(seconds=stale_after)
+        runnable = or_(runnable, (Job.status == JobStatus.RUNNING) & (Job.started_at < stale))
+    else:
+        runnable = Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id,
-               Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
-               Job.cancel_requested.is_(False))
+        .where(Job.id == job_id, runnable, Job.cancel_requested.is_(False))
         .values(status=JobStatus.RUNNING, started_at=utcnow(), attempts=Job.attempts + 1,
                 progress_step=0)
     )
     if result.rowcount == 0:
         return None
     return session.get(Job, job_id, populate_existing=True)
+
+
+def queued_candidates(session: Session, model: str, limit: int) -> list[Job]:
+    """The oldest queued jobs on ``model``: partners for a batch."""
+    query = (select(Job).where(Job.status == JobStatus.QUEUED, Job.model == model,
+                               Job.cancel_requested.is_(False))
+             .order_by(Job.created_at, Job.id).limit(limit))
+    return list(session.scalars(query))
 
 
 def record_progress(session: Session, job_id: str, step: int, total: int,
