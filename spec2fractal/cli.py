@@ -13,11 +13,14 @@ __all__ = ["app", "main"]
 
 def _register_service_commands() -> None:
     from api.cli import serve
+    from spec2fractal.batch.command import batch
     from workers.cli import worker
 
     app.command(help="Run the HTTP API (embedded: with its own worker, SQLite and folders).")(
         serve)
     app.command(help="Run a render worker on the configured broker.")(worker)
+    app.command(help="Render every request in a file (.txt, .csv, .jsonl), locally or "
+                     "through a server; a re-run resumes.")(batch)
 
 
 _register_service_commands()
