@@ -15,7 +15,7 @@ from api.errors import install_error_handlers
 from api.limits import MAX_BODY_BYTES
 from api.metrics import HttpMetrics, build_registry
 from api.queue import TaskQueue
-from api.routers import catalogue, files, generate, health, jobs
+from api.routers import batches, catalogue, files, generate, health, jobs
 from fractal import StyleLibrary
 from workers.db import get_database
 from workers.settings import Settings, get_settings
@@ -59,7 +59,8 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     app.state.registry = registry
 
     install_error_handlers(app)
-    for router in (generate.router, jobs.router, catalogue.router, health.router):
+    for router in (generate.router, jobs.router, batches.router, catalogue.router,
+                   health.router):
         app.include_router(router)
     if isinstance(storage, LocalStorage):
         app.include_router(files.router)  # S3 serves its own presigned URLs

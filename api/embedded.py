@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 
+from workers.celery_app import QUEUES
 from workers.settings import Settings
 
 __all__ = ["EmbeddedWorker", "settings_env"]
@@ -48,7 +49,9 @@ class EmbeddedWorker:
         command = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "--quiet", "worker",
                    "--pool", "solo", "--concurrency", "1", "--loglevel", "WARNING",
                    # One worker, no peers: skip the start-up search for neighbours.
-                   "--without-mingle", "--without-gossip"]
+                   "--without-mingle", "--without-gossip",
+                   # Interactive jobs first: a batch item runs only when none waits.
+                   "-Q", ",".join(QUEUES)]
         self.process = subprocess.Popen(
             command, env=settings_env(self.settings), stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)

@@ -4,13 +4,18 @@ the API and the CLI refuse exactly the same requests; pydantic checks only types
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from workers.encoding import OUTPUT_FORMATS
 
 __all__ = [
+    "BatchBody",
+    "BatchCountsOut",
+    "BatchItemResult",
+    "BatchList",
+    "BatchOut",
     "GenerateBody",
     "GenerateResult",
     "JobList",
@@ -149,3 +154,68 @@ class StyleInfo(BaseModel):
 
 class StyleList(BaseModel):
     styles: list[StyleInfo]
+
+
+GridValues = Annotated[list[Any], Field(min_length=1)]
+
+
+class BatchBody(BaseModel):
+    """POST /batches: ``items`` (each a POST /generate body), or ``template`` plus ``grid``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=255)
+    output_format: OutputFormat | None = Field(
+        default=None, description="For items that do not choose their own; default png.")
+    items: list[GenerateBody] | None = Field(
+        default=None, description="Each item the same as a POST /generate JSON body.")
+    template: GenerateBody | None = Field(
+        default=None, description="What every grid item shares; grid values override it.")
+    grid: dict[str, GridValues] | None = Field(
+        default=None, description="Field name → values; one item per combination, in the "
+                                  "order the keys are given (the last key varies fastest).")
+
+
+class BatchCountsOut(BaseModel):
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+
+class BatchOut(BaseModel):
+    id: str
+    name: str | None
+    status: Literal["running", "finished", "cancelled"]
+    created_at: datetime
+    output_format: str
+    total: int
+    counts: BatchCountsOut
+    finished: int
+    progress: float = Field(description="finished / total, from 0 to 1.")
+    images: int = Field(description="Images rendered so far.")
+    eta_seconds: float | None = Field(
+        description="Mean render time of the finished items × items left; null until one "
+                    "has finished.")
+    cancel_requested: bool
+    links: dict[str, str]
+
+
+class BatchList(BaseModel):
+    batches: list[BatchOut]
+    next_cursor: str | None
+
+
+class BatchItemResult(BaseModel):
+    """One line of GET /batches/{id}/results."""
+
+    index: int
+    job_id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    parameters: dict[str, Any]
+    seed: int | None
+    seeds: list[int | None]
+    urls: list[str]
+    error: str | None
+    job_url: str

@@ -305,7 +305,8 @@ def start_seaweedfs(folder: Path, *, timeout: float = 60) -> SeaweedS3:
     args = [
         binary, "server", f"-dir={data}", f"-ip={HOST}", f"-ip.bind={HOST}",
         f"-master.port={master}", f"-master.port.grpc={master_grpc}",
-        "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=8",
+        # Each bucket is a collection that takes several volumes: room for a few buckets.
+        "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=64",
         f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
         "-volume.preStopSeconds=0",
         "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
@@ -381,7 +382,7 @@ def start_celery_worker(env: Mapping[str, str], folder: Path, *, name: str = "wo
     args = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
             "--pool", "solo", "--concurrency", "1", "--loglevel", "INFO",
             "--hostname", hostname, "--without-gossip", "--without-mingle",
-            "--without-heartbeat"]
+            "--without-heartbeat", "-Q", "renders,batch"]
     process = ManagedProcess(f"celery worker {name}", args, folder / f"{name}.log",
                              env=service_env(env), cwd=ROOT).start()
     worker = CeleryWorker(process, hostname)

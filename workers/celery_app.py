@@ -6,16 +6,55 @@ The API sends tasks by name through :func:`enqueue_render`, so it never imports 
 
 from __future__ import annotations
 
+from queue import Empty
 from typing import Any
 
 from celery import Celery
+from kombu import Queue
+from kombu.transport import filesystem
+from kombu.utils.scheduling import FairCycle
 
+from workers.db.models import BATCH_QUEUE, INTERACTIVE_QUEUE
 from workers.settings import Settings, get_settings
 
-__all__ = ["RENDER_TASK", "app", "celery_config", "enqueue_render"]
+__all__ = ["BATCH_QUEUE", "QUEUE", "QUEUES", "RENDER_TASK", "app", "celery_config",
+           "enqueue_render"]
 
 RENDER_TASK = "spec2fractal.render"
-QUEUE = "renders"
+QUEUE = INTERACTIVE_QUEUE  # POST /generate
+# Workers consume these in this order, and always look at the first one first
+# (``queue_order_strategy: priority``): a batch item starts only when no interactive job waits.
+QUEUES = (INTERACTIVE_QUEUE, BATCH_QUEUE)
+FILE_TRANSPORT = f"{__name__}:PriorityFileTransport"
+
+
+class _InOrderCycle(FairCycle):
+    """Every poll starts at the first queue: kombu's ``priority`` order for virtual channels."""
+
+    def get(self, callback, **kwargs):  # type: ignore[no-untyped-def]
+        self.pos = 0
+        return super().get(callback, **kwargs)
+
+
+class _PriorityFileChannel(filesystem.Channel):
+    # Redis reads ``queue_order_strategy``; kombu's virtual channels (the file queue among
+    # them) ignore it and round-robin between queues. This channel honours "priority".
+    queue_order_strategy = "round_robin"
+    from_transport_options = (*filesystem.Channel.from_transport_options,
+                              "queue_order_strategy")
+
+    def _reset_cycle(self) -> None:
+        if self.queue_order_strategy == "priority":
+            self._cycle = _InOrderCycle(self._get_and_deliver, self._active_queues,
+                                        Empty)
+        else:
+            super()._reset_cycle()
+
+
+class PriorityFileTransport(filesystem.Transport):
+    """kombu's filesystem transport with ``queue_order_strategy`` support."""
+
+    Channel = _PriorityFileChannel
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -23,6 +62,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": settings.resolved_broker_url,
         "broker_connection_retry_on_startup": True,
         "task_default_queue": QUEUE,
+        # A worker started without -Q consumes both, interactive first (-Q renders,batch).
+        "task_queues": [Queue(name, routing_key=name) for name in QUEUES],
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_ignore_result": True,  # the database is the truth about a job
@@ -39,7 +80,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         folder = settings.queue_dir
         for sub in ("messages", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
+        config["broker_transport"] = FILE_TRANSPORT
         config["broker_transport_options"] = {
+            "queue_order_strategy": "priority",
             "data_folder_in": str(folder / "messages"),
             "data_folder_out": str(folder / "messages"),
             "processed_folder": str(folder / "processed"),
@@ -51,6 +94,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Redis re-delivers an unacknowledged task after this long: longer than any render.
         config["broker_transport_options"] = {
             "visibility_timeout": settings.task_time_limit * 2,
+            "queue_order_strategy": "priority",  # BRPOP on the queues in -Q order
         }
     return config
 

@@ -24,12 +24,13 @@ def worker(
         os.environ["SPEC2FRACTAL_DEVICE"] = device
     if warmup_model is not None:
         os.environ["SPEC2FRACTAL_WARMUP_MODEL"] = warmup_model
-    from workers.celery_app import app
+    from workers.celery_app import QUEUES, app
     from workers.settings import get_settings
 
     get_settings.cache_clear()
     # A solo pool renders in the worker's main process: the model stays loaded between jobs
     # and a GPU is never shared by forked children.
     pool = "solo" if concurrency == 1 else "threads"
+    # Interactive jobs first: a batch item starts only when no /generate job waits.
     app.worker_main(["worker", f"--concurrency={concurrency}", f"--pool={pool}",
-                     f"--loglevel={loglevel}"])
+                     f"--loglevel={loglevel}", f"--queues={','.join(QUEUES)}"])

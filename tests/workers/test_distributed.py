@@ -292,8 +292,8 @@ def test_presigned_urls_name_the_public_endpoint(stack: Stack) -> None:
     """Workers reach S3 at one address, clients at another: the URL must work for clients."""
     internal = stack.s3.endpoint_url
     public = internal.replace("127.0.0.1", "localhost")
-    storage = S3Storage("public-endpoint", endpoint_url=internal, public_endpoint_url=public,
-                        region=stack.s3.region)
+    storage = S3Storage(BUCKET, endpoint_url=internal, public_endpoint_url=public,
+                        region=stack.s3.region, create_bucket=False)
     storage.put("renders/x/0.json", b'{"ok": true}', "application/json")
     url = storage.url("renders/x/0.json", 60)
     assert url.startswith(public + "/")

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from workers.db.models import Job, JobStatus, utcnow
+from workers.db.models import INTERACTIVE_QUEUE, Job, JobStatus, utcnow
 
 __all__ = [
     "count_queued",
@@ -83,8 +83,10 @@ def list_jobs(
 
 
 def count_queued(session: Session) -> int:
+    """Interactive jobs waiting: the admission limit of /generate (batches have their own)."""
     return session.scalar(select(func.count()).select_from(Job)
-                          .where(Job.status == JobStatus.QUEUED)) or 0
+                          .where(Job.status == JobStatus.QUEUED,
+                                 Job.queue == INTERACTIVE_QUEUE)) or 0
 
 
 def start_job(session: Session, job_id: str, *, stale_after: float | None = None
@@ -117,7 +119,8 @@ def queued_candidates(session: Session, model: str, limit: int) -> list[Job]:
     """The oldest queued jobs on ``model``: partners for a batch."""
     query = (select(Job).where(Job.status == JobStatus.QUEUED, Job.model == model,
                                Job.cancel_requested.is_(False))
-             .order_by(Job.created_at, Job.id).limit(limit))
+             # Interactive jobs before batch items, then oldest first.
+             .order_by(Job.queue != INTERACTIVE_QUEUE, Job.created_at, Job.id).limit(limit))
     return list(session.scalars(query))
 
 

@@ -6,10 +6,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Job", "JobStatus", "utcnow"]
+__all__ = ["BATCH_QUEUE", "INTERACTIVE_QUEUE", "Base", "Batch", "Job", "JobStatus", "utcnow"]
+
+# The Celery queue a job was sent to: workers take interactive work first.
+INTERACTIVE_QUEUE = "renders"
+BATCH_QUEUE = "batch"
 
 
 def utcnow() -> datetime:
@@ -30,6 +34,22 @@ class JobStatus(StrEnum):
 
 class Base(DeclarativeBase):
     pass
+
+
+class Batch(Base):
+    """Many jobs submitted together (POST /batches); their counts live in their job rows."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    total: Mapped[int] = mapped_column(Integer)
+    output_format: Mapped[str] = mapped_column(String(8), default="png")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                 index=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Job(Base):
@@ -54,3 +74,9 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     outputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Set for the items of a batch: which batch, and the item's place in it (from 0).
+    batch_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("batches.id"),
+                                                 index=True)
+    batch_index: Mapped[int | None] = mapped_column(Integer)
+    queue: Mapped[str] = mapped_column(String(16), default=INTERACTIVE_QUEUE,
+                                       server_default=INTERACTIVE_QUEUE)

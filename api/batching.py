@@ -1,0 +1,233 @@
+"""POST /batches' work before the queue: expand a grid, check every item exactly as
+POST /generate would (all of them before anything is created), then create the batch row and
+its jobs in one transaction and send them to the low-priority queue."""
+
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+import logging
+import math
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from PIL import Image
+from pydantic import ValidationError
+
+from api.errors import ApiError, field_error, invalid_request
+from api.generation import build_request
+from api.queue import EnqueueError, TaskQueue
+from api.schemas import BatchBody, GenerateBody
+from fractal import GenerationRequest, InvalidRequestError, StyleLibrary
+from fractal.images import decode_image
+from workers.db import Database
+from workers.db import batches as batch_store
+from workers.db.batches import NewItem
+from workers.db.jobs import new_job_id
+from workers.runner import input_key
+from workers.settings import Settings
+from workers.storage import Storage, StorageError
+
+__all__ = ["BatchPlan", "create_batch", "expand_grid", "grid_size", "plan_batch"]
+
+logger = logging.getLogger(__name__)
+
+MAX_ERRORS = 20  # entries in one 422: a bad grid value fails thousands of items alike
+PROMPT_ALIASES = {"content": "prompt", "prompt": "content"}
+
+
+def _tiny_png() -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+# Items are checked with this in place of their image; each distinct image is decoded once.
+_PLACEHOLDER = _tiny_png()
+
+
+def grid_size(grid: dict[str, Sequence[Any]]) -> int:
+    """How many items a grid makes, without making them."""
+    return math.prod(len(values) for values in grid.values())
+
+
+def expand_grid(template: dict[str, Any],
+                grid: dict[str, Sequence[Any]]) -> Iterator[dict[str, Any]]:
+    """The Cartesian product, the first key varying slowest (InvokeAI's order); grid values
+    override the template's, and ``content``/``prompt`` override each other."""
+    keys = list(grid)
+    base = {key: value for key, value in template.items()
+            if key not in grid and PROMPT_ALIASES.get(key) not in grid}
+    for combination in itertools.product(*(grid[key] for key in keys)):
+        yield {**base, **dict(zip(keys, combination, strict=True))}
+
+
+@dataclass
+class PlannedItem:
+    request: GenerationRequest
+    output_format: str
+    image: int | None  # index into BatchPlan.images
+
+
+@dataclass
+class BatchPlan:
+    name: str | None
+    output_format: str
+    items: list[PlannedItem] = field(default_factory=list)
+    images: list[Image.Image] = field(default_factory=list)
+    image_refs: dict[str, int] = field(default_factory=dict)  # data URL -> index in images
+    bad_images: set[str] = field(default_factory=set)  # reported once, never decoded again
+
+
+class _Errors:
+    """422 entries gathered over every item; the same place is named once."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+        self.seen: set[tuple[Any, ...]] = set()
+
+    def add(self, loc: list[Any], error: dict[str, Any], index: int | None = None) -> None:
+        if tuple(loc) in self.seen or len(self.entries) >= MAX_ERRORS:
+            return
+        self.seen.add(tuple(loc))
+        msg = error.get("msg", "is invalid")
+        if index is not None:
+            msg = f"item {index}: {msg}"
+        self.entries.append({**error, "loc": loc, "msg": msg})
+
+    def raise_any(self) -> None:
+        if self.entries:
+            raise RequestValidationError(self.entries)
+
+
+def plan_batch(body: BatchBody, settings: Settings, styles: StyleLibrary) -> BatchPlan:
+    """Every item checked; a 422 naming the item (``items``, index) or the grid key. Blocking."""
+    if (body.items is None) == (body.grid is None):
+        raise field_error(["body"], "give `items`, or `grid` (with an optional `template`)",
+                          None, kind="missing" if body.items is None else "value_error")
+    if body.items is not None and body.template is not None:
+        raise field_error(["body", "template"], "a template goes with `grid`, not `items`",
+                          "<template>")
+    plan = BatchPlan(name=body.name, output_format=body.output_format or "png")
+    errors = _Errors()
+    limit = settings.max_batch_items
+    if body.items is not None:
+        if not body.items:
+            raise field_error(["body", "items"], "must hold at least one item", [],
+                              kind="too_short")
+        if len(body.items) > limit:
+            raise field_error(["body", "items"], f"at most {limit} items in one batch",
+                              f"<{len(body.items)} items>", kind="too_long")
+        for index, item in enumerate(body.items):
+            _plan_item(plan, item, index, body.output_format, settings, styles, errors,
+                       lambda loc, index=index: ["body", "items", index, *loc])
+        errors.raise_any()
+        return plan
+
+    assert body.grid is not None
+    unknown = [key for key in body.grid if key not in GenerateBody.model_fields]
+    if unknown:
+        raise field_error(["body", "grid", unknown[0]], "is not a field of a generate body",
+                          unknown[0], choices=sorted(GenerateBody.model_fields))
+    size = grid_size(body.grid)
+    if size > limit:
+        raise field_error(["body", "grid"], f"makes {size} items; at most {limit} in one batch",
+                          {key: len(values) for key, values in body.grid.items()},
+                          kind="too_long")
+    template = body.template.model_dump(exclude_unset=True) if body.template else {}
+    grid_keys = set(body.grid) | {PROMPT_ALIASES[key] for key in body.grid
+                                  if key in PROMPT_ALIASES}
+
+    def where(loc: Sequence[Any]) -> list[Any]:
+        name = loc[0] if loc else None
+        if name in grid_keys:
+            key = name if name in body.grid else PROMPT_ALIASES[name]
+            return ["body", "grid", key]
+        return ["body", "template", *loc]
+
+    for index, data in enumerate(expand_grid(template, body.grid)):
+        try:
+            item = GenerateBody.model_validate(data)
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False):
+                errors.add(where(list(error["loc"])), error, index)
+            continue
+        _plan_item(plan, item, index, body.output_format, settings, styles, errors, where)
+    errors.raise_any()
+    return plan
+
+
+def _plan_item(plan: BatchPlan, item: GenerateBody, index: int, default_format: str | None,
+               settings: Settings, styles: StyleLibrary, errors: _Errors,
+               where: Callable[[list[Any]], list[Any]]) -> None:
+    """Check one item with POST /generate's own code; on failure, note where and go on."""
+    image_ref = None
+    if item.image is not None:
+        image_ref = plan.image_refs.get(item.image)
+        if item.image in plan.bad_images:
+            return
+        if image_ref is None:
+            try:
+                plan.images.append(decode_image(item.image))
+            except InvalidRequestError as exc:
+                plan.bad_images.add(item.image)
+                for error in invalid_request(exc).errors():
+                    errors.add(where(list(error["loc"][1:])), error, index)
+                return
+            image_ref = plan.image_refs[item.image] = len(plan.images) - 1
+        item = item.model_copy(update={"image": _PLACEHOLDER})
+    try:
+        request, _ = build_request(item, None, settings, styles)
+    except RequestValidationError as exc:
+        for error in exc.errors():
+            errors.add(where(list(error["loc"][1:])), error, index)  # loc[0] is "body"
+        return
+    if errors.entries:
+        return  # after the first bad item, only checking goes on
+    own = "output_format" in item.model_fields_set
+    output_format = item.output_format if own or default_format is None else default_format
+    plan.items.append(PlannedItem(request=request, output_format=output_format,
+                                  image=image_ref))
+
+
+def create_batch(plan: BatchPlan, database: Database, storage: Storage,
+                 queue: TaskQueue) -> str:
+    """Inputs stored (each distinct image once), then the batch and its jobs in one
+    transaction, then one message per job on the batch queue. Blocking."""
+    batch_id = uuid.uuid4().hex
+    keys: list[str] = []
+    try:
+        for number, image in enumerate(plan.images):
+            key = input_key(f"{batch_id}-{number}")
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG", compress_level=1)
+            storage.put(key, buffer.getvalue(), "image/png")
+            keys.append(key)
+    except StorageError as exc:
+        logger.error("batch %s: input image not stored: %s", batch_id, exc)
+        raise ApiError(503, "image storage is unavailable; try again later",
+                       headers={"Retry-After": "10"}) from None
+    items = []
+    for planned in plan.items:
+        stored = planned.request.to_dict()
+        stored.pop("image", None)  # image bytes live in storage, never in the row
+        items.append(NewItem(job_id=new_job_id(), model=planned.request.model or "",
+                             request=stored, output_format=planned.output_format,
+                             input_key=keys[planned.image] if planned.image is not None
+                             else None))
+    with database.session() as session:
+        batch_store.create_batch(session, batch_id=batch_id, name=plan.name,
+                                 output_format=plan.output_format, items=items)
+    try:
+        queue.enqueue_many(item.job_id for item in items)
+    except EnqueueError as exc:
+        logger.error("batch %s: %d of %d items queued: %s", batch_id, exc.sent, len(items), exc)
+        with database.session() as session:
+            batch_store.fail_unsent(session, batch_id, exc.sent, "the job could not be queued")
+        raise ApiError(503, "the job queue is unavailable; try again later",
+                       headers={"Retry-After": "10"}, batch_id=batch_id) from None
+    return batch_id

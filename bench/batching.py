@@ -1,0 +1,97 @@
+"""Worker throughput with dynamic batching off and on, on the tiny diffusers pipeline.
+
+Offered load ≥ capacity: N jobs are queued at once and one worker (in-process, the same
+runner Celery calls) drains them. Then the latency a wait window adds at low load: one job
+alone, window 0 against window W. Prints a table; not a test.
+Run: python bench/batching.py [--jobs 48] [--steps 8] [--window-ms 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.tiny_models import build_tiny_sd
+from workers.db import get_database
+from workers.db import jobs as job_store
+from workers.model_cache import ModelCache
+from workers.runner import WorkerContext, run_job
+from workers.storage.local import LocalStorage
+
+
+def make_context(folder: Path, name: str, models: ModelCache, max_batch: int,
+                 window: float) -> WorkerContext:
+    database = get_database(f"sqlite:///{folder / f'{name}.db'}")
+    database.migrate()
+    return WorkerContext(database=database, storage=LocalStorage(folder / name, secret=b"b"),
+                         models=models, max_batch=max_batch, batch_wait=window,
+                         stale_after=600)
+
+
+def queue_jobs(context: WorkerContext, model: str, count: int, steps: int) -> list[str]:
+    with context.database.session() as session:
+        return [job_store.create_job(session, job_id=job_store.new_job_id(), model=model,
+                                     request={"prompt": f"a lake number {k}", "seed": k,
+                                              "steps": steps}).id for k in range(count)]
+
+
+def drain(context: WorkerContext, ids: list[str]) -> float:
+    """Run jobs as a worker receives their tasks; partners' tasks find them done."""
+    start = time.perf_counter()
+    for job_id in ids:
+        run_job(job_id, context)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=48)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--window-ms", type=float, default=20)
+    parser.add_argument("--repeat", type=int, default=15)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="s2f-batching-"))
+    model = str(build_tiny_sd(folder / "tiny-sd", folder))
+    models = ModelCache(1)
+    models.get(model)
+
+    rows = []
+    for max_batch in (1, 4, 8):
+        context = make_context(folder, f"load-{max_batch}", models, max_batch, 0.0)
+        drain(context, queue_jobs(context, model, 4, args.steps))  # warm-up
+        ids = queue_jobs(context, model, args.jobs, args.steps)
+        seconds = drain(context, ids)
+        rows.append((max_batch, args.jobs / seconds))
+    base = rows[0][1]
+    print(f"tiny SD 64x64, {args.steps} steps, {args.jobs} jobs queued at once, one worker")
+    print(f"{'max batch':>9}  {'images/s':>9}  {'speed-up':>8}")
+    for max_batch, rate in rows:
+        print(f"{max_batch:>9}  {rate:>9.2f}  {rate / base:>7.2f}x")
+
+    window = args.window_ms / 1000
+    latencies = {}
+    for label, wait in (("window 0", 0.0), (f"window {args.window_ms:g} ms", window)):
+        context = make_context(folder, f"latency-{wait}", models, 4, wait)
+        times = []
+        for _ in range(args.repeat):
+            (job_id,) = queue_jobs(context, model, 1, args.steps)
+            start = time.perf_counter()
+            run_job(job_id, context)
+            times.append(time.perf_counter() - start)
+        latencies[label] = statistics.median(times)
+    print(f"\nlow load (one job at a time), median over {args.repeat}:")
+    for label, seconds in latencies.items():
+        print(f"  {label:<16} {seconds * 1000:8.1f} ms")
+    without, with_window = latencies.values()
+    added = with_window - without
+    print(f"  added by the window: {added * 1000:.1f} ms (window {args.window_ms:g} ms)")
+
+
+if __name__ == "__main__":
+    main()
