@@ -106,9 +106,10 @@ def _claim_partners(context: WorkerContext, first: Job) -> list[Job]:
                     claimed = job_store.start_job(session, candidate.id)
                     if claimed is not None:
                         partners.append(claimed)
-        if len(partners) == wanted or time.monotonic() >= deadline:
+        left = deadline - time.monotonic()
+        if len(partners) == wanted or left <= 0:
             return partners
-        time.sleep(BATCH_POLL)
+        time.sleep(min(BATCH_POLL, left))  # the window is a promise: never overshoot it
 
 
 def _request_of(job: Job, storage: Storage) -> GenerationRequest:
