@@ -31,6 +31,10 @@ SCENES: list[tuple[str, str, dict]] = [
     ("island-sunset", ISLAND, {"lighting": "sunset"}),
     ("snowy-pines-golden", "Snowy peaks above a pine forest", {"lighting": "golden hour"}),
     ("desert-dunes", "Desert dunes at dusk", {}),
+    ("desert-noon", "Sand dunes in the Sahara", {"lighting": "afternoon", "seed": 2}),
+    ("volcano-night", "A volcano at night", {"seed": 2}),
+    ("volcano-day", "An erupting volcano", {"seed": 4}),
+    ("waterfall", "A waterfall in the mountains", {}),
     ("meadow-rainbow", "A meadow with grass, flowers and a rainbow over rolling hills", {}),
     ("aurora", "Mountains under the aurora and stars", {}),
     (

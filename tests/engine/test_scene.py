@@ -213,3 +213,53 @@ def test_progress_exception_cancels() -> None:
         render(ISLAND, progress=cancel)
     with pytest.raises(Cancelled):
         render("fractal flame", progress=cancel)
+
+
+def _warm(img: np.ndarray) -> np.ndarray:
+    rgb = img.astype(np.int32)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return (r > 170) & (r > b + 90) & (r > g + 40)
+
+
+@pytest.mark.parametrize("prompt", [LAKE, "a volcano at night", "desert dunes"])
+def test_night_is_moonlit_and_readable(prompt: str) -> None:
+    for seed in (1, 2):
+        img = render(prompt, width=240, height=160, seed=seed, lighting="night")
+        lum = luminance(img)
+        assert lum.mean() > 15, (prompt, seed)  # not a black picture
+        # The sky pales toward the horizon, so dark land reads as a silhouette against it.
+        assert lum[48:64].mean() > lum[:10].mean() + 5, (prompt, seed)
+        noon = render(prompt, width=240, height=160, seed=seed, lighting="noon")
+        assert luminance(noon).mean() > lum.mean() + 20, (prompt, seed)
+
+
+@pytest.mark.parametrize("lighting", ["night", "noon"])
+def test_volcano_glows_warm_and_bright_at_the_top(lighting: str) -> None:
+    for seed in (1, 2, 3):
+        img = render("a volcano", width=384, height=256, seed=seed, lighting=lighting)
+        warm = _warm(img)
+        assert warm[:128].sum() >= 15, (lighting, seed)  # crater and lava near the summit
+        assert warm[160:].sum() == 0, (lighting, seed)  # not on the plain below
+
+
+def test_dunes_have_crests_with_light_and_shadow_sides() -> None:
+    for seed in (1, 2, 3):
+        dunes = luminance(render("desert dunes", width=240, height=160, seed=seed))[110:]
+        hills = luminance(render("hills", width=240, height=160, seed=seed))[110:]
+        assert dunes.std() > 1.5 * hills.std(), seed
+
+
+def test_waterfall_is_a_bright_column_above_the_pool() -> None:
+    for seed in (1, 2, 3):
+        lum = luminance(render("a waterfall", width=240, height=160, seed=seed))
+        columns = lum[40:85].mean(axis=0)
+        assert columns.max() > np.median(columns) + 12, seed
+
+
+def test_flame_fades_out_inside_the_frame() -> None:
+    for seed in (1, 2, 3, 5):
+        lum = luminance(render("a fractal flame", width=240, height=160, seed=seed))
+        border = np.concatenate([lum[:3].ravel(), lum[-3:].ravel(), lum[:, :3].ravel()])
+        border = np.concatenate([border, lum[:, -3:].ravel()])
+        assert border.mean() < 0.6 * lum[40:120, 60:180].mean(), seed
+        assert border.mean() < 10, seed

@@ -101,7 +101,8 @@ VARIATIONS = ("linear", "sinusoidal", "spherical", "swirl", "horseshoe", "polar"
 def _variation(name: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     r2 = x * x + y * y + 1e-9
     if name == "sinusoidal":
-        return np.sin(x), np.sin(y)
+        # A little of the linear map: plain sin piles points onto the ±1 box (a hard square).
+        return np.sin(x) + 0.3 * x, np.sin(y) + 0.3 * y
     if name == "spherical":
         return x / r2, y / r2
     if name == "swirl":
@@ -111,7 +112,7 @@ def _variation(name: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.
         r = np.sqrt(r2)
         return (x - y) * (x + y) / r, 2 * x * y / r
     if name == "polar":
-        return np.arctan2(x, y) / np.pi, np.sqrt(r2) - 1
+        return np.arctan2(x, y) / np.pi + 0.3 * x, np.sqrt(r2) - 1  # (softened like sin)
     return x, y
 
 
@@ -146,9 +147,12 @@ def flame(frame: Frame, colours: np.ndarray) -> np.ndarray:
         x, y, c = nx, ny, (c + tint[pick]) * 0.5
         fresh = np.where(bad, 8, np.maximum(fresh - 1, 0))
         if it == 19:
-            qx, qy = np.percentile(x, [1, 99]), np.percentile(y, [1, 99])
-            span = max(qx[1] - qx[0], (qy[1] - qy[0]) * w / h, 1e-6) * 1.08
-            bounds = ((qx[0] + qx[1]) / 2, (qy[0] + qy[1]) / 2, span)
+            # Centre on the attractor's median point; frame its bulk with room to fade out.
+            qx, qy = np.percentile(x, [3, 50, 97]), np.percentile(y, [3, 50, 97])
+            reach_x = max(qx[2] - qx[1], qx[1] - qx[0])
+            reach_y = max(qy[2] - qy[1], qy[1] - qy[0]) * w / h
+            span = max(reach_x, reach_y, 1e-6) * 2 * 1.12
+            bounds = (qx[1], qy[1], span)
         if bounds is None:
             continue
         mx, my, span = bounds
@@ -169,6 +173,12 @@ def flame(frame: Frame, colours: np.ndarray) -> np.ndarray:
     mean_col[hit] = col_acc[hit] / density[hit, None]
     scale = np.log1p(density) / max(np.log1p(np.percentile(density[hit], 99.7)), 1e-6)
     alpha = np.clip(scale, 0, 1) ** (1 / 2.2)
+    # A soft superellipse window: the flame thins out well inside the frame, no crop edge.
+    u = (np.arange(w) + 0.5) / w * 2 - 1
+    v = (np.arange(h) + 0.5) / h * 2 - 1
+    r = (np.abs(u)[None, :] ** 4 + np.abs(v)[:, None] ** 4) ** 0.25
+    window = np.clip((0.97 - r) / 0.3, 0, 1)
+    alpha = alpha * (window * window * (3 - 2 * window)).ravel()
     bg = colours[0] * F(0.5)
     out = bg + (mean_col * 1.15 - bg) * alpha[:, None]
     return out.reshape(h, w, 3).astype(F)

@@ -40,7 +40,7 @@ def _water_kind(frame: Frame) -> str | None:
 def _ground_kind(terrain: tuple[str, ...]) -> str:
     for kind in ("snow", "desert", "canyon", "volcano"):
         if kind in terrain:
-            return "canyon" if kind == "volcano" else kind
+            return kind
     return "hills"
 
 
@@ -74,11 +74,27 @@ def plan(frame: Frame) -> Plan:
         wobble = 0.04 * fbm1d(rng, xs, freq=8, octaves=frame.octaves(3))
         top = h - h * (0.2 * shape + wobble) * (shape > 0)
         result.bank = Layer("hills", np.where(shape > 0, top, h + 1).astype(F), h, 0.02)
+    if "waterfall" in scene.water:
+        fall_x = 0.3 + 0.4 * rng.random()
+        half = 0.15 + 0.07 * rng.random()
+        layers.append(terrain.cliff_layer(frame, rng, fall_x, half))
+        layers.sort(key=lambda layer: -layer.depth)
+        result.layers = layers
+        result.extras["fall_x"] = fall_x * w
     skyline = np.full(w, frame.horizon, dtype=F)
     for layer in layers:
         skyline = np.minimum(skyline, layer.top)
     frame.skyline = skyline
     _place_sun(frame, rng)
+    for layer in layers:  # the sun or moon never sits on a volcano's vent and plume
+        if layer.apex is not None and abs(frame.sun[0] - layer.apex[0]) < 0.2 * w:
+            x = layer.apex[0] + (0.25 if layer.apex[0] < w / 2 else -0.25) * w
+            y = (
+                frame.sun[1]
+                if frame.light.moon
+                else min(frame.sun[1], float(skyline[int(x)]) - 0.05 * w)
+            )
+            frame.sun = (x, y)
     return result
 
 
@@ -154,10 +170,14 @@ def draw_plants(frame: Frame, p: Plan) -> None:
         )
     near = [layer for layer in p.layers if layer.depth <= 0.5]
     if trees and near and p.island is None:
+        top = near[-1].top
+        if "fall_x" in p.extras:  # no trees in front of the waterfall's lip
+            cols = np.arange(frame.width)
+            top = np.where(np.abs(cols - p.extras["fall_x"]) < 0.05 * frame.width, h + 1, top)
         _trees_on(
             frame,
             sp,
-            near[-1].top,
+            top,
             size=h * 0.05,
             spacing=0.018,
             kinds=[k for k in trees if k != "palms"] or ["palms"],
@@ -225,15 +245,22 @@ def stages(frame: Frame) -> list[Stage]:
                 terrain.draw_volcano_smoke(frame, layer)
 
     def draw_water() -> None:
-        if p.water is None:
+        fall_x = p.extras.get("fall_x")
+        cliff = next((layer for layer in p.layers if layer.kind == "cliff"), None)
+        if fall_x is not None and cliff is not None:  # before the water, so it reflects
+            water.draw_waterfall(frame, cliff.top, fall_x)
+        if p.water is None and p.ground == "desert":
+            terrain.draw_dunes(frame)
+            if "river" in scene.water:
+                water.draw_river(frame)
+        elif p.water is None:
             terrain.draw_ground(frame, p.ground)
             if "river" in scene.water:
                 water.draw_river(frame)
         else:
             water.draw_water(frame, p.water)
-        if "waterfall" in scene.water:
-            top = p.layers[-1].top if p.layers else np.full(frame.width, frame.horizon * 0.7)
-            water.draw_waterfall(frame, top)
+        if fall_x is not None:
+            water.draw_plunge(frame, fall_x)
         if p.island is not None:
             water.draw_shallows(frame, *p.island_span, p.island.base - int(0.01 * frame.height))
             terrain.draw_layer(frame, p.island)

@@ -38,7 +38,7 @@ class Light:
     @property
     def ambient(self) -> float:
         """How much light reaches the land (0 night .. 1 noon)."""
-        return float(np.clip(0.35 + 0.9 * self.sun_elevation, 0.3 if self.moon else 0.12, 1.0))
+        return float(np.clip(0.35 + 0.9 * self.sun_elevation, 0.4 if self.moon else 0.12, 1.0))
 
 
 PRESETS: dict[str, Light] = {

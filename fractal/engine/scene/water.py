@@ -136,30 +136,62 @@ def draw_river(frame: Frame) -> None:
     frame.blend(hz, colour, mask)
 
 
-def draw_waterfall(frame: Frame, top: np.ndarray) -> None:
-    """White falling water from a skyline ``top`` down to the horizon, with spray at its foot."""
-    h, w, hz = frame.height, frame.width, frame.horizon
-    rng = frame.rng("waterfall")
-    cx = int(w * (0.38 + 0.24 * rng.random()))
-    y0 = int(top[cx] + 0.01 * h)
-    half = max(2, int(0.018 * w))
+def draw_waterfall(frame: Frame, top: np.ndarray, cx: float) -> None:
+    """White water falling in streaks from the cliff's lip ``top[cx]`` down to the horizon."""
+    w, hz = frame.width, frame.horizon
+    x = int(np.clip(cx, 0, w - 1))
+    y0 = int(top[x]) - 1
     if y0 >= hz - 2:
         return
+    rng = frame.rng("waterfall")
+    half = max(2.0, 0.028 * w)
     ys, xs = frame.grid()
-    x0, x1 = max(0, cx - 3 * half), min(w, cx + 3 * half)
-    streak = fbm2d(rng, ys[y0:hz], xs[x0:x1] * 1.0, freq=60, octaves=frame.octaves(2), stretch=0.05)
+    x0, x1 = max(0, int(cx - 2 * half)), min(w, int(cx + 2 * half) + 1)
+    # Vertically stretched noise: the streaks of fast-falling water.
+    streak = fbm2d(rng, ys[y0:hz], xs[x0:x1], freq=70, octaves=frame.octaves(2), stretch=0.04)
+    edge = fbm2d(rng, ys[y0:hz], xs[x0:x1], freq=8, octaves=3)
+    fall = (np.arange(y0, hz, dtype=F)[:, None] - F(y0)) / F(max(hz - y0, 1))
+    width = F(half) * (F(0.85) + F(0.35) * fall + F(0.08) * edge)
     cols = np.arange(x0, x1, dtype=F)[None, :]
-    body = np.clip(F(half) - np.abs(cols - F(cx)), 0, 1)
-    alpha = body * np.clip(F(0.75) + F(0.3) * streak, 0, 1)
-    tone = F(0.55 + 0.45 * frame.light.ambient)
-    colour = np.array((0.92, 0.95, 0.97), F) * tone * (F(0.85) + F(0.15) * streak)[..., None]
-    frame.canvas[y0:hz, x0:x1] += (colour - frame.canvas[y0:hz, x0:x1]) * alpha[..., None]
-    spray_rows = np.arange(max(0, hz - 4 * half), min(h, hz + 4 * half))
-    dy = (spray_rows[:, None] - hz) / F(2 * half)
-    dxs = (np.arange(w)[None, :] - cx) / F(6 * half)
-    spray = np.exp(-(dy * dy) - dxs * dxs) * F(0.7)
-    region = frame.canvas[spray_rows[0] : spray_rows[-1] + 1]
-    region += (colour.mean(axis=(0, 1)) - region) * spray[..., None]
+    body = np.clip(width - np.abs(cols - F(cx)), 0, 1)
+    alpha = body * np.clip(F(0.7) + F(0.35) * streak, 0, 1)
+    light = frame.light
+    tone = np.array(light.sun, F) * F(0.35 + 0.6 * light.ambient) + np.array(light.zenith, F) * F(
+        0.2
+    )
+    side = 1.0 if frame.sun[0] >= cx else -1.0
+    across = (cols - F(cx)) / width
+    shade = F(0.88) + F(0.1 * side) * np.clip(across, -1, 1) + F(0.12) * streak
+    shade += F(0.25) * np.exp(-fall / F(0.04))  # the bright curl of water over the lip
+    colour = np.array((0.9, 0.95, 1.0), F) * tone * np.clip(shade, 0.5, 1.3)[..., None]
+    patch = frame.canvas[y0:hz, x0:x1]
+    patch += (colour - patch) * alpha[..., None]
+
+
+def draw_plunge(frame: Frame, cx: float) -> None:
+    """Foam on the pool at the waterfall's foot and mist rising from it."""
+    h, w, hz = frame.height, frame.width, frame.horizon
+    half = max(2.0, 0.028 * w)
+    y0, y1 = max(0, int(hz - 0.16 * h)), min(h, int(hz + 0.1 * h))
+    if y1 <= y0:
+        return
+    rng = frame.rng("plunge")
+    ys, xs = frame.grid()
+    n = fbm2d(rng, ys[y0:y1], xs, freq=14, octaves=frame.octaves(3), gain=frame.roughness)
+    rows = np.arange(y0, y1, dtype=F)[:, None]
+    cols = np.arange(w, dtype=F)[None, :]
+    dx = (cols - F(cx)) / F(half)
+    light = frame.light
+    white = np.array((0.93, 0.96, 1.0), F) * F(0.45 + 0.55 * light.ambient)
+    # Foam: a churning white patch on the water, spreading out toward the viewer.
+    dyf = (rows - F(hz)) / F(0.035 * h)
+    foam = np.exp(-((dx / F(2.2)) ** 2) - np.where(dyf < 0, dyf * dyf * 9, dyf * dyf))
+    foam = np.clip(foam * (F(1.5) + F(0.7) * n) - F(0.2), 0, 1) * (rows >= F(hz - 2))
+    # Mist: a soft cloud billowing up around the fall's foot.
+    dym = (rows - F(hz)) / F(0.09 * h)
+    mist = np.exp(-((dx / F(3.5)) ** 2) - dym * dym) * np.clip(F(0.75) + F(0.4) * n, 0, 1)
+    frame.blend(y0, np.broadcast_to(white, (*foam.shape, 3)), np.clip(foam, 0, 0.95))
+    frame.blend(y0, np.broadcast_to(white * F(0.95), (*mist.shape, 3)), mist * F(0.7))
 
 
 def draw_beach(frame: Frame) -> None:
