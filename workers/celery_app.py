@@ -6,12 +6,18 @@ The API sends tasks by name through :func:`enqueue_render`, so it never imports 
 
 from __future__ import annotations
 
+import os
+import uuid
 from queue import Empty
+from time import monotonic
 from typing import Any
 
 from celery import Celery
 from kombu import Queue
+from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
+from kombu.utils.encoding import str_to_bytes
+from kombu.utils.json import dumps
 from kombu.utils.scheduling import FairCycle
 
 from workers.db.models import BATCH_QUEUE, INTERACTIVE_QUEUE
@@ -25,7 +31,7 @@ QUEUE = INTERACTIVE_QUEUE  # POST /generate
 # Workers consume these in this order, and always look at the first one first
 # (``queue_order_strategy: priority``): a batch item starts only when no interactive job waits.
 QUEUES = (INTERACTIVE_QUEUE, BATCH_QUEUE)
-FILE_TRANSPORT = f"{__name__}:PriorityFileTransport"
+FILE_TRANSPORT = f"{__name__}:PriorityFileTransport"  # used by the embedded mode
 
 
 class _InOrderCycle(FairCycle):
@@ -50,9 +56,50 @@ class _PriorityFileChannel(filesystem.Channel):
         else:
             super()._reset_cycle()
 
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+        """Write the message whole under a name no reader matches, then rename it into place.
+
+        kombu creates the message file and then writes it; a worker polling at that moment
+        reads an empty file and dies on the JSON. A rename within a folder is atomic.
+        """
+        name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        partial = os.path.join(self.data_folder_out, f".partial-{name}")
+        try:
+            with open(partial, "wb") as handle:
+                handle.write(str_to_bytes(dumps(payload)))
+            os.replace(partial, final)
+        except OSError as exc:
+            raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        """Add a binding to the exchange file by whole-file replacement, under a lock file.
+
+        kombu truncates the exchange file before it locks it, so a process reading the table
+        at that moment finds it empty and fails on the JSON.
+        """
+        file = self._exchange_file(exchange)
+        self.control_folder.mkdir(exist_ok=True)
+        binding = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+        with open(f"{file}.lock", "a") as guard:
+            filesystem.lock(guard, filesystem.LOCK_EX)
+            try:
+                table = [filesystem.exchange_queue_t(*row) for row in self.get_table(exchange)]
+                if binding in table:
+                    return
+                partial = f"{file}.{uuid.uuid4().hex}.partial"
+                with open(partial, "wb") as handle:
+                    handle.write(str_to_bytes(dumps([binding, *table])))
+                os.replace(partial, file)
+            except OSError as exc:
+                raise ChannelError(f"Cannot open {file}") from exc
+            finally:
+                filesystem.unlock(guard)
+
 
 class PriorityFileTransport(filesystem.Transport):
-    """kombu's filesystem transport with ``queue_order_strategy`` support."""
+    """kombu's filesystem transport with ``queue_order_strategy`` support and whole writes."""
 
     Channel = _PriorityFileChannel
 
