@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from pathlib import Path
 
 from kombu import Connection
@@ -22,8 +23,10 @@ def _options(folder: Path) -> dict[str, object]:
 def test_a_consumer_never_reads_a_half_written_message(tmp_path: Path) -> None:
     # kombu's own filesystem transport fails this (an empty message or exchange file read
     # while it is being written); ours writes whole files and renames them into place.
-    # One run per process: kombu remembers declared queues per transport class.
     transport = "workers.celery_app:PriorityFileTransport"
+    # kombu remembers declared queues per transport class and process (not per folder):
+    # a name of its own makes this test declare and bind in its own folder.
+    name = f"race-{uuid.uuid4().hex[:8]}"
     options = _options(tmp_path)
     received: list[int] = []
     errors: list[BaseException] = []
@@ -31,7 +34,7 @@ def test_a_consumer_never_reads_a_half_written_message(tmp_path: Path) -> None:
     def consume() -> None:
         with Connection("filesystem://", transport=transport,
                         transport_options=options) as connection:
-            queue = connection.SimpleQueue("renders")
+            queue = connection.SimpleQueue(name)
             try:
                 while len(received) < MESSAGES:
                     message = queue.get(timeout=10)
@@ -44,7 +47,7 @@ def test_a_consumer_never_reads_a_half_written_message(tmp_path: Path) -> None:
     consumer.start()
     with Connection("filesystem://", transport=transport,
                     transport_options=options) as connection:
-        queue = connection.SimpleQueue("renders")
+        queue = connection.SimpleQueue(name)
         for i in range(MESSAGES):
             queue.put({"i": i, "padding": "x" * 4096})
     consumer.join(60)
