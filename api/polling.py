@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from api.limits import RESULT_POLL_FAST_SECONDS, RESULT_POLL_MAX_SECONDS, RESULT_POLL_SECONDS
+from api.limits import (
+    RESULT_POLL_FAST_SECONDS,
+    RESULT_POLL_MAX_SECONDS,
+    RESULT_POLL_MID_RENDER_SECONDS,
+    RESULT_POLL_SECONDS,
+)
 from workers.db import Database, Job, JobStatus
 from workers.db import jobs as job_store
 
@@ -22,18 +27,30 @@ async def load_job(database: Database, job_id: str) -> Job | None:
     return await asyncio.to_thread(_load, database, job_id)
 
 
+def _interval(job: Job, elapsed: float) -> float:
+    """How long to sleep before the next look: short where the finish may be near.
+
+    Each look costs a little CPU that the render shares on a small machine, so during the
+    middle of a render the API looks rarely, and closely again at its last step (the worker
+    writes every step's progress).
+    """
+    if elapsed > RESULT_POLL_FAST_SECONDS:
+        return RESULT_POLL_MAX_SECONDS
+    if job.status == JobStatus.RUNNING and job.progress_total and \
+            job.progress_step < job.progress_total - 1:
+        return RESULT_POLL_MID_RENDER_SECONDS
+    return RESULT_POLL_SECONDS
+
+
 async def wait_for_job(database: Database, job_id: str, timeout: float) -> Job | None:
     """The job once finished, or as it is when ``timeout`` runs out."""
     started = time.monotonic()
     deadline = started + timeout
-    interval = RESULT_POLL_SECONDS
     while True:
         job = await load_job(database, job_id)
         if job is None or JobStatus(job.status).finished:
             return job
-        left = deadline - time.monotonic()
-        if left <= 0:
+        now = time.monotonic()
+        if now >= deadline:
             return job
-        await asyncio.sleep(min(interval, left))
-        if time.monotonic() - started > RESULT_POLL_FAST_SECONDS:
-            interval = min(interval * 1.2, RESULT_POLL_MAX_SECONDS)
+        await asyncio.sleep(min(_interval(job, now - started), deadline - now))

@@ -54,15 +54,26 @@ def wait_until_ready(base: str, timeout: float = 60) -> None:
     raise RuntimeError("the service did not become ready")
 
 
-def direct_times(folder: Path, steps: int, count: int) -> list[float]:
+def paired_times(folder: Path, base: str, steps: int, count: int
+                 ) -> tuple[list[float], list[float]]:
+    """A library call and the same request through the API, alternately: both meet the
+    same background (the idle service, other load), so their difference is the overhead."""
     model = Spec2Fractal(str(folder))
     model.generate_from_text(PROMPT, steps=steps, seed=0)
-    times = []
-    for seed in range(count):
-        start = time.perf_counter()
-        model.generate_from_text(PROMPT, steps=steps, seed=seed)
-        times.append(time.perf_counter() - start)
-    return times
+    direct, api = [], []
+    with httpx.Client(base_url=base, timeout=120) as client:
+        client.post("/generate", json={"content": PROMPT, "steps": steps, "seed": 0})
+        for seed in range(count):
+            start = time.perf_counter()
+            model.generate_from_text(PROMPT, steps=steps, seed=seed)
+            direct.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            response = client.post("/generate", json={"input_type": "text", "content": PROMPT,
+                                                      "steps": steps, "seed": seed})
+            api.append(time.perf_counter() - start)
+            if response.status_code != 200:
+                raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+    return direct, api
 
 
 def api_times(base: str, steps: int, count: int, concurrency: int) -> list[float]:
@@ -136,9 +147,7 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         wait_until_ready(base)
 
-        direct = direct_times(folder, args.steps, args.requests)
-        serial = api_times(base, args.steps, args.requests, 1)
-        print(f"serial p50 {statistics.median(serial) * 1000:.1f} ms", flush=True)
+        direct, serial = paired_times(folder, base, args.steps, args.requests)
         parallel = api_times(base, args.steps, args.requests, 8)
         health = health_under_load(base, args.steps, 200)
     finally:

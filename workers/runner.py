@@ -35,6 +35,7 @@ __all__ = ["BUSY", "WorkerContext", "input_key", "output_key", "run_job"]
 
 logger = logging.getLogger(__name__)
 
+PROGRESS_INTERVAL = 0.05  # seconds between progress writes; a GPU step takes about this long
 PREVIEW_INTERVAL = 0.25  # seconds between preview images: a JPEG each step would be waste
 CANCEL_INTERVAL = 0.1  # seconds between looks at a job's cancel flag
 BATCH_POLL = 0.005  # seconds between looks for batch partners while the wait window is open
@@ -142,12 +143,17 @@ class _JobHooks:
 
     def __init__(self, context: WorkerContext, job_id: str, deadline: float | None) -> None:
         self.context, self.job_id, self.deadline = context, job_id, deadline
+        self.progress_gate = _Throttled(PROGRESS_INTERVAL)
         self.preview_gate, self.cancel_gate = _Throttled(PREVIEW_INTERVAL), \
             _Throttled(CANCEL_INTERVAL)
         self.cancelled = self.timed_out = False
 
     def progress(self, step: int, total: int, preview: Image.Image | None) -> None:
-        # Every step reaches the database (one small UPDATE); previews less often.
+        # Each step's number reaches the database unless steps come faster than a write is
+        # worth (tiny models on a CPU): then at most every PROGRESS_INTERVAL, and always the
+        # first and the last. Previews less often still.
+        if not self.progress_gate.due(step in (1, total)):
+            return
         shown = preview if preview is not None and self.preview_gate.due(step == total) \
             else None
         with self.context.database.session() as session:
