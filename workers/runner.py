@@ -99,6 +99,7 @@ def _claim_partners(context: WorkerContext, first: Job) -> list[Job]:
     key, partners = _batch_key(first), []
     deadline = time.monotonic() + context.batch_wait
     while True:
+        looked = time.monotonic()
         with context.database.session() as session:
             for candidate in job_store.queued_candidates(session, first.model, 4 * wanted):
                 if len(partners) == wanted:
@@ -107,10 +108,12 @@ def _claim_partners(context: WorkerContext, first: Job) -> list[Job]:
                     claimed = job_store.start_job(session, candidate.id)
                     if claimed is not None:
                         partners.append(claimed)
-        left = deadline - time.monotonic()
+        # The window is a promise: the next look must also end before it closes.
+        look = time.monotonic() - looked
+        left = deadline - time.monotonic() - look
         if len(partners) == wanted or left <= 0:
             return partners
-        time.sleep(min(BATCH_POLL, left))  # the window is a promise: never overshoot it
+        time.sleep(min(BATCH_POLL, left))
 
 
 def _request_of(job: Job, storage: Storage) -> GenerationRequest:
