@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 from scipy import ndimage
 
 from fractal.engine.paint.common import (
@@ -14,6 +14,7 @@ from fractal.engine.paint.common import (
     nearest_index,
     report,
     scale_of,
+    simplify,
     smoothstep,
     to_float,
     to_uint8,
@@ -37,23 +38,6 @@ def _quantise(rgb: np.ndarray, palette: Palette | None, colours: int) -> np.ndar
         table = np.asarray(quantised.getpalette()[: colours * 3], dtype=np.uint8).reshape(-1, 3)
     index = nearest_index(rgb.reshape(-1, 3), table)
     return table[index].reshape(rgb.shape)
-
-
-def _smooth(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Edge-keeping simplification (a median), so flat areas come out clean.
-
-    A large median costs size² per pixel; the same look comes from a 5-pixel median on a
-    picture shrunk by size/5, brought back up smoothly.
-    """
-    h, w = rgb.shape[:2]
-    factor = max(1, -(-size // 5))  # ceil: never a median wider than 5 at full size
-    image = Image.fromarray(rgb)
-    if factor > 1:
-        image = image.resize((max(1, w // factor), max(1, h // factor)), Image.Resampling.BOX)
-    image = image.filter(ImageFilter.MedianFilter(5 if factor > 1 else max(3, size | 1)))
-    if factor > 1:
-        image = image.resize((w, h), Image.Resampling.BILINEAR)
-    return np.asarray(image)
 
 
 def _outlines(flat: np.ndarray, width: float) -> np.ndarray:
@@ -82,7 +66,7 @@ def posterize(rgb: np.ndarray, *, seed: int, texture: float, palette: Palette | 
               progress: Progress | None = None) -> np.ndarray:
     """Few flat colours with dark outlines, like a screen-printed poster."""
     scale = scale_of(rgb.shape)
-    flat = _quantise(_smooth(rgb, round(scale * (0.012 - 0.006 * texture))), palette, 6)
+    flat = _quantise(simplify(rgb, round(scale * (0.012 - 0.006 * texture))), palette, 6)
     report(progress, 1, 2, flat)
     ink = _outlines(flat, scale * 0.003)[..., None]
     out = to_uint8(to_float(flat) * (1.0 - 0.85 * ink))
@@ -98,7 +82,7 @@ def ukiyoe(rgb: np.ndarray, *, seed: int, texture: float, palette: Palette | Non
     lum = luminance(muted)[..., None]
     muted = lum + (muted - lum) * 0.75  # woodblock inks are less saturated than photos
     muted = muted * 0.85 + _UKIYOE_PAPER * 0.15
-    flat = _quantise(_smooth(to_uint8(muted), round(scale * 0.014)), palette, 7)
+    flat = _quantise(simplify(to_uint8(muted), round(scale * 0.014)), palette, 7)
     report(progress, 1, 2, flat)
     ink = _outlines(flat, scale * 0.004)[..., None]
     rng = np.random.default_rng(seed)
@@ -115,7 +99,7 @@ def cel(rgb: np.ndarray, *, seed: int, texture: float, palette: Palette | None =
         progress: Progress | None = None) -> np.ndarray:
     """Anime cel shading: three tones per area and thin ink lines on strong edges."""
     scale = scale_of(rgb.shape)
-    smooth = _smooth(rgb, round(scale * (0.008 - 0.004 * texture)))
+    smooth = simplify(rgb, round(scale * (0.008 - 0.004 * texture)))
     base = to_float(_quantise(smooth, palette, 10))
     lum = luminance(to_float(smooth))[..., None]
     # Hard light steps: shadow, mid, highlight.
@@ -135,7 +119,7 @@ def art_deco(rgb: np.ndarray, *, seed: int, texture: float, palette: Palette | N
     """Bold flat areas in black, teal and cream, gold contour lines and a faint sunburst."""
     h, w = rgb.shape[:2]
     scale = scale_of(rgb.shape)
-    flat = _quantise(_smooth(rgb, round(scale * 0.012)), palette or _DECO, 5)
+    flat = _quantise(simplify(rgb, round(scale * 0.012)), palette or _DECO, 5)
     report(progress, 1, 2, flat)
     y = (np.arange(h, dtype=np.float32)[:, None] - h * 1.05) / scale
     x = (np.arange(w, dtype=np.float32)[None, :] - w * 0.5) / scale

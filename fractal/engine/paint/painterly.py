@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from fractal.engine.paint.common import (
@@ -13,6 +13,7 @@ from fractal.engine.paint.common import (
     luminance,
     report,
     scale_of,
+    simplify,
     smoothstep,
     to_float,
     to_uint8,
@@ -24,23 +25,13 @@ __all__ = ["oil", "pencil", "pointillism", "watercolor"]
 _PAPER = np.array([0.97, 0.95, 0.9], dtype=np.float32)
 
 
-def _simplify(rgb: np.ndarray, size: int) -> np.ndarray:
-    """A median at a reduced size: flat areas, kept edges, at any resolution."""
-    h, w = rgb.shape[:2]
-    factor = max(1, -(-size // 5))
-    small = Image.fromarray(rgb).resize((max(1, w // factor), max(1, h // factor)),
-                                        Image.Resampling.BOX)
-    small = small.filter(ImageFilter.MedianFilter(5))
-    return np.asarray(small.resize((w, h), Image.Resampling.BILINEAR))
-
-
 def watercolor(rgb: np.ndarray, *, seed: int, texture: float,
                progress: Progress | None = None) -> np.ndarray:
     """Soft washes that bleed, darker pigment at their edges, granulation and paper grain."""
     h, w = rgb.shape[:2]
     scale = scale_of(rgb.shape)
     rng = np.random.default_rng(seed)
-    washes = to_float(_simplify(rgb, round(scale * (0.016 - 0.008 * texture))))
+    washes = to_float(simplify(rgb, round(scale * (0.016 - 0.008 * texture))))
     # Wet-in-wet: colours drift along a smooth random field before they dry.
     drift = scale * 0.006
     dy = value_noise((h, w), scale * 0.05, rng) * drift
