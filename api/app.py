@@ -17,13 +17,22 @@ from api.metrics import HttpMetrics, build_registry
 from api.queue import TaskQueue
 from api.routers import batches, catalogue, files, generate, health, jobs
 from fractal import StyleLibrary
-from workers.db import get_database
+from workers.db import Database, get_database
+from workers.db import jobs as job_store
 from workers.settings import Settings, get_settings
 from workers.storage import LocalStorage, get_storage
 
 __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
+
+
+def _requeue_orphans(database: Database, queue: TaskQueue) -> None:
+    with database.session() as session:
+        orphans = [(job.id, job.queue) for job in job_store.requeue_running(session)]
+    for job_id, name in orphans:
+        logger.warning("job %s was running when the last server stopped: queued again", job_id)
+        queue.enqueue_render(job_id, name)
 
 
 def create_app(settings: Settings | None = None, *, start_worker: bool | None = None) -> FastAPI:
@@ -39,6 +48,10 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
         # Idempotent, and safe when a worker migrates at the same moment.
         await asyncio.to_thread(database.migrate)
         if run_worker:
+            if settings.embedded:
+                # This server's own worker is the only one: a job still "running" lost its
+                # worker with the last server (the file queue had already handed it out).
+                await asyncio.to_thread(_requeue_orphans, database, app.state.queue)
             app.state.worker = EmbeddedWorker(settings)
             app.state.worker.start()
         try:

@@ -69,3 +69,40 @@ def test_metrics_after_renders(served: str) -> None:
     assert "spec2fractal_images_rendered_total" in text
     assert "spec2fractal_job_duration_seconds_bucket" in text
     assert "spec2fractal_jobs_running" in text
+
+
+def test_a_job_orphaned_by_a_dead_server_runs_when_it_starts_again(tmp_path) -> None:
+    """Embedded: the file queue hands a task out before it runs, so a job whose server (and
+    worker) died mid-render must be queued again by the next server, not left running."""
+    import subprocess
+    import sys
+
+    from tests.api.conftest import WORKER_READY_SECONDS, env_for, free_port, stop
+    from workers.db import JobStatus, get_database
+    from workers.db import jobs as job_store
+
+    database = get_database(f"sqlite:///{tmp_path / 'spec2fractal.db'}")
+    database.migrate()
+    with database.session() as session:
+        job = job_store.create_job(session, job_id=job_store.new_job_id(), model="fractal",
+                                   request={"prompt": "a lake", "width": 64, "height": 64,
+                                            "seed": 1})
+        job_store.start_job(session, job.id)  # claimed by a worker that then died
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c",
+                                f"from api.cli import serve; serve(port={port})"],
+                               env=env_for(tmp_path), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + WORKER_READY_SECONDS
+        while True:
+            with database.session() as session:
+                current = job_store.get_job(session, job.id)
+            if current.status == JobStatus.SUCCEEDED:
+                break
+            assert process.poll() is None
+            assert time.monotonic() < deadline, current.status
+            time.sleep(0.1)
+        assert current.attempts == 2 and current.outputs
+    finally:
+        stop(process)

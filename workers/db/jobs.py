@@ -23,6 +23,7 @@ __all__ = [
     "queued_candidates",
     "record_progress",
     "request_cancel",
+    "requeue_running",
     "start_job",
 ]
 
@@ -113,6 +114,16 @@ def start_job(session: Session, job_id: str, *, stale_after: float | None = None
     if result.rowcount == 0:
         return None
     return session.get(Job, job_id, populate_existing=True)
+
+
+def requeue_running(session: Session) -> list[Job]:
+    """Running jobs back to queued (their worker is gone); returns them for re-sending."""
+    jobs = list(session.scalars(select(Job).where(Job.status == JobStatus.RUNNING)))
+    for job in jobs:
+        job.status = JobStatus.QUEUED
+        job.progress_step = 0
+    session.flush()
+    return jobs
 
 
 def queued_candidates(session: Session, model: str, limit: int) -> list[Job]:
