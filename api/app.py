@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from api.bodylimit import BodyLimit
 from api.embedded import EmbeddedWorker
 from api.errors import install_error_handlers
-from api.limits import MAX_BODY_BYTES
+from api.limits import MAX_BODY_BYTES, WORKER_WATCH_SECONDS
 from api.metrics import HttpMetrics, build_registry
 from api.queue import TaskQueue
 from api.routers import batches, catalogue, files, generate, health, jobs
@@ -35,6 +35,17 @@ def _requeue_orphans(database: Database, queue: TaskQueue) -> None:
         queue.enqueue_render(job_id, name)
 
 
+async def _keep_alive(worker: EmbeddedWorker, database: Database, queue: TaskQueue) -> None:
+    """Restart the embedded worker if it dies (a crash, an OOM kill), re-sending its job."""
+    while True:
+        await asyncio.sleep(WORKER_WATCH_SECONDS)
+        if not worker.alive:
+            logger.error("the embedded worker exited (code %s); starting it again",
+                         worker.process.poll() if worker.process else None)
+            await asyncio.to_thread(_requeue_orphans, database, queue)
+            worker.start()
+
+
 def create_app(settings: Settings | None = None, *, start_worker: bool | None = None) -> FastAPI:
     """``start_worker``: run the embedded Celery worker as a child process; by default only
     in the embedded shape (no broker). Tests pass False to control workers themselves."""
@@ -47,6 +58,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Idempotent, and safe when a worker migrates at the same moment.
         await asyncio.to_thread(database.migrate)
+        watchdog = None
         if run_worker:
             if settings.embedded:
                 # This server's own worker is the only one: a job still "running" lost its
@@ -54,9 +66,14 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
                 await asyncio.to_thread(_requeue_orphans, database, app.state.queue)
             app.state.worker = EmbeddedWorker(settings)
             app.state.worker.start()
+            if settings.embedded:
+                watchdog = asyncio.create_task(_keep_alive(app.state.worker, database,
+                                                           app.state.queue))
         try:
             yield
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             if app.state.worker is not None:
                 await app.state.worker.astop()
 

@@ -106,3 +106,44 @@ def test_a_job_orphaned_by_a_dead_server_runs_when_it_starts_again(tmp_path) -> 
         assert current.attempts == 2 and current.outputs
     finally:
         stop(process)
+
+
+def test_a_crashed_embedded_worker_is_restarted_and_its_job_finishes(tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.api.conftest import WORKER_READY_SECONDS, env_for, free_port, stop
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c",
+                               f"from api.cli import serve; serve(port={port})"],
+                              env=env_for(tmp_path, SPEC2FRACTAL_SYNC_TIMEOUT="60"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + WORKER_READY_SECONDS
+        while True:
+            try:
+                if httpx.get(base + "/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        job = httpx.post(base + "/generate", headers={"Prefer": "respond-async"}, timeout=10,
+                         json={**SLOW, "n": 4}).json()
+        while httpx.get(f"{base}/jobs/{job['id']}", timeout=5).json()["status"] != "running":
+            time.sleep(0.02)
+        children = subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        assert children, "the embedded worker is a child of the server"
+        for pid in children:
+            os.kill(int(pid), signal.SIGKILL)  # the worker dies mid-render
+        final = wait_status(lambda path: httpx.get(f"{base}/jobs/{job['id']}", timeout=5), "",
+                            {"succeeded", "failed", "cancelled"}, timeout=120)
+        assert final["status"] == "succeeded", final
+        assert final["attempts"] == 2
+    finally:
+        stop(server)
