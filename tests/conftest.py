@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 # Real services (redis-server, SeaweedFS, Celery workers) as fixtures for the whole suite.
-pytest_plugins = ["tests.services"]
+pytest_plugins = ["tests.service_fixtures"]
 
 # Tests never reach a model hub: a model that is not on disk must fail, not download.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

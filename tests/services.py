@@ -4,11 +4,9 @@ Each one runs as a child process on free 127.0.0.1 ports with its data in a temp
 is waited for with a deadline, and is stopped afterwards. A service that does not come up
 fails the test with the reason and the end of its log. No mocks.
 
-The suite loads this file as a plugin (``pytest_plugins = ["tests.services"]`` in conftest),
-which registers the fixtures ``redis_server``, ``seaweedfs_s3`` (both session-scoped) and
-``celery_worker`` (a factory: ``celery_worker(env)`` starts one worker, stopped after the test).
-The plain helpers (:func:`start_redis`, :func:`start_seaweedfs`, :func:`start_celery_worker`,
-:func:`free_ports`) work outside pytest too.
+Their pytest fixtures (``redis_server``, ``seaweedfs_s3``, ``celery_worker``) live in
+:mod:`tests.service_fixtures`. The plain helpers here (:func:`start_redis`,
+:func:`start_seaweedfs`, :func:`start_celery_worker`, :func:`free_ports`) work outside pytest.
 """
 
 from __future__ import annotations
@@ -22,12 +20,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 __all__ = [
     "CeleryWorker",
@@ -35,13 +31,9 @@ __all__ = [
     "RedisServer",
     "SeaweedS3",
     "ServiceError",
-    "celery_worker",
     "free_port",
     "free_ports",
-    "redis_server",
-    "seaweedfs_s3",
     "service_env",
-    "show_logs_on_failure",
     "start_celery_worker",
     "start_redis",
     "start_seaweedfs",
@@ -393,84 +385,3 @@ def start_celery_worker(env: Mapping[str, str], folder: Path, *, name: str = "wo
         process.kill()
         raise
     return worker
-
-
-# --------------------------------------------------------------------------- pytest fixtures
-
-_STARTED: pytest.StashKey[list[ManagedProcess]] = pytest.StashKey()
-
-
-def show_logs_on_failure(node: pytest.Item, process: ManagedProcess) -> None:
-    """Put ``process``'s log tail into ``node``'s report if the test fails (for services a
-    wider-scoped fixture started)."""
-    started = node.stash.setdefault(_STARTED, [])
-    if process not in started:
-        started.append(process)
-
-
-def _fail(exc: ServiceError) -> None:
-    pytest.fail(str(exc), pytrace=False)
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """One Redis for the session; tests isolate themselves by database number or key."""
-    try:
-        server = start_redis(tmp_path_factory.mktemp("redis"))
-    except ServiceError as exc:
-        _fail(exc)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def seaweedfs_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    """One SeaweedFS S3 gateway for the session; tests use buckets of their own."""
-    try:
-        server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
-    except ServiceError as exc:
-        _fail(exc)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def celery_worker(request: pytest.FixtureRequest,
-                  tmp_path_factory: pytest.TempPathFactory
-                  ) -> Iterator[Callable[..., CeleryWorker]]:
-    """A factory: ``celery_worker(env, name="worker")`` starts a worker and waits until it is
-    ready. Every worker started is stopped when the test ends; a failed test shows their logs.
-    """
-    folder = tmp_path_factory.mktemp("celery")
-    workers: list[CeleryWorker] = []
-    started = request.node.stash.setdefault(_STARTED, [])
-
-    def start(env: Mapping[str, str], name: str = "worker", timeout: float = 60) -> CeleryWorker:
-        try:
-            worker = start_celery_worker(env, folder, name=name, timeout=timeout)
-        except ServiceError as exc:
-            _fail(exc)
-        workers.append(worker)
-        started.append(worker.process)
-        return worker
-
-    try:
-        yield start
-    finally:
-        for worker in workers:
-            worker.stop(grace=5)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
-                              ) -> Iterator[None]:
-    """A failed test that started services gets their log tails in its report."""
-    outcome = yield
-    report = outcome.get_result()
-    if report.failed:
-        for process in item.stash.get(_STARTED, []):
-            report.sections.append((f"{process.name} log", process.log_tail()))

@@ -119,7 +119,7 @@ class _Run:
         self.task = task
         self.summary = summary
         self.console = console
-        self.todo: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self.waiting: queue.SimpleQueue[Item] = queue.SimpleQueue()
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.started = time.monotonic()
@@ -169,7 +169,7 @@ class _Run:
     def _work(self, worker: int) -> None:
         while not self.stop.is_set():
             try:
-                item = self.todo.get_nowait()
+                item = self.waiting.get_nowait()
             except queue.Empty:
                 return
             if item.request is None:
@@ -258,7 +258,7 @@ def _render(pending: list[Item], manifest: Manifest, renderer: Renderer, concurr
                              rate="", failed="")
     run = _Run(manifest, renderer, progress, task, summary, errors)
     for item in pending:
-        run.todo.put(item)
+        run.waiting.put(item)
     threads = [threading.Thread(target=run.work, args=(worker,), daemon=True,
                                 name=f"batch-{worker}")
                for worker in range(min(concurrency, len(pending)))]

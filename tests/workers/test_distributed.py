@@ -21,11 +21,11 @@ from celery import Celery
 from PIL import Image
 from sqlalchemy import update
 
+from tests.service_fixtures import show_logs_on_failure
 from tests.services import (
     CeleryWorker,
     RedisServer,
     SeaweedS3,
-    show_logs_on_failure,
     start_celery_worker,
     wait_for,
 )

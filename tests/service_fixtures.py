@@ -1,0 +1,100 @@
+"""Pytest fixtures over the real services of :mod:`tests.services`, for the whole suite
+(``pytest_plugins`` in ``tests/conftest.py``): ``redis_server`` and ``seaweedfs_s3`` (session),
+``celery_worker`` (a factory), and service logs in the report of a test that fails."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.services import (
+    CeleryWorker,
+    ManagedProcess,
+    RedisServer,
+    SeaweedS3,
+    ServiceError,
+    start_celery_worker,
+    start_redis,
+    start_seaweedfs,
+)
+
+__all__ = ["celery_worker", "redis_server", "seaweedfs_s3", "show_logs_on_failure"]
+
+_STARTED: pytest.StashKey[list[ManagedProcess]] = pytest.StashKey()
+
+
+def show_logs_on_failure(node: pytest.Item, process: ManagedProcess) -> None:
+    """Put ``process``'s log tail into ``node``'s report if the test fails (for services a
+    wider-scoped fixture started)."""
+    started = node.stash.setdefault(_STARTED, [])
+    if process not in started:
+        started.append(process)
+
+
+def _fail(exc: ServiceError) -> None:
+    pytest.fail(str(exc), pytrace=False)
+
+
+def _serve(start: Callable[[Path], Any], folder: Path) -> Iterator[Any]:
+    """A service for as long as the fixture lives; a start that fails fails the test cleanly."""
+    try:
+        server = start(folder)
+    except ServiceError as exc:
+        _fail(exc)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One Redis for the session; tests isolate themselves by database number or key."""
+    yield from _serve(start_redis, tmp_path_factory.mktemp("redis"))
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """One SeaweedFS S3 gateway for the session; tests use buckets of their own."""
+    yield from _serve(start_seaweedfs, tmp_path_factory.mktemp("seaweedfs"))
+
+
+@pytest.fixture
+def celery_worker(request: pytest.FixtureRequest,
+                  tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[Callable[..., CeleryWorker]]:
+    """A factory: ``celery_worker(env, name="worker")`` starts a worker and waits until it is
+    ready. Every worker started is stopped when the test ends; a failed test shows their logs.
+    """
+    folder = tmp_path_factory.mktemp("celery")
+    workers: list[CeleryWorker] = []
+    started = request.node.stash.setdefault(_STARTED, [])
+
+    def start(env: Mapping[str, str], name: str = "worker", timeout: float = 60) -> CeleryWorker:
+        try:
+            worker = start_celery_worker(env, folder, name=name, timeout=timeout)
+        except ServiceError as exc:
+            _fail(exc)
+        workers.append(worker)
+        started.append(worker.process)
+        return worker
+
+    try:
+        yield start
+    finally:
+        for worker in workers:
+            worker.stop(grace=5)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    """A failed test that started services gets their log tails in its report."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for process in item.stash.get(_STARTED, []):
+            report.sections.append((f"{process.name} log", process.log_tail()))
