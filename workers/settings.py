@@ -7,13 +7,15 @@ Redis, PostgreSQL and S3 with no code change.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["Settings", "get_settings", "is_loopback"]
 
 
 class Settings(BaseSettings):
@@ -68,10 +70,59 @@ class Settings(BaseSettings):
                                description="How long a worker waits for compatible jobs to "
                                            "fill a batch; 0 batches only what is queued.")
 
+    # --- security (who may call, and how much) ---
+    host: str = Field(default="127.0.0.1",
+                      description="Address the API listens on; `serve --host` sets it.")
+    auth: Literal["auto", "required", "off"] = Field(
+        default="auto", description="API keys: `auto` requires them whenever `host` is not a "
+                                    "loopback address; `required` always; `off` never.")
+    rate_limit: str = Field(default="120/minute",
+                            description="Requests per API key (the `limits` syntax, e.g. "
+                                        "`10/second;300/minute`); empty: no limit.")
+    max_jobs_per_key: int = Field(default=16, ge=1,
+                                  description="Unfinished interactive jobs one key may have; "
+                                              "more gets 429.")
+    idempotency_ttl: int = Field(default=24 * 3600, ge=60,
+                                 description="Seconds an Idempotency-Key is remembered.")
+    cors_origins: list[str] = Field(default_factory=list,
+                                    description="Browser origins allowed to call the API.")
+    allow_image_urls: bool = Field(default=False,
+                                   description="Accept `image_url` inputs, fetched only from "
+                                               "public (global) addresses.")
+    fetch_timeout: float = Field(default=10.0, gt=0, le=120,
+                                 description="Timeout of one image-URL fetch or webhook call.")
+    # --- webhooks ---
+    webhook_max_attempts: int = Field(default=8, ge=1, le=30,
+                                      description="Deliveries tried per webhook event.")
+    webhook_backoff: float = Field(default=2.0, gt=0,
+                                   description="First retry delay (s); doubles, with jitter.")
+    webhook_allow_private: bool = Field(default=False,
+                                        description="Let webhooks and image URLs reach private "
+                                                    "addresses (tests, closed networks).")
+    # --- reliability ---
+    max_attempts: int = Field(default=3, ge=1,
+                              description="A job whose worker dies this many times fails.")
+    job_lease: int = Field(default=120, ge=1,
+                           description="A running job whose worker has not written for this "
+                                       "many seconds is presumed lost and re-queued.")
+    queued_lease: int = Field(default=300, ge=1,
+                              description="A job queued this long with no worker taking it is "
+                                          "sent to the broker again.")
+    reconcile_interval: float = Field(default=30.0, gt=0,
+                                      description="How often the reconciler looks (s).")
+    storage_retries: int = Field(default=4, ge=0,
+                                 description="Retries of a failed upload, with backoff.")
+
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @property
+    def auth_required(self) -> bool:
+        if self.auth == "auto":
+            return not is_loopback(self.host)
+        return self.auth == "required"
 
     @property
     def embedded(self) -> bool:
@@ -93,6 +144,16 @@ class Settings(BaseSettings):
     @property
     def queue_dir(self) -> Path:
         return self.data_dir / "queue"
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost``, 127.0.0.0/8 and ::1 listen to this machine only."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a hostname other than localhost, or 0.0.0.0-like wildcards
 
 
 @lru_cache(maxsize=1)

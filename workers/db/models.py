@@ -9,7 +9,17 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["BATCH_QUEUE", "INTERACTIVE_QUEUE", "Base", "Batch", "Job", "JobStatus", "utcnow"]
+__all__ = [
+    "BATCH_QUEUE",
+    "INTERACTIVE_QUEUE",
+    "ApiKey",
+    "Base",
+    "Batch",
+    "IdempotencyRecord",
+    "Job",
+    "JobStatus",
+    "utcnow",
+]
 
 # The Celery queue a job was sent to: workers take interactive work first.
 INTERACTIVE_QUEUE = "renders"
@@ -50,6 +60,9 @@ class Batch(Base):
                                                  index=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    # When the batch's completion webhook was sent, so it is sent once.
+    notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Job(Base):
@@ -80,3 +93,39 @@ class Job(Base):
     batch_index: Mapped[int | None] = mapped_column(Integer)
     queue: Mapped[str] = mapped_column(String(16), default=INTERACTIVE_QUEUE,
                                        server_default=INTERACTIVE_QUEUE)
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    # Leases for the reconciler: when the job was last sent to the broker, and when its
+    # worker last wrote (claim, progress); a job silent past its lease is sent again.
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ApiKey(Base):
+    """A caller. The key itself is shown once at creation; only its SHA-256 is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    prefix: Mapped[str] = mapped_column(String(16))  # shown in `keys list` to tell keys apart
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    webhook_secret: Mapped[str] = mapped_column(String(64))  # signs this key's webhooks
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class IdempotencyRecord(Base):
+    """Stripe-style Idempotency-Key: the first response to (owner, endpoint, key), kept."""
+
+    __tablename__ = "idempotency_keys"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)  # "" when auth is off
+    endpoint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    response_status: Mapped[int | None] = mapped_column(Integer)  # None: still in flight
+    response_body: Mapped[str | None] = mapped_column(Text)
+    response_headers: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                 index=True)
