@@ -128,14 +128,15 @@ class Submission:
             return job_store.count_queued(session)
 
     def submit(self, request: GenerationRequest, image: Image.Image | None,
-               output_format: str) -> str:
+               output_format: str, owner: str | None = None) -> str:
         job_id = job_store.new_job_id()
         key = input_key(job_id) if image is not None else None
         stored = request.to_dict()
         stored.pop("image", None)  # image bytes live in storage, never in the row
         with self.database.session() as session:
             job_store.create_job(session, job_id=job_id, model=request.model or "",
-                                 request=stored, input_key=key, output_format=output_format)
+                                 request=stored, input_key=key, output_format=output_format,
+                                 owner=owner)
         try:
             if image is not None and key is not None:
                 buffer = io.BytesIO()
@@ -160,5 +161,6 @@ class Submission:
 
 
 async def submit_job(submission: Submission, request: GenerationRequest,
-                     image: Image.Image | None, output_format: str) -> str:
-    return await run_in_threadpool(submission.submit, request, image, output_format)
+                     image: Image.Image | None, output_format: str,
+                     owner: str | None = None) -> str:
+    return await run_in_threadpool(submission.submit, request, image, output_format, owner)
