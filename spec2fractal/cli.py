@@ -15,12 +15,14 @@ def _register_service_commands() -> None:
     from api.cli import serve
     from spec2fractal.batch.command import batch
     from workers.cli import worker
+    from workers.keys_cli import keys
 
     app.command(help="Run the HTTP API (embedded: with its own worker, SQLite and folders).")(
         serve)
     app.command(help="Run a render worker on the configured broker.")(worker)
     app.command(help="Render every request in a file (.txt, .csv, .jsonl), locally or "
                      "through a server; a re-run resumes.")(batch)
+    app.add_typer(keys, name="keys")
 
 
 _register_service_commands()

@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     auth: Literal["auto", "required", "off"] = Field(
         default="auto", description="API keys: `auto` requires them whenever `host` is not a "
                                     "loopback address; `required` always; `off` never.")
-    rate_limit: str = Field(default="120/minute",
+    rate_limit: str = Field(default="20/second;600/minute",
                             description="Requests per API key (the `limits` syntax, e.g. "
                                         "`10/second;300/minute`); empty: no limit.")
     max_jobs_per_key: int = Field(default=16, ge=1,

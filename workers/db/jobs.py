@@ -14,6 +14,7 @@ from workers.db.models import INTERACTIVE_QUEUE, Job, JobStatus, utcnow
 
 __all__ = [
     "count_queued",
+    "count_unfinished",
     "create_job",
     "finish_job",
     "get_job",
@@ -87,6 +88,14 @@ def count_queued(session: Session) -> int:
     """Interactive jobs waiting: the admission limit of /generate (batches have their own)."""
     return session.scalar(select(func.count()).select_from(Job)
                           .where(Job.status == JobStatus.QUEUED,
+                                 Job.queue == INTERACTIVE_QUEUE)) or 0
+
+
+def count_unfinished(session: Session, owner: str) -> int:
+    """One key's interactive jobs queued or running: its concurrency quota."""
+    return session.scalar(select(func.count()).select_from(Job)
+                          .where(Job.owner == owner,
+                                 Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)),
                                  Job.queue == INTERACTIVE_QUEUE)) or 0
 
 

@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("endpoint", sa.String(64), primary_key=True),
         sa.Column("key", sa.String(255), primary_key=True),
         sa.Column("request_hash", sa.String(64), nullable=False),
+        sa.Column("resource_id", sa.String(32), nullable=True),
         sa.Column("response_status", sa.Integer(), nullable=True),
         sa.Column("response_body", sa.Text(), nullable=True),
         sa.Column("response_headers", sa.JSON(), nullable=True),

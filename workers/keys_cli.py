@@ -1,0 +1,68 @@
+"""``spec2fractal keys``: create, list and revoke API keys in the configured database."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from workers.db import Database, get_database
+from workers.db import keys as key_store
+from workers.settings import get_settings
+
+__all__ = ["keys"]
+
+keys = typer.Typer(help="API keys: the service asks for one whenever it listens beyond "
+                        "localhost.", no_args_is_help=True)
+console = Console()
+
+
+def _database() -> Database:
+    database = get_database(get_settings().resolved_database_url)
+    database.migrate()
+    return database
+
+
+@keys.command()
+def create(name: Annotated[str, typer.Option(help="Who or what the key is for.")]) -> None:
+    """Make a key. It is shown once, alone on the last line; only its hash is kept."""
+    name = name.strip()
+    if not name or len(name) > 255:
+        raise typer.BadParameter("give a name of 1 to 255 characters", param_hint="--name")
+    with _database().session() as session:
+        key, secret = key_store.create_key(session, name)
+    console.print(f"created {key.id} ({key.name}); keep the key below, it is not shown again",
+                  highlight=False, markup=False)
+    console.print(f"webhook signing secret: {key.webhook_secret}", highlight=False, markup=False)
+    print(secret)  # plain stdout, so `KEY=$(spec2fractal keys create ... | tail -n1)` works
+
+
+@keys.command("list")
+def list_(revoked: Annotated[bool, typer.Option(help="Show revoked keys too.")] = False
+          ) -> None:
+    """The keys, by id, name and first characters."""
+    with _database().session() as session:
+        found = key_store.list_keys(session, include_revoked=revoked)
+    table = Table("name", "starts with", "created", "last used", "revoked")
+    table.add_column("id", no_wrap=True)  # what `keys revoke` takes: never cut short
+    for key in found:
+        table.add_row(key.name, key.prefix + "…", f"{key.created_at:%Y-%m-%d %H:%M}",
+                      f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "-",
+                      f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "-", key.id)
+    console.print(table)
+
+
+@keys.command()
+def revoke(key: Annotated[str, typer.Argument(help="The key's id, name or shown prefix.")]
+           ) -> None:
+    """Revoke a key: its next request is refused."""
+    try:
+        with _database().session() as session:
+            revoked = key_store.revoke_key(session, key)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="KEY") from None
+    if revoked is None:
+        raise typer.BadParameter(f"no live key is called {key!r}", param_hint="KEY")
+    console.print(f"revoked {revoked.id} ({revoked.name})", highlight=False, markup=False)
