@@ -195,7 +195,7 @@ def _plan_item(plan: BatchPlan, item: GenerateBody, index: int, default_format: 
 
 
 def create_batch(plan: BatchPlan, database: Database, storage: Storage,
-                 queue: TaskQueue) -> str:
+                 queue: TaskQueue, owner: str | None = None) -> str:
     """Inputs stored (each distinct image once), then the batch and its jobs in one
     transaction, then one message per job on the batch queue. Blocking."""
     batch_id = uuid.uuid4().hex
@@ -221,7 +221,8 @@ def create_batch(plan: BatchPlan, database: Database, storage: Storage,
                              else None))
     with database.session() as session:
         batch_store.create_batch(session, batch_id=batch_id, name=plan.name,
-                                 output_format=plan.output_format, items=items)
+                                 output_format=plan.output_format, items=items,
+                                 owner=owner)
     try:
         queue.enqueue_many(item.job_id for item in items)
     except EnqueueError as exc:
