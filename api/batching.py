@@ -19,7 +19,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from api.errors import ApiError, field_error, invalid_request
-from api.generation import build_request
+from api.generation import build_request, check_webhook
 from api.queue import EnqueueError, TaskQueue
 from api.schemas import BatchBody, GenerateBody
 from fractal import GenerationRequest, InvalidRequestError, StyleLibrary
@@ -81,6 +81,7 @@ class BatchPlan:
     images: list[Image.Image] = field(default_factory=list)
     image_refs: dict[str, int] = field(default_factory=dict)  # data URL -> index in images
     bad_images: set[str] = field(default_factory=set)  # reported once, never decoded again
+    webhook_url: str | None = None  # gets batch.completed
 
 
 class _Errors:
@@ -113,6 +114,9 @@ def plan_batch(body: BatchBody, settings: Settings, styles: StyleLibrary) -> Bat
         raise field_error(["body", "template"], "a template goes with `grid`, not `items`",
                           "<template>")
     plan = BatchPlan(name=body.name, output_format=body.output_format or "png")
+    if body.webhook is not None:
+        check_webhook(["body", "webhook"], body.webhook, settings)
+        plan.webhook_url = body.webhook
     errors = _Errors()
     limit = settings.max_batch_items
     if body.items is not None:
@@ -165,6 +169,15 @@ def _plan_item(plan: BatchPlan, item: GenerateBody, index: int, default_format: 
                settings: Settings, styles: StyleLibrary, errors: _Errors,
                where: Callable[[list[Any]], list[Any]]) -> None:
     """Check one item with POST /generate's own code; on failure, note where and go on."""
+    # A batch notifies once, as a whole; and thousands of items must not mean thousands of
+    # fetches from one request.
+    for name, reason in (("webhook", "give `webhook` on the batch, not on its items"),
+                         ("image_url", "image URLs are not taken in batches; give the image "
+                                       "as a data URL")):
+        if getattr(item, name) is not None:
+            errors.add(where([name]), {"msg": reason, "type": "value_error",
+                                       "input": getattr(item, name)}, index)
+            return
     image_ref = None
     if item.image is not None:
         image_ref = plan.image_refs.get(item.image)
@@ -222,7 +235,7 @@ def create_batch(plan: BatchPlan, database: Database, storage: Storage,
     with database.session() as session:
         batch_store.create_batch(session, batch_id=batch_id, name=plan.name,
                                  output_format=plan.output_format, items=items,
-                                 owner=owner)
+                                 owner=owner, webhook_url=plan.webhook_url)
     try:
         queue.enqueue_many(item.job_id for item in items)
     except EnqueueError as exc:

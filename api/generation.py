@@ -21,15 +21,17 @@ from api.limits import MAX_BODY_BYTES, MAX_FORM_FIELDS
 from api.queue import TaskQueue
 from api.schemas import GenerateBody
 from fractal import GenerationRequest, InvalidRequestError, StyleLibrary
-from fractal.images import decode_image, load_image
+from fractal.images import MAX_IMAGE_BYTES, decode_image, load_image
 from fractal.validation import MAX_SEED, check_request
+from workers import netguard
 from workers.db import Database, JobStatus
 from workers.db import jobs as job_store
 from workers.runner import input_key
 from workers.settings import Settings
 from workers.storage import Storage, StorageError
 
-__all__ = ["Submission", "build_request", "read_body", "submit_job"]
+__all__ = ["Submission", "build_request", "check_webhook", "fetch_image", "read_body",
+           "submit_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,10 +90,19 @@ def build_request(body: GenerateBody, upload: bytes | None, settings: Settings,
     if body.image is not None and upload is not None:
         raise field_error(["body", "image"], "give the image as a file or as a data URL, "
                           "not both", "<image>")
-    has_image = body.image is not None or upload is not None
+    if body.image_url is not None:
+        if body.image is not None or upload is not None:
+            raise field_error(["body", "image_url"], "give one image: `image`, a file or "
+                              "`image_url`", body.image_url)
+        _check_image_url(body.image_url, settings)
+    if body.webhook is not None:
+        _check_url_syntax("webhook", body.webhook)
+    has_image = body.image is not None or upload is not None or body.image_url is not None
     # The API picks the seed, so the stored request is reproducible and a retry is identical.
     seed = body.seed if body.seed is not None else secrets.randbelow(MAX_SEED + 1)
     rename = {"prompt": prompt_field}
+    if body.image_url is not None:
+        rename["image"] = "image_url"
     try:
         request = GenerationRequest(
             input_type=body.input_type,
@@ -105,14 +116,57 @@ def build_request(body: GenerateBody, upload: bytes | None, settings: Settings,
         check_request(request, has_image=has_image)
         if request.style is not None:
             styles.get(request.style)  # unknown: a 422 listing the valid names
+        if body.webhook is not None:
+            check_webhook(["body", "webhook"], body.webhook, settings)
         image = None
         if body.image is not None:
             image = decode_image(body.image)
         elif upload is not None:
             image = load_image(upload)
+        elif body.image_url is not None:
+            image = fetch_image(body.image_url, settings)
     except InvalidRequestError as exc:
         raise invalid_request(exc, rename=rename) from None
     return request, image
+
+
+def _check_url_syntax(field: str, url: str) -> None:
+    try:
+        netguard.check_url(url)
+    except netguard.UnsafeUrlError as exc:
+        raise field_error(["body", field], f"is refused: {exc}", url) from None
+
+
+def _check_image_url(url: str, settings: Settings) -> None:
+    if not settings.allow_image_urls:
+        raise field_error(["body", "image_url"], "image URLs are disabled on this server; "
+                          "send the image as a data URL or a file", url)
+    _check_url_syntax("image_url", url)
+
+
+def check_webhook(loc: list[str | int], url: str, settings: Settings) -> None:
+    """A 422 at ``loc`` unless ``url`` passes the address rules (its host is resolved)."""
+    try:
+        netguard.vet_url(url, allow_private=settings.webhook_allow_private)
+    except netguard.UnsafeUrlError as exc:
+        raise field_error(loc, f"is refused: {exc}", url) from None
+    except netguard.FetchError as exc:
+        raise field_error(loc, f"cannot be reached: {exc}", url) from None
+
+
+def fetch_image(url: str, settings: Settings) -> Image.Image:
+    """The image behind an ``image_url``, fetched under the address rules and decoded by the
+    library's safe decoder; a 422 naming ``image_url`` if anything is wrong."""
+    try:
+        result = netguard.fetch(url, max_bytes=MAX_IMAGE_BYTES, timeout=settings.fetch_timeout,
+                                allow_private=settings.webhook_allow_private,
+                                headers={"Accept": "image/png, image/jpeg, image/webp"})
+    except netguard.UnsafeUrlError as exc:
+        raise field_error(["body", "image_url"], f"is refused: {exc}", url) from None
+    except netguard.FetchError as exc:
+        raise field_error(["body", "image_url"], f"could not be fetched: {exc}", url) from None
+    # Bytes, never the URL string: load_image reads a str as a local path.
+    return load_image(result.content, argument="image_url")
 
 
 class Submission:
@@ -127,16 +181,23 @@ class Submission:
         with self.database.session() as session:
             return job_store.count_queued(session)
 
+    def unfinished_count(self, owner: str) -> int:
+        with self.database.session() as session:
+            return job_store.count_unfinished(session, owner)
+
     def submit(self, request: GenerationRequest, image: Image.Image | None,
-               output_format: str, owner: str | None = None) -> str:
+               output_format: str, owner: str | None = None,
+               webhook_url: str | None = None) -> str:
+        """``webhook_url`` must have passed ``check_webhook`` (``build_request`` does)."""
         job_id = job_store.new_job_id()
         key = input_key(job_id) if image is not None else None
         stored = request.to_dict()
         stored.pop("image", None)  # image bytes live in storage, never in the row
         with self.database.session() as session:
-            job_store.create_job(session, job_id=job_id, model=request.model or "",
-                                 request=stored, input_key=key, output_format=output_format,
-                                 owner=owner)
+            job = job_store.create_job(session, job_id=job_id, model=request.model or "",
+                                       request=stored, input_key=key,
+                                       output_format=output_format, owner=owner)
+            job.webhook_url = webhook_url
         try:
             if image is not None and key is not None:
                 buffer = io.BytesIO()
@@ -162,5 +223,6 @@ class Submission:
 
 async def submit_job(submission: Submission, request: GenerationRequest,
                      image: Image.Image | None, output_format: str,
-                     owner: str | None = None) -> str:
-    return await run_in_threadpool(submission.submit, request, image, output_format, owner)
+                     owner: str | None = None, webhook_url: str | None = None) -> str:
+    return await run_in_threadpool(submission.submit, request, image, output_format, owner,
+                                   webhook_url)

@@ -44,6 +44,10 @@ class GenerateBody(BaseModel):
     image: str | None = Field(default=None,
                               description="Input image as base64 or a data:image/...;base64 URL; "
                                           "or a file part in multipart/form-data.")
+    image_url: str | None = Field(
+        default=None, max_length=2048,
+        description="Input image fetched from a public http(s) URL (PNG, JPEG or WEBP). Off "
+                    "unless the server sets SPEC2FRACTAL_ALLOW_IMAGE_URLS.")
     negative_prompt: str | None = None
     width: int | None = None
     height: int | None = None
@@ -60,6 +64,11 @@ class GenerateBody(BaseModel):
     n: int = 1
     model: str | None = Field(default=None, min_length=1, max_length=255)
     output_format: OutputFormat = "png"
+    webhook: str | None = Field(
+        default=None, max_length=2048,
+        description="A public http(s) URL that receives a signed `job.succeeded`, "
+                    "`job.failed` or `job.cancelled` event (Standard Webhooks) when the job "
+                    "ends; see docs/webhooks.md.")
 
     @field_validator("width", "height", "steps", "seed", "n", "guidance", "texture", "strength",
                      mode="before")
@@ -174,6 +183,10 @@ class BatchBody(BaseModel):
     grid: dict[str, GridValues] | None = Field(
         default=None, description="Field name → values; one item per combination, in the "
                                   "order the keys are given (the last key varies fastest).")
+    webhook: str | None = Field(
+        default=None, max_length=2048,
+        description="A public http(s) URL that receives one signed `batch.completed` event "
+                    "(Standard Webhooks) when the last item ends; see docs/webhooks.md.")
 
 
 class BatchCountsOut(BaseModel):

@@ -121,7 +121,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": settings.task_soft_time_limit,
         "task_time_limit": settings.task_time_limit,
         "worker_hijack_root_logger": False,
-        "include": ["workers.tasks"],
+        "include": ["workers.tasks", "workers.webhook_tasks"],
     }
     if settings.embedded:
         folder = settings.queue_dir

@@ -199,7 +199,10 @@ def check_url(url: str) -> httpx.URL:
 
 
 def vet_url(url: str, *, allow_private: bool = False) -> Target:
-    """Check ``url`` and every address its host resolves to; the address to connect to."""
+    """Check ``url`` and every address its host resolves to; the address to connect to.
+
+    Raises UnsafeUrlError, or FetchError when the host does not resolve.
+    """
     parsed = check_url(url)
     host = parsed.raw_host.decode("ascii")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
@@ -213,7 +216,8 @@ def vet_url(url: str, *, allow_private: bool = False) -> Target:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
-        raise UnsafeUrlError(f"host {host!r} does not resolve") from exc
+        # Not a refusal: DNS may be down for a moment, and a webhook retries later.
+        raise FetchError(f"host {host!r} does not resolve") from exc
     addresses: list[IPAddress] = []
     for family, *_, sockaddr in infos:
         if family in (socket.AF_INET, socket.AF_INET6):
@@ -221,7 +225,7 @@ def vet_url(url: str, *, allow_private: bool = False) -> Target:
             if address not in addresses:
                 addresses.append(address)
     if not addresses:
-        raise UnsafeUrlError(f"host {host!r} does not resolve")
+        raise FetchError(f"host {host!r} does not resolve")
     for address in addresses:  # every one: a resolver may hand out any of them later
         try:
             check_address(address, allow_private=allow_private)

@@ -18,6 +18,7 @@ __all__ = [
     "NewItem",
     "batch_jobs",
     "cancel_batch",
+    "claim_notification",
     "counts_for",
     "create_batch",
     "fail_unsent",
@@ -53,11 +54,13 @@ class BatchCounts:
 
 
 def create_batch(session: Session, *, batch_id: str, name: str | None, output_format: str,
-                 items: Sequence[NewItem], owner: str | None = None) -> Batch:
+                 items: Sequence[NewItem], owner: str | None = None,
+                 webhook_url: str | None = None) -> Batch:
     """The batch row and one queued job per item, in the caller's transaction."""
     now = utcnow()
     batch = Batch(id=batch_id, name=name, owner=owner, total=len(items),
-                  output_format=output_format, created_at=now, cancel_requested=False)
+                  output_format=output_format, created_at=now, cancel_requested=False,
+                  webhook_url=webhook_url)
     session.add(batch)
     session.flush()
     if items:
@@ -177,3 +180,18 @@ def fail_unsent(session: Session, batch_id: str, first_index: int, error: str) -
                           Job.status == JobStatus.QUEUED)
         .values(status=JobStatus.FAILED, finished_at=utcnow(), error=error))
     return result.rowcount
+
+
+def claim_notification(session: Session, batch_id: str) -> bool:
+    """True once per batch with a webhook: when no item is left queued or running, the first
+    caller sets ``notified_at`` and sends ``batch.completed``. One UPDATE, so of many workers
+    finishing the last items at once exactly one wins."""
+    unfinished = select(Job.id).where(
+        Job.batch_id == batch_id,
+        Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value])).exists()
+    result = session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.webhook_url.is_not(None),
+               Batch.notified_at.is_(None), ~unfinished)
+        .values(notified_at=utcnow()))
+    return result.rowcount == 1
