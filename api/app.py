@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
+from api.auth import Gatekeeper
 from api.bodylimit import BodyLimit
 from api.embedded import EmbeddedWorker
 from api.errors import install_error_handlers
@@ -94,6 +96,16 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
         app.include_router(router)
     if isinstance(storage, LocalStorage):
         app.include_router(files.router)  # S3 serves its own presigned URLs
+    # Added last = runs first: CORS answers preflights before the Gatekeeper asks for a key.
+    app.add_middleware(Gatekeeper, database=database, settings=settings)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(HttpMetrics, requests=requests, latency=latency)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST", "OPTIONS"],
+                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key",
+                                          "Prefer", "Last-Event-ID"],
+                           expose_headers=["Location", "Retry-After", "Idempotent-Replayed",
+                                           "Preference-Applied"],
+                           max_age=600)
     return app

@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import logging
+import os
+from typing import Annotated
+
+import typer
 
 __all__ = ["serve"]
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on; beyond localhost, API "
+                                           "keys are required.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    auth: Annotated[bool, typer.Option("--auth", help="Require API keys even on localhost "
+                                                      "(SPEC2FRACTAL_AUTH=required).")] = False,
+) -> None:
     """Serve the API. With no broker configured, also runs the embedded worker."""
     import uvicorn
 
     from api.app import create_app
+    from workers.settings import get_settings
 
+    # Through the environment, so the embedded worker child sees the same settings.
+    os.environ["SPEC2FRACTAL_HOST"] = host
+    if auth:
+        os.environ["SPEC2FRACTAL_AUTH"] = "required"
+    get_settings.cache_clear()
+    settings = get_settings()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(), host=host, port=port, log_level="info",
+    if settings.auth_required:
+        logging.getLogger(__name__).info(
+            "API keys required; make one with `spec2fractal keys create --name NAME`")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
                 timeout_graceful_shutdown=10)

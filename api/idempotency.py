@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import delete, select, update
@@ -62,9 +61,8 @@ class Idempotency:
         self.resource_id: str | None = None
 
     @classmethod
-    def of(cls, request: Request, database: Database, settings: Settings, caller: Caller,
+    def of(cls, key: str | None, database: Database, settings: Settings, caller: Caller,
            endpoint: str, request_hash: str) -> Idempotency:
-        key = request.headers.get(HEADER)
         if key is not None and not 1 <= len(key.strip()) <= MAX_KEY_CHARS:
             raise field_error(["header", HEADER], f"must be 1 to {MAX_KEY_CHARS} characters",
                               key)

@@ -12,5 +12,6 @@ RESULT_POLL_MAX_SECONDS = 0.1  # ... then backs off to this for long renders, to
 EVENTS_POLL_SECONDS = 0.05  # GET /jobs/{id}/events
 EVENTS_PING_SECONDS = 15
 QUEUE_FULL_RETRY_AFTER = 30  # seconds, for 503s when max_queued_jobs is reached
+QUOTA_RETRY_AFTER = 5  # seconds, for 429s when a key has max_jobs_per_key unfinished jobs
 BATCH_RESULTS_CHUNK = 500  # job rows read per query while streaming a batch's results
 WORKER_WATCH_SECONDS = 1.0  # how often the embedded server checks its worker is alive

@@ -17,14 +17,15 @@ from workers.db import jobs as job_store
 __all__ = ["load_job", "wait_for_job"]
 
 
-def _load(database: Database, job_id: str) -> Job | None:
+def _load(database: Database, job_id: str, owner: str | None = None) -> Job | None:
     # expire_on_commit=False: the returned row stays readable after its session closes.
     with database.session() as session:
-        return job_store.get_job(session, job_id)
+        return job_store.get_job(session, job_id, owner)
 
 
-async def load_job(database: Database, job_id: str) -> Job | None:
-    return await asyncio.to_thread(_load, database, job_id)
+async def load_job(database: Database, job_id: str, owner: str | None = None) -> Job | None:
+    """The job, if it exists and ``owner`` (when given) owns it."""
+    return await asyncio.to_thread(_load, database, job_id, owner)
 
 
 def _interval(job: Job, elapsed: float) -> float:

@@ -8,13 +8,16 @@ import json
 from collections.abc import Iterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import Caller, CallerDep
 from api.batching import create_batch, plan_batch
 from api.deps import DatabaseDep, QueueDep, SettingsDep, StorageDep, StylesDep
 from api.errors import ApiError, field_error
+from api.idempotency import HEADER as IDEMPOTENCY_HEADER
+from api.idempotency import Idempotency, fingerprint
 from api.jobview import UrlMaker, job_out, utc
 from api.limits import BATCH_RESULTS_CHUNK
 from api.schemas import BatchBody, BatchCountsOut, BatchItemResult, BatchList, BatchOut
@@ -59,41 +62,59 @@ def batch_out(batch: Batch, counts: BatchCounts, request: Request) -> BatchOut:
     )
 
 
-def _load(database: Database, batch_id: str) -> tuple[Batch, BatchCounts] | None:
+def _load(database: Database, batch_id: str, owner: str | None
+          ) -> tuple[Batch, BatchCounts] | None:
     with database.session() as session:
-        batch = batch_store.get_batch(session, batch_id)
+        batch = batch_store.get_batch(session, batch_id, owner)
         if batch is None:
             return None
         return batch, batch_store.counts_for(session, [batch_id])[batch_id]
 
 
-async def _batch_or_404(database: Database, batch_id: str) -> tuple[Batch, BatchCounts]:
-    found = await run_in_threadpool(_load, database, batch_id)
+async def _batch_or_404(database: Database, batch_id: str,
+                        caller: Caller) -> tuple[Batch, BatchCounts]:
+    # Another key's batch answers exactly as a batch that does not exist.
+    found = await run_in_threadpool(_load, database, batch_id, caller.owner)
     if found is None:
         raise ApiError(404, "batch not found", batch_id=batch_id)
     return found
 
 
 @router.post("", status_code=201, response_model=BatchOut,
-             responses={413: {"description": "Body too large."},
+             responses={401: {"description": "No API key, or not a valid one."},
+                        409: {"description": "A request with this Idempotency-Key is still "
+                                             "in progress."},
+                        413: {"description": "Body too large."},
+                        429: {"description": "Rate limit reached; see Retry-After."},
                         503: {"description": "A backend is down; see Retry-After."}})
 async def post_batch(body: BatchBody, request: Request, settings: SettingsDep,
                      database: DatabaseDep, storage: StorageDep, queue: QueueDep,
-                     styles: StylesDep) -> JSONResponse:
+                     styles: StylesDep, caller: CallerDep,
+                     idempotency_key: Annotated[str | None, Header(
+                         alias=IDEMPOTENCY_HEADER, description="Retry safely: the same key "
+                         "and body replay the first response.")] = None) -> JSONResponse:
     """Queue many renders: ``items`` (POST /generate bodies) or a ``template`` and a ``grid``
     whose Cartesian product makes the items. Every item is checked before anything is
     created. Items run after interactive POST /generate jobs."""
-    plan = await run_in_threadpool(plan_batch, body, settings, styles)
-    batch_id = await run_in_threadpool(create_batch, plan, database, storage, queue)
-    batch, counts = await _batch_or_404(database, batch_id)
-    shown = batch_out(batch, counts, request)
-    return JSONResponse(shown.model_dump(mode="json"), status_code=201,
-                        headers={"Location": shown.links["self"]})
+    idempotency = Idempotency.of(idempotency_key, database, settings, caller, "batches",
+                                 fingerprint(body))
+
+    async def work(guard: Idempotency) -> JSONResponse:
+        plan = await run_in_threadpool(plan_batch, body, settings, styles)
+        batch_id = await run_in_threadpool(create_batch, plan, database, storage, queue,
+                                           caller.owner)
+        await guard.attach(batch_id)
+        batch, counts = await _batch_or_404(database, batch_id, caller)
+        shown = batch_out(batch, counts, request)
+        return JSONResponse(shown.model_dump(mode="json"), status_code=201,
+                            headers={"Location": shown.links["self"]})
+
+    return await idempotency.run(work)
 
 
 @router.get("", response_model=BatchList)
 async def list_batches(
-    request: Request, database: DatabaseDep,
+    request: Request, database: DatabaseDep, caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> BatchList:
@@ -101,7 +122,8 @@ async def list_batches(
 
     def read() -> tuple[list[tuple[Batch, BatchCounts]], str | None]:
         with database.session() as session:
-            batches, next_cursor = batch_store.list_batches(session, cursor=cursor, limit=limit)
+            batches, next_cursor = batch_store.list_batches(session, owner=caller.owner,
+                                                             cursor=cursor, limit=limit)
             counts = batch_store.counts_for(session, [batch.id for batch in batches])
             return [(batch, counts[batch.id]) for batch in batches], next_cursor
 
@@ -115,8 +137,9 @@ async def list_batches(
 
 
 @router.get("/{batch_id}", response_model=BatchOut, responses=NOT_FOUND)
-async def get_batch(batch_id: str, request: Request, database: DatabaseDep) -> BatchOut:
-    batch, counts = await _batch_or_404(database, batch_id)
+async def get_batch(batch_id: str, request: Request, database: DatabaseDep,
+                    caller: CallerDep) -> BatchOut:
+    batch, counts = await _batch_or_404(database, batch_id, caller)
     return batch_out(batch, counts, request)
 
 
@@ -174,10 +197,10 @@ def _csv(results: Iterator[BatchItemResult]) -> Iterator[str]:
                        "description": "One line per item, in order: index, job_id, status, "
                                       "parameters, seed(s), fresh URLs, error."}})
 async def batch_results(batch_id: str, request: Request, settings: SettingsDep,
-                        database: DatabaseDep, storage: StorageDep,
+                        database: DatabaseDep, storage: StorageDep, caller: CallerDep,
                         format: Literal["ndjson", "csv"] = "ndjson") -> StreamingResponse:
     """Streamed as NDJSON, or ``?format=csv`` (seeds and URLs joined by spaces)."""
-    await _batch_or_404(database, batch_id)
+    await _batch_or_404(database, batch_id, caller)
     results = _results(database, batch_id, UrlMaker(storage, settings, request))
     if format == "csv":
         return StreamingResponse(
@@ -190,14 +213,14 @@ async def batch_results(batch_id: str, request: Request, settings: SettingsDep,
              responses={**NOT_FOUND,
                         202: {"description": "Items still running stop at their next step."},
                         409: {"description": "Every item had already finished."}})
-async def cancel_batch(batch_id: str, request: Request,
-                       database: DatabaseDep) -> JSONResponse:
+async def cancel_batch(batch_id: str, request: Request, database: DatabaseDep,
+                       caller: CallerDep) -> JSONResponse:
     """Queued items are cancelled at once and never run; running ones stop soon; finished
     ones keep their images."""
 
     def cancel() -> tuple[Batch, BatchCounts, bool] | None:
         with database.session() as session:
-            batch = batch_store.get_batch(session, batch_id)
+            batch = batch_store.get_batch(session, batch_id, caller.owner)
             if batch is None:
                 return None
             before = batch_store.counts_for(session, [batch_id])[batch_id]

@@ -9,14 +9,19 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import Caller, CallerDep
 from api.deps import DatabaseDep, QueueDep, SettingsDep, StorageDep, StylesDep
 from api.errors import ApiError
 from api.generation import Submission, build_request, read_body, submit_job
+from api.idempotency import HEADER as IDEMPOTENCY_HEADER
+from api.idempotency import Idempotency, fingerprint
 from api.jobview import UrlMaker, job_out
-from api.limits import QUEUE_FULL_RETRY_AFTER
+from api.limits import QUEUE_FULL_RETRY_AFTER, QUOTA_RETRY_AFTER
 from api.polling import wait_for_job
 from api.schemas import GenerateBody, GenerateResult, JobOut
 from workers.db import Job, JobStatus
+from workers.settings import Settings
+from workers.storage import Storage
 
 __all__ = ["router"]
 
@@ -65,28 +70,61 @@ def _failure(job: Job, settings_model: str, body: dict[str, Any]) -> ApiError:
 @router.post(
     "/generate", response_model=GenerateResult, openapi_extra=_request_body_docs(),
     responses={202: {"model": JobOut, "description": "Still running: poll the Location."},
-               409: {"description": "The job was cancelled."},
+               401: {"description": "No API key, or not a valid one."},
+               409: {"description": "The job was cancelled, or a request with this "
+                                    "Idempotency-Key is still in progress."},
                413: {"description": "Body too large."},
                415: {"description": "Not JSON or multipart/form-data."},
+               429: {"description": "Rate limit or the key's job quota; see Retry-After."},
                502: {"description": "The render failed on the server."},
                503: {"description": "Queue full or a backend down; see Retry-After."}},
 )
 async def generate(request: Request, settings: SettingsDep, database: DatabaseDep,
-                   storage: StorageDep, queue: QueueDep, styles: StylesDep,
-                   prefer: Annotated[str | None, Header()] = None) -> JSONResponse:
+                   storage: StorageDep, queue: QueueDep, styles: StylesDep, caller: CallerDep,
+                   prefer: Annotated[str | None, Header()] = None,
+                   idempotency_key: Annotated[str | None, Header(
+                       alias=IDEMPOTENCY_HEADER, description="Retry safely: the same key "
+                       "and body replay the first response.")] = None) -> JSONResponse:
     """Render an image. JSON (image as a data URL) or multipart/form-data (image as a file)."""
     body, upload = await read_body(request)
-    generation, image = await run_in_threadpool(build_request, body, upload, settings, styles)
-    submission = Submission(database, storage, queue)
-    # Checked before the insert, so a burst may overshoot by a few jobs: a soft limit.
+    idempotency = Idempotency.of(idempotency_key, database, settings, caller, "generate",
+                                 fingerprint(body, upload))
+
+    async def work(guard: Idempotency) -> JSONResponse:
+        # 1. Check the request exactly as the library would.
+        generation, image = await run_in_threadpool(build_request, body, upload, settings,
+                                                    styles)
+        # 2. Admission: the caller's own quota, then the whole queue's.
+        submission = Submission(database, storage, queue)
+        await _admit(submission, settings, caller)
+        # 3. Queue it, and name the job to the Idempotency-Key at once.
+        job_id = await submit_job(submission, generation, image, body.output_format,
+                                  caller.owner)
+        await guard.attach(job_id)
+        # 4. Wait for the image, up to the Prefer header's patience.
+        respond_async, wait = _prefer(prefer, settings.sync_timeout)
+        job = await wait_for_job(database, job_id, 0 if respond_async else wait)
+        return _answer(job, job_id, request, settings, storage, respond_async)
+
+    return await idempotency.run(work)
+
+
+async def _admit(submission: Submission, settings: Settings, caller: Caller) -> None:
+    # Counted before the insert, so a burst may overshoot by a few jobs: soft limits.
+    if caller.owner is not None:
+        mine = await run_in_threadpool(submission.unfinished_count, caller.owner)
+        if mine >= settings.max_jobs_per_key:
+            raise ApiError(429, f"this key already has {mine} unfinished jobs, the most "
+                           f"allowed; wait for one to finish",
+                           headers={"Retry-After": str(QUOTA_RETRY_AFTER)}, unfinished=mine)
     queued = await run_in_threadpool(submission.queued_count)
     if queued >= settings.max_queued_jobs:
         raise ApiError(503, "the render queue is full; try again later",
                        headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER)}, queued=queued)
-    job_id = await submit_job(submission, generation, image, body.output_format)
 
-    respond_async, wait = _prefer(prefer, settings.sync_timeout)
-    job = await wait_for_job(database, job_id, 0 if respond_async else wait)
+
+def _answer(job: Job | None, job_id: str, request: Request, settings: Settings,
+            storage: Storage, respond_async: bool) -> JSONResponse:
     if job is None:  # deleted under us; nothing sensible to show
         raise ApiError(404, "job not found", job_id=job_id)
     urls = UrlMaker(storage, settings, request)

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import Caller, CallerDep
 from api.deps import DatabaseDep, SettingsDep, StorageDep
 from api.errors import ApiError, field_error
 from api.events import job_events
@@ -27,8 +28,9 @@ StatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 NOT_FOUND = {404: {"description": "No such job."}}
 
 
-async def _job_or_404(database: Database, job_id: str) -> Job:
-    job = await load_job(database, job_id)
+async def _job_or_404(database: Database, job_id: str, caller: Caller) -> Job:
+    # Another key's job answers exactly as a job that does not exist.
+    job = await load_job(database, job_id, caller.owner)
     if job is None:
         raise ApiError(404, "job not found", job_id=job_id)
     return job
@@ -37,7 +39,7 @@ async def _job_or_404(database: Database, job_id: str) -> Job:
 @router.get("", response_model=JobList)
 async def list_jobs(
     request: Request, settings: SettingsDep, database: DatabaseDep, storage: StorageDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    caller: CallerDep, limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     status: StatusName | None = None,
 ) -> JobList:
@@ -45,7 +47,8 @@ async def list_jobs(
 
     def read() -> tuple[list[Job], str | None]:
         with database.session() as session:
-            return job_store.list_jobs(session, status=status, cursor=cursor, limit=limit)
+            return job_store.list_jobs(session, status=status, owner=caller.owner,
+                                      cursor=cursor, limit=limit)
 
     try:
         jobs, next_cursor = await run_in_threadpool(read)
@@ -58,8 +61,8 @@ async def list_jobs(
 
 @router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND)
 async def get_job(job_id: str, request: Request, settings: SettingsDep, database: DatabaseDep,
-                  storage: StorageDep) -> JobOut:
-    job = await _job_or_404(database, job_id)
+                  storage: StorageDep, caller: CallerDep) -> JobOut:
+    job = await _job_or_404(database, job_id, caller)
     return job_out(job, UrlMaker(storage, settings, request))
 
 
@@ -67,11 +70,14 @@ async def get_job(job_id: str, request: Request, settings: SettingsDep, database
              responses={**NOT_FOUND, 202: {"description": "Running: stops at its next step."},
                         409: {"description": "Already succeeded or failed."}})
 async def cancel_job(job_id: str, request: Request, settings: SettingsDep,
-                     database: DatabaseDep, storage: StorageDep) -> JSONResponse:
+                     database: DatabaseDep, storage: StorageDep,
+                     caller: CallerDep) -> JSONResponse:
     """A queued job is cancelled at once and never runs; a running one stops soon."""
 
     def cancel() -> Job | None:
         with database.session() as session:
+            if job_store.get_job(session, job_id, caller.owner) is None:
+                return None
             return job_store.request_cancel(session, job_id)
 
     job = await run_in_threadpool(cancel)
@@ -89,7 +95,8 @@ async def cancel_job(job_id: str, request: Request, settings: SettingsDep,
                        "description": "queued, started, progress..., then succeeded, "
                                       "failed or cancelled; then the stream ends."}})
 async def job_events_stream(job_id: str, request: Request, settings: SettingsDep,
-                            database: DatabaseDep, storage: StorageDep) -> EventSourceResponse:
-    job = await _job_or_404(database, job_id)
+                            database: DatabaseDep, storage: StorageDep,
+                            caller: CallerDep) -> EventSourceResponse:
+    job = await _job_or_404(database, job_id, caller)
     urls = UrlMaker(storage, settings, request)
     return EventSourceResponse(job_events(database, job, urls), ping=EVENTS_PING_SECONDS)
