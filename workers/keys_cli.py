@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from workers.db import Database, get_database
 from workers.db import keys as key_store
@@ -42,16 +42,19 @@ def create(name: Annotated[str, typer.Option(help="Who or what the key is for.")
 @keys.command("list")
 def list_(revoked: Annotated[bool, typer.Option(help="Show revoked keys too.")] = False
           ) -> None:
-    """The keys, by id, name and first characters."""
+    """The keys, one line each: id, first characters, created, last used, revoked, name."""
     with _database().session() as session:
         found = key_store.list_keys(session, include_revoked=revoked)
-    table = Table("name", "starts with", "created", "last used", "revoked")
-    table.add_column("id", no_wrap=True)  # what `keys revoke` takes: never cut short
+
+    def when(moment: datetime | None) -> str:
+        return f"{moment:%Y-%m-%dT%H:%M}" if moment else "-"
+
+    # Plain columns, never wrapped or cut: `keys revoke` takes the id, scripts read lines.
+    print(f"{'id':<20}  {'starts with':<13}  {'created':<16}  {'last used':<16}  "
+          f"{'revoked':<16}  name")
     for key in found:
-        table.add_row(key.name, key.prefix + "…", f"{key.created_at:%Y-%m-%d %H:%M}",
-                      f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "-",
-                      f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "-", key.id)
-    console.print(table)
+        print(f"{key.id:<20}  {key.prefix + '…':<13}  {when(key.created_at):<16}  "
+              f"{when(key.last_used_at):<16}  {when(key.revoked_at):<16}  {key.name}")
 
 
 @keys.command()
