@@ -150,6 +150,6 @@ app = Celery("spec2fractal", set_as_current=False)
 app.add_defaults(lambda: celery_config(get_settings()))
 
 
-def enqueue_render(job_id: str) -> None:
+def enqueue_render(job_id: str, queue: str = QUEUE) -> None:
     """Queue a job by id: the payload is the id alone, never image bytes."""
-    app.send_task(RENDER_TASK, args=[job_id], queue=QUEUE)
+    app.send_task(RENDER_TASK, args=[job_id], queue=queue)

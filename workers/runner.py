@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
@@ -30,8 +31,9 @@ from workers.db import jobs as job_store
 from workers.encoding import CONTENT_TYPES, encode_image, preview_data_url
 from workers.model_cache import ModelCache
 from workers.storage import Storage, StorageError
+from workers.webhooks import notify_job_finished
 
-__all__ = ["BUSY", "WorkerContext", "input_key", "output_key", "run_job"]
+__all__ = ["BUSY", "STORAGE_ERROR", "WorkerContext", "input_key", "output_key", "run_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ PREVIEW_INTERVAL = 0.25  # seconds between preview images: a JPEG each step woul
 CANCEL_INTERVAL = 0.1  # seconds between looks at a job's cancel flag
 BATCH_POLL = 0.005  # seconds between looks for batch partners while the wait window is open
 BUSY = "busy"  # run_job's answer when another live worker holds the job
+STORAGE_ERROR = "image storage unavailable: the image could not be stored; try again later"
 
 # Request fields that must match for jobs to share a pipeline call (style may set defaults).
 _BATCH_FIELDS = ("width", "height", "steps", "guidance", "scheduler", "strength", "style")
@@ -57,8 +60,14 @@ class WorkerContext:
     time_limit: float | None = None
     # A running job's claim older than this is a dead worker's: the job may run again.
     stale_after: float | None = None
+    # So is one whose worker has not written (claim, progress, heartbeat) for this long.
+    lease: float | None = None
+    # A job whose worker was lost this many times fails instead of running again.
+    max_attempts: int | None = None
     max_batch: int = 1
     batch_wait: float = 0.0
+    # Set when the worker is shutting down: finish the jobs in hand, take no partners.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
 
 def output_key(job_id: str, index: int, extension: str) -> str:
@@ -94,7 +103,8 @@ def _batch_key(job: Job) -> tuple[Any, ...]:
 def _claim_partners(context: WorkerContext, first: Job) -> list[Job]:
     """Compatible queued jobs, claimed for this batch, waiting up to the window for more."""
     wanted = context.max_batch - 1
-    if wanted <= 0:
+    # A job tried before may be the one that killed its worker: it runs alone.
+    if wanted <= 0 or first.attempts > 1 or context.stopping.is_set():
         return []
     key, partners = _batch_key(first), []
     deadline = time.monotonic() + context.batch_wait
@@ -175,6 +185,48 @@ class _JobHooks:
         return self.cancelled
 
 
+class _Heartbeat:
+    """Keeps the leases of the jobs in hand while they load, render and upload.
+
+    Progress writes beat too, but a model load, one long step or an upload retried with
+    backoff writes nothing for a while. The beats stop at the hard time limit, so a worker
+    stuck past it loses its jobs to the reconciler even while its process lives on.
+    """
+
+    def __init__(self, context: WorkerContext, job_ids: list[str]) -> None:
+        self.context, self.job_ids = context, job_ids
+        self.done = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> _Heartbeat:
+        if self.context.lease is not None:
+            self.thread = threading.Thread(target=self._run, name="job-heartbeat",
+                                           daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join()
+
+    def _run(self) -> None:
+        assert self.context.lease is not None
+        interval = max(0.1, self.context.lease / 3)
+        limit = self.context.stale_after
+        until = time.monotonic() + limit if limit is not None else None
+        while not self.done.wait(interval):
+            if until is not None and time.monotonic() > until:
+                logger.warning("jobs %s passed their time limit: heartbeat stopped",
+                               self.job_ids)
+                return
+            try:
+                with self.context.database.session() as session:
+                    job_store.heartbeat(session, self.job_ids)
+            except Exception:  # the database may be briefly away; the next beat may work
+                logger.exception("heartbeat for jobs %s failed", self.job_ids)
+
+
 def _outcome(context: WorkerContext, job: Job, result: Any, hooks: _JobHooks
              ) -> tuple[JobStatus, list[dict[str, Any]] | None, str | None]:
     """What became of one job: its images stored, or why not."""
@@ -188,8 +240,9 @@ def _outcome(context: WorkerContext, job: Job, result: Any, hooks: _JobHooks
     try:
         return JobStatus.SUCCEEDED, _store(context, job, result), None
     except StorageError as exc:
+        # Never succeeded without its objects: the retries are spent, so the job fails.
         logger.error("job %s: storage failed: %s", job.id, exc)
-        return JobStatus.FAILED, None, "the image could not be stored; try again later"
+        return JobStatus.FAILED, None, STORAGE_ERROR
 
 
 def _render(context: WorkerContext, jobs: list[Job]) -> list[Any]:
@@ -224,22 +277,56 @@ def _render(context: WorkerContext, jobs: list[Job]) -> list[Any]:
             for job, result, hook in zip(jobs, results, hooks, strict=True)]
 
 
+def _completed(context: WorkerContext, job_id: str, status: JobStatus) -> None:
+    """Every job this worker ends passes here once, whichever way it ended."""
+    logger.info("job %s %s", job_id, status)
+    notify_job_finished(context.database, job_id)  # its webhooks, sent by a task of their own
+
+
+def _finish(context: WorkerContext, job_id: str, status: JobStatus,
+            outputs: list[dict[str, Any]] | None, error: str | None) -> None:
+    with context.database.session() as session:
+        job_store.finish_job(session, job_id, status, outputs=outputs, error=error)
+    _completed(context, job_id, status)
+
+
+def _claim(context: WorkerContext, job_id: str) -> Job | str:
+    """The claimed job, or the answer for a job this worker does not run now."""
+    leases = {"stale_after": context.stale_after, "lease": context.lease}
+    with context.database.session() as session:
+        job = job_store.start_job(session, job_id, max_attempts=context.max_attempts, **leases)
+        if job is not None:
+            return job
+        # A dead worker's job that cannot run again ends here, with its reason.
+        ended = job_store.cancel_abandoned(session, job_id, **leases)
+        if ended is None and context.max_attempts is not None:
+            ended = job_store.fail_exhausted(session, job_id,
+                                             max_attempts=context.max_attempts, **leases)
+        current = ended or job_store.get_job(session, job_id)
+        answer = current.status if current is not None else "missing"
+    if ended is not None:
+        if ended.error:
+            logger.error("job %s: %s", job_id, ended.error)
+        _completed(context, job_id, JobStatus(answer))
+    elif answer == JobStatus.RUNNING:
+        return BUSY  # a live worker has it, perhaps in a batch of its own
+    else:
+        logger.info("job %s is not runnable (cancelled, finished or unknown)", job_id)
+        # A job cancelled while queued ends with no worker: its webhooks go out from here.
+        notify_job_finished(context.database, job_id, unstarted_only=True)
+    return answer
+
+
 def run_job(job_id: str, context: WorkerContext) -> str:
     """Run the job (with compatible partners) if it wants running; returns its status."""
-    with context.database.session() as session:
-        job = job_store.start_job(session, job_id, stale_after=context.stale_after)
-        if job is None:
-            current = job_store.get_job(session, job_id)
-            if current is not None and current.status == JobStatus.RUNNING:
-                return BUSY  # a live worker has it, perhaps in a batch of its own
-            logger.info("job %s is not runnable (cancelled, finished or unknown)", job_id)
-            return current.status if current else "missing"
+    job = _claim(context, job_id)
+    if isinstance(job, str):
+        return job
     jobs = [job, *_claim_partners(context, job)]
     if len(jobs) > 1:
         logger.info("job %s renders with %d partner(s)", job_id, len(jobs) - 1)
-    outcomes = _render(context, jobs)
+    with _Heartbeat(context, [other.id for other in jobs]):
+        outcomes = _render(context, jobs)
     for other, (status, outputs, error) in zip(jobs, outcomes, strict=True):
-        with context.database.session() as session:
-            job_store.finish_job(session, other.id, status, outputs=outputs, error=error)
-        logger.info("job %s %s", other.id, status)
+        _finish(context, other.id, status, outputs, error)
     return outcomes[0][0]

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import logging
+import threading
 from functools import lru_cache
 
 from celery import Task
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
-from workers.celery_app import RENDER_TASK, app
+from workers.celery_app import RENDER_TASK, app, enqueue_render
 from workers.db import get_database
 from workers.model_cache import ModelCache
+from workers.reconciler import Reconciler
 from workers.runner import BUSY, WorkerContext, run_job
 from workers.settings import get_settings
 from workers.storage import get_storage
 
-__all__ = ["render", "worker_context"]
+__all__ = ["reconciler", "render", "worker_context"]
 
 logger = logging.getLogger(__name__)
+
+# Set by Celery's warm shutdown; a signal handler only flips it, nothing more.
+_STOPPING = threading.Event()
 
 
 @lru_cache(maxsize=1)
@@ -32,18 +37,44 @@ def worker_context() -> WorkerContext:
         png_level=settings.png_compress_level,
         time_limit=settings.task_soft_time_limit,
         stale_after=settings.task_time_limit,
+        lease=settings.job_lease,
+        max_attempts=settings.max_attempts,
         max_batch=settings.max_batch_size,
         batch_wait=settings.batch_wait_ms / 1000,
+        stopping=_STOPPING,
     )
+
+
+@lru_cache(maxsize=1)
+def reconciler() -> Reconciler:
+    settings = get_settings()
+    return Reconciler(worker_context().database,
+                      lambda job_id, queue: enqueue_render(job_id, queue=queue),
+                      queued_lease=settings.queued_lease, job_lease=settings.job_lease,
+                      interval=settings.reconcile_interval)
 
 
 @worker_ready.connect
 def _warm_up(**_: object) -> None:
     context = worker_context()
+    # Every worker looks for lost jobs: with one worker or many, distributed or embedded,
+    # a job whose message is gone is sent again.
+    reconciler().start()
     model = get_settings().warmup_model
     if model:
         logger.info("warming up %s", model)
         context.models.get(model)
+
+
+@worker_shutting_down.connect
+def _finish_in_hand(**_: object) -> None:
+    # Warm shutdown (SIGTERM): Celery lets the task at hand finish; it takes no partners.
+    _STOPPING.set()
+
+
+@worker_shutdown.connect
+def _stop_reconciler(**_: object) -> None:
+    reconciler().stop()
 
 
 @app.task(name=RENDER_TASK, bind=True, ignore_result=True, max_retries=None)
@@ -51,6 +82,8 @@ def render(self: Task, job_id: str) -> str:
     status = run_job(job_id, worker_context())
     if status == BUSY:
         # Another live worker holds the job (in a batch, say). Look again once its claim
-        # could have gone stale, so a job is never lost if that worker dies.
-        raise self.retry(countdown=get_settings().task_time_limit)
+        # could have gone stale; the reconciler would re-send it too, but later.
+        settings = get_settings()
+        raise self.retry(countdown=min(settings.task_time_limit, settings.job_lease))
     return status
+

@@ -242,7 +242,7 @@ def test_a_failed_upload_fails_the_job(stack: Stack, broken: str) -> None:
     assert run_job(job_id, context) == JobStatus.FAILED
     job = stack.get(job_id)
     assert job.status == JobStatus.FAILED
-    assert job.error == "the image could not be stored; try again later"
+    assert job.error == "image storage unavailable: the image could not be stored; try again later"
     assert job.outputs == []
     assert stack.s3.keys(BUCKET, f"renders/{job_id}/") == []
 

@@ -7,25 +7,33 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from workers.db.models import INTERACTIVE_QUEUE, Job, JobStatus, utcnow
 
 __all__ = [
+    "cancel_abandoned",
     "count_queued",
     "count_unfinished",
     "create_job",
+    "exhausted_error",
+    "fail_exhausted",
     "finish_job",
     "get_job",
+    "heartbeat",
     "is_cancel_requested",
     "list_jobs",
+    "mark_sent",
     "new_job_id",
     "queued_candidates",
     "record_progress",
     "request_cancel",
     "requeue_running",
+    "stale_queued",
+    "stale_running",
     "start_job",
+    "unmark_sent",
 ]
 
 
@@ -39,7 +47,10 @@ def create_job(
 ) -> Job:
     job = Job(id=job_id, status=JobStatus.QUEUED, owner=owner, model=model, request=request,
               input_key=input_key, output_format=output_format, created_at=utcnow(),
-              progress_step=0, progress_total=0, cancel_requested=False, attempts=0, outputs=[])
+              progress_step=0, progress_total=0, cancel_requested=False, attempts=0, outputs=[],
+              # Sent right after this commits; if that send is lost, the reconciler sends
+              # again once the job has waited ``queued_lease``.
+              enqueued_at=utcnow())
     session.add(job)
     session.flush()
     return job
@@ -99,30 +110,138 @@ def count_unfinished(session: Session, owner: str) -> int:
                                  Job.queue == INTERACTIVE_QUEUE)) or 0
 
 
-def start_job(session: Session, job_id: str, *, stale_after: float | None = None
-              ) -> Job | None:
-    """Claim a job: queued → running. None: not this worker's to run now.
+def _claimable(stale_after: float | None, lease: float | None) -> ColumnElement[bool]:
+    """Queued, or running under a dead worker's claim.
 
-    A job already running is claimed again only when its claim is ``stale_after`` seconds
-    old: its worker died (the broker re-delivered the task), since a live one stops within
-    that time limit. A younger claim belongs to a live worker, e.g. one that took the job
-    into a batch while its own message was still queued.
+    A running job's claim is dead when it is ``stale_after`` seconds old (a live worker stops
+    a render within that time limit) or when its worker has not written for ``lease`` seconds
+    (a live worker beats on claim, on progress and from a heartbeat thread). With neither,
+    only queued jobs are claimable.
     """
-    runnable = Job.status == JobStatus.QUEUED
+    queued = Job.status == JobStatus.QUEUED
+    dead = []
     if stale_after is not None:
-        stale = utcnow() - timedelta(seconds=stale_after)
-        runnable = or_(runnable, (Job.status == JobStatus.RUNNING) & (Job.started_at < stale))
-    else:
-        runnable = Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])
+        dead.append(Job.started_at < utcnow() - timedelta(seconds=stale_after))
+    if lease is not None:
+        dead.append(_last_sign_of_life() < utcnow() - timedelta(seconds=lease))
+    if not dead:
+        return queued
+    return or_(queued, and_(Job.status == JobStatus.RUNNING, or_(*dead)))
+
+
+def _last_sign_of_life() -> ColumnElement[datetime]:
+    return func.coalesce(Job.heartbeat_at, Job.started_at, Job.created_at)
+
+
+def start_job(session: Session, job_id: str, *, stale_after: float | None = None,
+              lease: float | None = None, max_attempts: int | None = None) -> Job | None:
+    """Claim a job: queued → running, one more attempt. None: not this worker's to run now.
+
+    The update is atomic, so of several workers handed the same job (a re-delivery, the
+    reconciler's re-send, a batch partner's own message) exactly one claims it. A running
+    job is claimed again only when its claim is dead (see :func:`_claimable`). A job that
+    has had ``max_attempts`` attempts is not claimed: :func:`fail_exhausted` ends it.
+    """
+    conditions = [Job.id == job_id, _claimable(stale_after, lease),
+                  Job.cancel_requested.is_(False)]
+    if max_attempts is not None:
+        conditions.append(Job.attempts < max_attempts)
+    now = utcnow()
     result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, runnable, Job.cancel_requested.is_(False))
-        .values(status=JobStatus.RUNNING, started_at=utcnow(), attempts=Job.attempts + 1,
-                progress_step=0)
+        update(Job).where(*conditions)
+        .values(status=JobStatus.RUNNING, started_at=now, heartbeat_at=now,
+                attempts=Job.attempts + 1, progress_step=0)
     )
     if result.rowcount == 0:
         return None
     return session.get(Job, job_id, populate_existing=True)
+
+
+def exhausted_error(attempts: int) -> str:
+    return (f"gave up after {attempts} attempts: each time, the worker running this job "
+            "stopped before it finished (a crash, a kill or a lost lease)")
+
+
+def fail_exhausted(session: Session, job_id: str, *, max_attempts: int,
+                   stale_after: float | None = None, lease: float | None = None
+                   ) -> Job | None:
+    """A claimable job that has used up its attempts → failed with a clear error.
+
+    Returns the job if this call failed it (so its completion is reported once).
+    """
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None or job.attempts < max_attempts:
+        return None
+    result = session.execute(
+        update(Job).where(Job.id == job_id, _claimable(stale_after, lease),
+                          Job.attempts >= max_attempts)
+        .values(status=JobStatus.FAILED, finished_at=utcnow(),
+                error=exhausted_error(job.attempts), preview=None)
+    )
+    if result.rowcount == 0:
+        return None
+    return session.get(Job, job_id, populate_existing=True)
+
+
+def cancel_abandoned(session: Session, job_id: str, *, stale_after: float | None = None,
+                     lease: float | None = None) -> Job | None:
+    """A job cancelled while running whose worker then died: cancelled now, not left running.
+
+    Returns the job if this call ended it.
+    """
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING,
+                          Job.cancel_requested.is_(True), _claimable(stale_after, lease))
+        .values(status=JobStatus.CANCELLED, finished_at=utcnow(), preview=None)
+    )
+    if result.rowcount == 0:
+        return None
+    return session.get(Job, job_id, populate_existing=True)
+
+
+def heartbeat(session: Session, job_ids: list[str]) -> None:
+    """This worker still holds these jobs: their leases start again."""
+    session.execute(update(Job).where(Job.id.in_(job_ids), Job.status == JobStatus.RUNNING)
+                    .values(heartbeat_at=utcnow()))
+
+
+def stale_queued(session: Session, lease: float, limit: int = 500) -> list[Job]:
+    """Queued jobs last sent ``lease`` seconds ago or more: their message may be lost."""
+    cutoff = utcnow() - timedelta(seconds=lease)
+    sent = func.coalesce(Job.enqueued_at, Job.created_at)
+    query = (select(Job).where(Job.status == JobStatus.QUEUED, sent < cutoff,
+                               Job.cancel_requested.is_(False))
+             .order_by(sent).limit(limit))
+    return list(session.scalars(query))
+
+
+def stale_running(session: Session, lease: float, limit: int = 500) -> list[Job]:
+    """Running jobs whose worker has been silent ``lease`` seconds, not re-sent since."""
+    cutoff = utcnow() - timedelta(seconds=lease)
+    query = (select(Job).where(Job.status == JobStatus.RUNNING, _last_sign_of_life() < cutoff,
+                               or_(Job.enqueued_at.is_(None), Job.enqueued_at < cutoff))
+             .order_by(_last_sign_of_life()).limit(limit))
+    return list(session.scalars(query))
+
+
+def mark_sent(session: Session, job: Job, *, at: datetime | None = None) -> bool:
+    """Record a (re-)send of ``job``, unless someone else recorded one since it was read.
+
+    A compare-and-set on ``enqueued_at``: of several reconcilers looking at once, one
+    re-sends. Returns whether this caller won.
+    """
+    previous = job.enqueued_at
+    same = Job.enqueued_at.is_(None) if previous is None else Job.enqueued_at == previous
+    result = session.execute(update(Job).where(Job.id == job.id, Job.status == job.status, same)
+                             .values(enqueued_at=at or utcnow()))
+    return result.rowcount == 1
+
+
+def unmark_sent(session: Session, job_id: str, *, at: datetime,
+                previous: datetime | None) -> None:
+    """Undo :func:`mark_sent` after the send failed, so the next look tries again."""
+    session.execute(update(Job).where(Job.id == job_id, Job.enqueued_at == at)
+                    .values(enqueued_at=previous))
 
 
 def requeue_running(session: Session) -> list[Job]:
@@ -131,14 +250,19 @@ def requeue_running(session: Session) -> list[Job]:
     for job in jobs:
         job.status = JobStatus.QUEUED
         job.progress_step = 0
+        job.enqueued_at = utcnow()  # the caller sends each one now
     session.flush()
     return jobs
 
 
 def queued_candidates(session: Session, model: str, limit: int) -> list[Job]:
-    """The oldest queued jobs on ``model``: partners for a batch."""
+    """The oldest queued jobs on ``model``: partners for a batch.
+
+    Only jobs never tried before: one whose worker died may be what killed it, and it must
+    not take a batch of innocent jobs down with it again.
+    """
     query = (select(Job).where(Job.status == JobStatus.QUEUED, Job.model == model,
-                               Job.cancel_requested.is_(False))
+                               Job.cancel_requested.is_(False), Job.attempts == 0)
              # Interactive jobs before batch items, then oldest first.
              .order_by(Job.queue != INTERACTIVE_QUEUE, Job.created_at, Job.id).limit(limit))
     return list(session.scalars(query))
@@ -146,7 +270,8 @@ def queued_candidates(session: Session, model: str, limit: int) -> list[Job]:
 
 def record_progress(session: Session, job_id: str, step: int, total: int,
                     preview: str | None) -> None:
-    values: dict[str, Any] = {"progress_step": step, "progress_total": total}
+    values: dict[str, Any] = {"progress_step": step, "progress_total": total,
+                              "heartbeat_at": utcnow()}
     if preview is not None:
         values["preview"] = preview
     session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING)

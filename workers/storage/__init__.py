@@ -31,13 +31,13 @@ def secret_key(settings: Settings) -> bytes:
 
 @lru_cache(maxsize=4)
 def _build(url: str, endpoint: str | None, public_endpoint: str | None, region: str,
-           secret: bytes, base_url: str) -> Storage:
+           secret: bytes, base_url: str, retries: int) -> Storage:
     if url.startswith("s3://"):
         from workers.storage.s3 import S3Storage
 
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         return S3Storage(bucket, prefix, endpoint_url=endpoint,
-                         public_endpoint_url=public_endpoint, region=region)
+                         public_endpoint_url=public_endpoint, region=region, retries=retries)
     return LocalStorage(Path(url).expanduser(), secret=secret, base_url=base_url)
 
 
@@ -46,4 +46,4 @@ def get_storage(settings: Settings) -> Storage:
     url = settings.resolved_storage_url
     secret = b"" if url.startswith("s3://") else secret_key(settings)
     return _build(url, settings.s3_endpoint_url, settings.s3_public_endpoint_url,
-                  settings.s3_region, secret, settings.public_url or "")
+                  settings.s3_region, secret, settings.public_url or "", settings.storage_retries)
