@@ -51,7 +51,10 @@ def invalid_request(exc: InvalidRequestError, *, where: str = "body",
                     rename: dict[str, str] | None = None) -> RequestValidationError:
     """The library's InvalidRequestError as a 422 naming the request field."""
     field = (rename or {}).get(exc.argument, exc.argument)
-    return field_error([where, field], str(exc), exc.value, choices=exc.choices)
+    message = str(exc)
+    if field != exc.argument:  # the message names the field the caller sent (`content`)
+        message = message.replace(f"`{exc.argument}`", f"`{field}`", 1)
+    return field_error([where, field], message, exc.value, choices=exc.choices)
 
 
 def _short(value: Any) -> Any:

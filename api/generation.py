@@ -50,6 +50,9 @@ async def read_body(request: Request) -> tuple[GenerateBody, bytes | None]:
             position = exc.pos if isinstance(exc, json.JSONDecodeError) else exc.start
             raise field_error(["body", position], "JSON decode error", {},
                               kind="json_invalid") from None
+        except (ValueError, RecursionError):  # a 5000-digit number; [[[[... nested too deep
+            raise field_error(["body"], "JSON decode error: a number too long or nesting "
+                              "too deep", {}, kind="json_invalid") from None
     elif media in FORM_TYPES:
         data, upload = await _read_form(request)
     else:
