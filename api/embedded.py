@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -29,6 +30,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         key = f"SPEC2FRACTAL_{name.upper()}"
         if value is None:
             env.pop(key, None)
+        elif isinstance(value, list | dict):
+            env[key] = json.dumps(value)  # what pydantic-settings reads back for a list
         else:
             env[key] = str(value)
     return env

@@ -18,6 +18,7 @@ from starlette.datastructures import UploadFile
 
 from api.errors import ApiError, field_error, invalid_request
 from api.limits import MAX_BODY_BYTES, MAX_FORM_FIELDS
+from api.model_access import resolve_model
 from api.queue import TaskQueue
 from api.schemas import GenerateBody
 from fractal import GenerationRequest, InvalidRequestError, StyleLibrary
@@ -114,7 +115,7 @@ def build_request(body: GenerateBody, upload: bytes | None, settings: Settings,
             steps=body.steps, guidance=body.guidance, seed=seed, scheduler=body.scheduler,
             style=body.style, lighting=body.lighting, colors=body.colors,
             texture=body.texture, strength=body.strength, n=body.n,
-            model=(body.model or "").strip() or settings.model,
+            model=resolve_model(body.model, settings),
         )
         check_request(request, has_image=has_image)
         if request.style is not None:

@@ -8,12 +8,13 @@ Redis, PostgreSQL and S3 with no code change.
 from __future__ import annotations
 
 import ipaddress
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings", "is_loopback"]
 
@@ -37,6 +38,9 @@ class Settings(BaseSettings):
                                   "(e.g. http://localhost:9000). Unset: s3_endpoint_url.")
     s3_region: str = "us-east-1"
     model: str = Field(default="fractal", description="The default model of a request.")
+    models: Annotated[list[str], NoDecode] = Field(default_factory=list,
+                              description="More models requests may name (hub ids or "
+                                          "folders); requests can name no other.")
     sync_timeout: float = Field(default=60.0, ge=0,
                                 description="How long POST /generate waits before a 202.")
     url_expiry: int = Field(default=3600, ge=1, le=7 * 24 * 3600,
@@ -84,7 +88,7 @@ class Settings(BaseSettings):
                                               "more gets 429.")
     idempotency_ttl: int = Field(default=24 * 3600, ge=60,
                                  description="Seconds an Idempotency-Key is remembered.")
-    cors_origins: list[str] = Field(default_factory=list,
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list,
                                     description="Browser origins allowed to call the API.")
     allow_image_urls: bool = Field(default=False,
                                    description="Accept `image_url` inputs, fetched only from "
@@ -112,6 +116,17 @@ class Settings(BaseSettings):
                                       description="How often the reconciler looks (s).")
     storage_retries: int = Field(default=4, ge=0,
                                  description="Retries of a failed upload, with backoff.")
+
+    @field_validator("models", "cors_origins", mode="before")
+    @classmethod
+    def _list(cls, value: object) -> object:
+        # From the environment: a JSON list, or the friendlier `a,b,c`.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
 
     @field_validator("data_dir")
     @classmethod

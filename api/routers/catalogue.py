@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import SettingsDep, StylesDep
+from api.model_access import allowed_models
 from api.schemas import ModelInfo, ModelList, StyleInfo, StyleList
 from fractal.catalogue import KNOWN_MODELS
 from fractal.naming import display_name
@@ -16,14 +17,15 @@ router = APIRouter(tags=["catalogue"])
 
 @router.get("/models", response_model=ModelList)
 async def list_models(settings: SettingsDep) -> ModelList:
-    """The server's default model first, then well-known ones (any hub id or path may work)."""
-    models = [ModelInfo(id=known.id, family=known.family, size=known.size, notes=known.notes,
-                        default=known.id == settings.model) for known in KNOWN_MODELS]
-    if not any(model.default for model in models):
-        models.insert(0, ModelInfo(id=display_name(settings.model), family="configured",
-                                   size="",
-                                   notes="this server's default model", default=True))
-    models.sort(key=lambda model: not model.default)
+    """The models requests may name here: the default first. Folders show by name only."""
+    known = {model.id: model for model in KNOWN_MODELS}
+    models = []
+    for model in allowed_models(settings):
+        info = known.get(model)
+        models.append(ModelInfo(
+            id=display_name(model), family=info.family if info else "configured",
+            size=info.size if info else "", default=model == settings.model,
+            notes=info.notes if info else "configured by this server's operator"))
     return ModelList(default=display_name(settings.model), models=models)
 
 

@@ -20,6 +20,7 @@ from api.app import create_app
 from workers.settings import Settings
 
 WORKER_READY_SECONDS = 30
+UNLOADABLE_MODEL = "/no/such/model"
 
 
 def free_port() -> int:
@@ -86,7 +87,9 @@ def offline(tmp_path: Path) -> Iterator[TestClient]:
 def rendering(tmp_path_factory: pytest.TempPathFactory, start_worker) -> Iterator[TestClient]:
     """The app in-process, with a real worker (started by the fixture) on its file queue."""
     data_dir = tmp_path_factory.mktemp("rendering")
-    app = create_app(Settings(data_dir=data_dir, sync_timeout=30), start_worker=False)
+    # The operator allows a model no worker can load, to see how that failure reads.
+    settings = Settings(data_dir=data_dir, sync_timeout=30, models=[UNLOADABLE_MODEL])
+    app = create_app(settings, start_worker=False)
     with TestClient(app) as client:  # lifespan: migrates before the worker looks
         start_worker(data_dir)
         yield client

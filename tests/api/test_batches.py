@@ -17,6 +17,7 @@ from kombu import Connection, Consumer, Queue
 
 from api.app import create_app
 from api.batching import expand_grid, grid_size
+from tests.api.conftest import UNLOADABLE_MODEL
 from tests.api.helpers import README_BODY, data_url, decode, png_bytes
 from workers.celery_app import QUEUES, celery_config
 from workers.settings import Settings
@@ -49,7 +50,8 @@ def _lines(client: TestClient, batch_id: str) -> list[dict]:
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """The app with its own embedded worker, exactly as ``spec2fractal serve`` runs it."""
     data_dir = tmp_path_factory.mktemp("batches")
-    app = create_app(Settings(data_dir=data_dir, sync_timeout=30), start_worker=True)
+    app = create_app(Settings(data_dir=data_dir, sync_timeout=30, models=[UNLOADABLE_MODEL]),
+                     start_worker=True)
     with TestClient(app) as client:
         # Warm: the worker is up and its model loaded before timings matter.
         assert client.post("/generate", json={**README_BODY, **TINY}).status_code == 200
@@ -220,7 +222,7 @@ def test_interactive_jobs_run_before_batch_items(embedded: TestClient) -> None:
 def test_a_batch_renders_with_one_failed_item(embedded: TestClient) -> None:
     items = [*_items(3), {**README_BODY, **TINY, "input_type": "hybrid", "strength": 0.5,
                           "image": data_url(png_bytes(64, 64)), "output_format": "webp"},
-             {**README_BODY, **TINY, "model": "/no/such/model"}]
+             {**README_BODY, **TINY, "model": UNLOADABLE_MODEL}]
     batch = embedded.post("/batches", json={"name": "mixed", "items": items}).json()
     state = _wait_batch(embedded, batch["id"], lambda b: b["status"] != "running", 60)
     assert state["status"] == "finished", state

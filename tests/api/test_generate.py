@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from tests.api.conftest import UNLOADABLE_MODEL
 from tests.api.helpers import README_BODY, SMALL, data_url, decode, parse_sse, png_bytes
 
 
@@ -88,8 +89,20 @@ def test_events_arrive_in_order(rendering: TestClient) -> None:
 
 def test_a_model_the_worker_cannot_load_is_the_callers_422(rendering: TestClient) -> None:
     response = rendering.post("/generate", json={**README_BODY, **SMALL,
-                                                 "model": "/no/such/model"})
+                                                 "model": UNLOADABLE_MODEL})
     assert response.status_code == 422, response.text
     body = response.json()
     assert body["detail"][0]["loc"] == ["body", "model"]
     assert body["job"]["status"] == "failed" and body["job_id"]
+
+
+def test_a_model_the_server_does_not_serve_is_refused_before_any_job(
+        rendering: TestClient) -> None:
+    before = len(rendering.get("/jobs", params={"limit": 100}).json()["jobs"])
+    for model in ("/etc", "../../models/private", "stabilityai/sd-turbo", "file:///etc/x"):
+        response = rendering.post("/generate", json={**README_BODY, **SMALL, "model": model})
+        assert response.status_code == 422, model
+        error = response.json()["detail"][0]
+        assert error["loc"] == ["body", "model"] and "does not serve" in error["msg"]
+        assert "fractal" in error["ctx"]["choices"]
+    assert len(rendering.get("/jobs", params={"limit": 100}).json()["jobs"]) == before

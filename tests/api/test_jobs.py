@@ -143,11 +143,24 @@ def test_ready_names_what_is_down(tmp_path: Path) -> None:
         assert "broker" in response.json()["detail"]
 
 
+def test_models_lists_the_operators_models_with_folders_by_name(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, model=str(tmp_path / "my-model"),
+                        models=["stabilityai/sd-turbo"])
+    with TestClient(create_app(settings, start_worker=False)) as client:
+        listed = client.get("/models").json()
+    assert listed["default"] == "my-model"
+    assert [model["id"] for model in listed["models"]] == ["my-model", "fractal",
+                                                           "stabilityai/sd-turbo"]
+    assert str(tmp_path) not in str(listed)  # no server path is shown
+    assert listed["models"][2]["family"] == "SD 2.1 turbo"
+
+
 def test_models_and_styles(offline: TestClient) -> None:
     models = offline.get("/models").json()
     assert models["default"] == "fractal"
     assert models["models"][0] == {**models["models"][0], "id": "fractal", "default": True}
-    assert any(model["id"] == "stabilityai/sd-turbo" for model in models["models"])
+    # Only what a request may name here: no hub id the operator did not list.
+    assert [model["id"] for model in models["models"]] == ["fractal"]
     styles = {style["name"]: style for style in offline.get("/styles").json()["styles"]}
     assert styles["Impressionist"]["effect"] == "impressionist"
     assert "{prompt}" in styles["Impressionist"]["template"]
