@@ -267,3 +267,43 @@ def test_busy_server_is_retried_honouring_retry_after() -> None:
     assert [output.seed for output in outputs] == [5]
     assert outputs[0].data == buffer.getvalue()
     assert calls.count("POST /generate") == 4
+
+
+def test_a_lost_answer_to_a_post_makes_no_second_job_and_keys_are_sent(tmp_path: Path) -> None:
+    """The real app behind a link that loses the answer to the first POST: the retry carries
+    the same Idempotency-Key, so the server replays the job instead of making another."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from fractal import GenerationRequest
+    from spec2fractal.batch.items import Item
+    from spec2fractal.batch.manifest import BatchError
+    from spec2fractal.batch.render import ServiceRenderer
+    from tests.api.auth_helpers import make_key
+    from workers.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, auth="required", sync_timeout=30)
+    key = make_key(settings, "batch")
+    with TestClient(create_app(settings, start_worker=True)) as client:
+        real = client._transport
+        lost: list[str] = []
+
+        class LosesFirstAnswer(httpx.BaseTransport):
+            def handle_request(self, request: httpx.Request) -> httpx.Response:
+                response = real.handle_request(request)
+                if request.url.path == "/generate" and not lost:
+                    lost.append(request.headers["Idempotency-Key"])
+                    raise httpx.ReadError("connection reset after the request was sent")
+                return response
+
+        with pytest.raises(BatchError, match="wants an API key"):
+            ServiceRenderer("http://testserver", None, 1, transport=LosesFirstAnswer())
+        renderer = ServiceRenderer("http://testserver", None, 1, api_key=key,
+                                   transport=LosesFirstAnswer())
+        item = Item(1, 1, "ab" * 32, GenerationRequest(prompt="a lake", seed=3, width=64,
+                                                       height=48))
+        outputs = renderer.render(item, 0, threading.Event())
+        assert [output.seed for output in outputs] == [3]
+        assert lost and lost[0].endswith("ab" * 32)
+        jobs = client.get("/jobs", headers={"Authorization": f"Bearer {key}"}).json()["jobs"]
+        assert len(jobs) == 1 and jobs[0]["status"] == "succeeded"

@@ -337,3 +337,11 @@ def test_the_image_installs_every_package_and_the_model_volume() -> None:
     assert any(instruction == "VOLUME" and "/models" in args for instruction, args in instructions)
     base = next(args for instruction, args in instructions if instruction == "FROM")
     assert "cuda" in base or "pytorch" in base
+
+
+def test_every_setting_is_documented_in_deploy_md() -> None:
+    documented = set(re.findall(r"^\| `SPEC2FRACTAL_([A-Z0-9_]+)` \|",
+                                (ROOT / "docs" / "deploy.md").read_text(), re.MULTILINE))
+    fields = {name.upper() for name in Settings.model_fields}
+    assert fields - documented == set(), "settings missing from docs/deploy.md"
+    assert documented - fields == set(), "docs/deploy.md documents settings that do not exist"

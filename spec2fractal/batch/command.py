@@ -28,6 +28,9 @@ def batch(
                               "engine, or the server's default.")] = None,
     size: Annotated[str | None, typer.Option(
         help="WIDTHxHEIGHT for items that give no width/height, e.g. 512x512.")] = None,
+    api_key: Annotated[str | None, typer.Option(
+        envvar="SPEC2FRACTAL_API_KEY", show_default=False,
+        help="API key for a --server that asks for one.")] = None,
 ) -> None:
     """Render every request in FILE into --out; a re-run skips what is already done."""
     from fractal.cli import console, errors, parse_size
@@ -37,7 +40,7 @@ def batch(
     defaults = {key: value for key, value in (("width", width), ("height", height))
                 if value is not None}
     options = BatchOptions(file=file, out=out, server=server, concurrency=concurrency,
-                           model=model, defaults=defaults)
+                           model=model, defaults=defaults, api_key=api_key)
     summary = run_batch(options, console=console, errors=errors)
     colour = "red" if summary.failed else "green"
     console.print(

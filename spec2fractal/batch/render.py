@@ -10,6 +10,7 @@ import contextlib
 import email.utils
 import io
 import random
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -143,6 +144,7 @@ class ServiceRenderer:
     """``POST /generate`` with ``Prefer: respond-async``, poll the job, download the PNGs."""
 
     def __init__(self, server: str, model: str | None, workers: int, *,
+                 api_key: str | None = None,
                  transport: httpx.BaseTransport | None = None) -> None:
         import httpx
 
@@ -151,9 +153,13 @@ class ServiceRenderer:
         if not self.server.startswith(("http://", "https://")):
             raise InvalidRequestError("--server", server, "must be an http:// or https:// URL")
         self.model = model
+        # One Idempotency-Key per item per run: a POST retried after a lost answer replays
+        # the job it made instead of making a second one.
+        self._run = secrets.token_hex(8)
         self._client = httpx.Client(
             base_url=self.server, timeout=httpx.Timeout(60.0, connect=10.0),
             limits=httpx.Limits(max_connections=workers * 2 + 2), follow_redirects=True,
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
             transport=transport)
         self.name = model.strip() if model else self._default_model()
 
@@ -169,6 +175,9 @@ class ServiceRenderer:
             return str(response.json()["default"])
         except (self._httpx.HTTPStatusError, ValueError, KeyError, TypeError):
             self._client.close()
+            if response.status_code == 401:
+                raise BatchError(f"{self.server} wants an API key: pass --api-key or set "
+                                 "SPEC2FRACTAL_API_KEY") from None
             raise BatchError(f"{self.server} is not a Spec-2-Fractal server (GET /models "
                              f"answered {response.status_code})") from None
 
@@ -211,7 +220,8 @@ class ServiceRenderer:
 
     def render(self, item: Item, worker: int, stop: threading.Event) -> list[Output]:
         response = self._call("POST", "/generate", stop, json=self._body(item),
-                              headers={"Prefer": "respond-async"})
+                              headers={"Prefer": "respond-async",
+                                       "Idempotency-Key": f"batch-{self._run}-{item.hash}"})
         if response.status_code == 200:
             job = response.json()["job"]
         elif response.status_code == 202:

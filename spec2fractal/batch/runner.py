@@ -50,6 +50,7 @@ class BatchOptions:
     concurrency: int | None = None  # default: 1 locally, 4 through a server
     model: str | None = None
     defaults: dict[str, Any] = field(default_factory=dict)  # e.g. width/height from --size
+    api_key: str | None = None  # for a server that asks for one
 
 
 @dataclass
@@ -85,7 +86,8 @@ def make_renderer(options: BatchOptions, workers: int) -> Renderer:
     if options.server:
         from spec2fractal.batch.render import ServiceRenderer
 
-        return ServiceRenderer(options.server, options.model, workers)
+        return ServiceRenderer(options.server, options.model, workers,
+                               api_key=options.api_key)
     from spec2fractal.batch.render import LocalRenderer
 
     return LocalRenderer(options.model, workers)
