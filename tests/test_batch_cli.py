@@ -290,11 +290,13 @@ def test_a_lost_answer_to_a_post_makes_no_second_job_and_keys_are_sent(tmp_path:
 
         class LosesFirstAnswer(httpx.BaseTransport):
             def handle_request(self, request: httpx.Request) -> httpx.Response:
-                response = real.handle_request(request)
+                answer = real.handle_request(request)
+                answer.read()
                 if request.url.path == "/generate" and not lost:
                     lost.append(request.headers["Idempotency-Key"])
                     raise httpx.ReadError("connection reset after the request was sent")
-                return response
+                return httpx.Response(answer.status_code, headers=answer.headers,
+                                      content=answer.content)
 
         with pytest.raises(BatchError, match="wants an API key"):
             ServiceRenderer("http://testserver", None, 1, transport=LosesFirstAnswer())
