@@ -22,6 +22,7 @@ reserved addresses stay refused even then.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ipaddress
 import logging
@@ -54,6 +55,11 @@ logger = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 3
 MAX_URL_LENGTH = 2048
+RESOLVE_TIMEOUT = 5.0  # seconds for a host name to resolve
+# Lookups run here so a slow resolver cannot hold a caller past its deadline; a few threads
+# bound what hanging lookups can tie up.
+_RESOLVER = concurrent.futures.ThreadPoolExecutor(max_workers=8,
+                                                  thread_name_prefix="netguard-dns")
 USER_AGENT = "spec2fractal"
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -198,7 +204,21 @@ def check_url(url: str) -> httpx.URL:
     return parsed
 
 
-def vet_url(url: str, *, allow_private: bool = False) -> Target:
+def _resolve(host: str, port: int, timeout: float) -> list[Any]:
+    """getaddrinfo with a deadline: the system resolver has none of its own that we set."""
+    future = _RESOLVER.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        return future.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise FetchError(f"host {host!r} did not resolve within {timeout:g} s") from None
+    except (OSError, UnicodeError) as exc:
+        # Not a refusal: DNS may be down for a moment, and a webhook retries later.
+        raise FetchError(f"host {host!r} does not resolve") from exc
+
+
+def vet_url(url: str, *, allow_private: bool = False,
+            resolve_timeout: float = RESOLVE_TIMEOUT) -> Target:
     """Check ``url`` and every address its host resolves to; the address to connect to.
 
     Raises UnsafeUrlError, or FetchError when the host does not resolve.
@@ -213,11 +233,7 @@ def vet_url(url: str, *, allow_private: bool = False) -> Target:
     if literal is not None:
         check_address(literal, allow_private=allow_private)
         return Target(parsed, host, port, str(literal))
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        # Not a refusal: DNS may be down for a moment, and a webhook retries later.
-        raise FetchError(f"host {host!r} does not resolve") from exc
+    infos = _resolve(host, port, resolve_timeout)
     addresses: list[IPAddress] = []
     for family, *_, sockaddr in infos:
         if family in (socket.AF_INET, socket.AF_INET6):
@@ -306,7 +322,7 @@ def fetch(url: str, *, max_bytes: int, timeout: float, allow_private: bool = Fal
     deadline = time.monotonic() + 2 * timeout
     current = url
     for _ in range(max_redirects + 1):
-        target = vet_url(current, allow_private=allow_private)
+        target = vet_url(current, allow_private=allow_private, resolve_timeout=timeout)
         try:
             with _client(target, timeout) as client:
                 request = client.build_request("GET", target.url, headers=headers)
@@ -336,7 +352,7 @@ def post(url: str, content: bytes, *, headers: Mapping[str, str], timeout: float
     The answer's body is read (up to ``max_response_bytes``) and dropped: only its status
     counts. Raises UnsafeUrlError or FetchError.
     """
-    target = vet_url(url, allow_private=allow_private)
+    target = vet_url(url, allow_private=allow_private, resolve_timeout=timeout)
     deadline = time.monotonic() + 2 * timeout
     try:
         with _client(target, timeout) as client:
