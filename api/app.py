@@ -16,11 +16,13 @@ from api.embedded import EmbeddedWorker
 from api.errors import install_error_handlers
 from api.limits import MAX_BODY_BYTES, WORKER_WATCH_SECONDS
 from api.metrics import HttpMetrics, build_registry
+from api.openapi import install_openapi
 from api.queue import TaskQueue
 from api.routers import batches, catalogue, files, generate, health, jobs
 from fractal import StyleLibrary
 from workers.db import Database, get_database
 from workers.db import jobs as job_store
+from workers.notify import listener_for
 from workers.settings import Settings, get_settings
 from workers.storage import LocalStorage, get_storage
 
@@ -60,6 +62,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Idempotent, and safe when a worker migrates at the same moment.
         await asyncio.to_thread(database.migrate)
+        await app.state.finished.start()
         watchdog = None
         if run_worker:
             if settings.embedded:
@@ -78,6 +81,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
                 watchdog.cancel()
             if app.state.worker is not None:
                 await app.state.worker.astop()
+            await app.state.finished.stop()
 
     app = FastAPI(title="Spec-2-Fractal", version="0.1.0", lifespan=lifespan,
                   description="Self-hostable image generation. POST /generate to render.")
@@ -87,10 +91,12 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     app.state.queue = TaskQueue(settings)
     app.state.styles = StyleLibrary()
     app.state.worker = None
+    app.state.finished = listener_for(settings)  # workers' "job finished" signals
     registry, requests, latency = build_registry(database)
     app.state.registry = registry
 
     install_error_handlers(app)
+    install_openapi(app)
     for router in (generate.router, jobs.router, batches.router, catalogue.router,
                    health.router):
         app.include_router(router)

@@ -9,10 +9,11 @@ from fastapi import Depends, Request
 from api.queue import TaskQueue
 from fractal import StyleLibrary
 from workers.db import Database
+from workers.notify import FinishListener
 from workers.settings import Settings
 from workers.storage import Storage
 
-__all__ = ["DatabaseDep", "QueueDep", "SettingsDep", "StorageDep", "StylesDep"]
+__all__ = ["DatabaseDep", "FinishedDep", "QueueDep", "SettingsDep", "StorageDep", "StylesDep"]
 
 
 def get_settings(request: Request) -> Settings:
@@ -35,8 +36,13 @@ def get_styles(request: Request) -> StyleLibrary:
     return request.app.state.styles
 
 
+def get_finished(request: Request) -> FinishListener:
+    return request.app.state.finished
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 QueueDep = Annotated[TaskQueue, Depends(get_queue)]
 StylesDep = Annotated[StyleLibrary, Depends(get_styles)]
+FinishedDep = Annotated[FinishListener, Depends(get_finished)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from api.limits import (
@@ -10,9 +11,11 @@ from api.limits import (
     RESULT_POLL_MAX_SECONDS,
     RESULT_POLL_MID_RENDER_SECONDS,
     RESULT_POLL_SECONDS,
+    RESULT_POLL_SIGNALLED_SECONDS,
 )
 from workers.db import Database, Job, JobStatus
 from workers.db import jobs as job_store
+from workers.notify import FinishListener
 
 __all__ = ["load_job", "wait_for_job"]
 
@@ -43,15 +46,26 @@ def _interval(job: Job, elapsed: float) -> float:
     return RESULT_POLL_SECONDS
 
 
-async def wait_for_job(database: Database, job_id: str, timeout: float) -> Job | None:
-    """The job once finished, or as it is when ``timeout`` runs out."""
+async def wait_for_job(database: Database, job_id: str, timeout: float,
+                       listener: FinishListener | None = None,
+                       fallback: float = RESULT_POLL_SIGNALLED_SECONDS) -> Job | None:
+    """The job once finished, or as it is when ``timeout`` runs out. With a ``listener``,
+    a worker's finish signal ends the wait at once; the looks stay, rarer, for a lost one."""
     started = time.monotonic()
     deadline = started + timeout
-    while True:
-        job = await load_job(database, job_id)
-        if job is None or JobStatus(job.status).finished:
-            return job
-        now = time.monotonic()
-        if now >= deadline:
-            return job
-        await asyncio.sleep(min(_interval(job, now - started), deadline - now))
+    with listener.watch(job_id) if listener else contextlib.nullcontext() as finished:
+        while True:
+            job = await load_job(database, job_id)
+            if job is None or JobStatus(job.status).finished:
+                return job
+            now = time.monotonic()
+            if now >= deadline:
+                return job
+            pause = min(fallback if finished is not None else
+                        _interval(job, now - started), deadline - now)
+            if finished is None:
+                await asyncio.sleep(pause)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), pause)
+            finished.clear()

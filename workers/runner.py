@@ -30,6 +30,7 @@ from workers.db import Database, Job, JobStatus
 from workers.db import jobs as job_store
 from workers.encoding import CONTENT_TYPES, encode_image, preview_data_url
 from workers.model_cache import ModelCache
+from workers.notify import Publisher, publish_quietly
 from workers.storage import Storage, StorageError
 from workers.webhooks import notify_job_finished
 
@@ -66,6 +67,8 @@ class WorkerContext:
     max_attempts: int | None = None
     max_batch: int = 1
     batch_wait: float = 0.0
+    # Tells API processes the moment a job ends (None: they find out by looking).
+    finished: Publisher | None = None
     # Set when the worker is shutting down: finish the jobs in hand, take no partners.
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -280,6 +283,7 @@ def _render(context: WorkerContext, jobs: list[Job]) -> list[Any]:
 def _completed(context: WorkerContext, job_id: str, status: JobStatus) -> None:
     """Every job this worker ends passes here once, whichever way it ended."""
     logger.info("job %s %s", job_id, status)
+    publish_quietly(context.finished, [job_id])  # wakes an API waiting to answer with it
     notify_job_finished(context.database, job_id)  # its webhooks, sent by a task of their own
 
 

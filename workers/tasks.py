@@ -12,6 +12,7 @@ from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from workers.celery_app import RENDER_TASK, app, enqueue_render
 from workers.db import get_database
 from workers.model_cache import ModelCache
+from workers.notify import publisher_for
 from workers.reconciler import Reconciler
 from workers.runner import BUSY, WorkerContext, run_job
 from workers.settings import get_settings
@@ -42,6 +43,7 @@ def worker_context() -> WorkerContext:
         max_batch=settings.max_batch_size,
         batch_wait=settings.batch_wait_ms / 1000,
         stopping=_STOPPING,
+        finished=publisher_for(settings),
     )
 
 

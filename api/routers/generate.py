@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Caller, CallerDep
-from api.deps import DatabaseDep, QueueDep, SettingsDep, StorageDep, StylesDep
+from api.deps import DatabaseDep, FinishedDep, QueueDep, SettingsDep, StorageDep, StylesDep
 from api.errors import ApiError
 from api.generation import Submission, build_request, read_body, submit_job
 from api.idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -81,6 +81,7 @@ def _failure(job: Job, settings_model: str, body: dict[str, Any]) -> ApiError:
 )
 async def generate(request: Request, settings: SettingsDep, database: DatabaseDep,
                    storage: StorageDep, queue: QueueDep, styles: StylesDep, caller: CallerDep,
+                   finished: FinishedDep,
                    prefer: Annotated[str | None, Header()] = None,
                    idempotency_key: Annotated[str | None, Header(
                        alias=IDEMPOTENCY_HEADER, description="Retry safely: the same key "
@@ -103,7 +104,7 @@ async def generate(request: Request, settings: SettingsDep, database: DatabaseDe
         await guard.attach(job_id)
         # 4. Wait for the image, up to the Prefer header's patience.
         respond_async, wait = _prefer(prefer, settings.sync_timeout)
-        job = await wait_for_job(database, job_id, 0 if respond_async else wait)
+        job = await wait_for_job(database, job_id, 0 if respond_async else wait, finished)
         return _answer(job, job_id, request, settings, storage, respond_async)
 
     return await idempotency.run(work)

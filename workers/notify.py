@@ -1,0 +1,204 @@
+"""Signals that a job finished, from workers to API processes, so a waiting ``POST /generate``
+answers the moment its image is stored instead of at its next look at the database.
+
+A signal is only a wake-up call: the database stays the truth, and an API that misses one
+(a restart, a dropped packet) still sees the job at its next look. With a Redis broker the
+signal is a Redis pub/sub message; on one machine (the file queue), a UDP datagram on
+loopback to every API process that registered a port under ``data_dir/notify``.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from workers.settings import Settings
+
+__all__ = ["CHANNEL", "FinishListener", "Publisher", "listener_for", "publisher_for"]
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "spec2fractal:finished"
+PORTS_REFRESH_SECONDS = 1.0  # how long a worker trusts its listing of API ports
+RECONNECT_SECONDS = 1.0
+
+
+def _uses_redis(settings: Settings) -> bool:
+    return (settings.broker_url or "").startswith(("redis://", "rediss://"))
+
+
+class Publisher(Protocol):
+    def publish(self, job_ids: list[str]) -> None: ...
+
+
+class RedisPublisher:
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self._client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+    def publish(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            self._client.publish(CHANNEL, job_id)
+
+
+class DatagramPublisher:
+    """Sends to every port registered in ``folder``; a stale port (a dead API) costs one
+    datagram nobody reads."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.setblocking(False)
+        self._ports: list[int] = []
+        self._listed_at = float("-inf")
+
+    def _current_ports(self) -> list[int]:
+        now = time.monotonic()
+        if now - self._listed_at > PORTS_REFRESH_SECONDS:
+            ports = []
+            with contextlib.suppress(OSError):
+                for entry in self.folder.glob("*.port"):
+                    with contextlib.suppress(OSError, ValueError):
+                        ports.append(int(entry.read_text()))
+            self._ports, self._listed_at = ports, now
+        return self._ports
+
+    def publish(self, job_ids: list[str]) -> None:
+        for port in self._current_ports():
+            for job_id in job_ids:
+                with contextlib.suppress(OSError):
+                    self._socket.sendto(job_id.encode(), ("127.0.0.1", port))
+
+
+def publisher_for(settings: Settings) -> Publisher:
+    if _uses_redis(settings):
+        return RedisPublisher(settings.broker_url or "")
+    return DatagramPublisher(settings.data_dir / "notify")
+
+
+def publish_quietly(publisher: Publisher | None, job_ids: list[str]) -> None:
+    """A lost signal only delays an answer; it must never fail a job."""
+    if publisher is None or not job_ids:
+        return
+    try:
+        publisher.publish(job_ids)
+    except Exception as exc:
+        logger.debug("finish signal not sent: %s", exc)
+
+
+class FinishListener(abc.ABC):
+    """Held by an API process; ``with listener.watch(job_id) as finished:`` gives an event
+    set when a worker signals that job's end."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, set[asyncio.Event]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @contextlib.contextmanager
+    def watch(self, job_id: str) -> Iterator[asyncio.Event]:
+        event = asyncio.Event()
+        self._waiting.setdefault(job_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            events = self._waiting.get(job_id)
+            if events is not None:
+                events.discard(event)
+                if not events:
+                    del self._waiting[job_id]
+
+    def _signal(self, job_id: str) -> None:
+        for event in self._waiting.get(job_id, ()):
+            event.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    @abc.abstractmethod
+    async def _run(self) -> None: ...
+
+
+class RedisFinishListener(FinishListener):
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+
+    async def _run(self) -> None:
+        import redis.asyncio as aioredis
+
+        while True:
+            client = aioredis.Redis.from_url(self.url)
+            try:
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(CHANNEL)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self._signal(message["data"].decode())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away: the database looks carry on meanwhile
+                logger.warning("finish signals paused: %s", exc)
+                await asyncio.sleep(RECONNECT_SECONDS)
+            finally:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, on_job: Callable[[str], None]) -> None:
+        self.on_job = on_job
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        with contextlib.suppress(UnicodeDecodeError):
+            self.on_job(data.decode())
+
+
+class DatagramFinishListener(FinishListener):
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.folder = folder
+        self._transport: asyncio.DatagramTransport | None = None
+        self._registration: Path | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Datagrams(self._signal), local_addr=("127.0.0.1", 0))
+        self._transport = transport
+        port = transport.get_extra_info("sockname")[1]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"{os.getpid()}-{secrets.token_hex(4)}"
+        staging = self.folder / f"{name}.tmp"
+        staging.write_text(str(port))
+        self._registration = staging.rename(self.folder / f"{name}.port")
+
+    async def _run(self) -> None:  # the event loop reads the socket; nothing to run
+        return None
+
+    async def stop(self) -> None:
+        if self._registration is not None:
+            self._registration.unlink(missing_ok=True)
+        if self._transport is not None:
+            self._transport.close()
+
+
+def listener_for(settings: Settings) -> FinishListener:
+    if _uses_redis(settings):
+        return RedisFinishListener(settings.broker_url or "")
+    return DatagramFinishListener(settings.data_dir / "notify")
