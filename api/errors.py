@@ -10,9 +10,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.routing import compile_path
 
 from api.bodylimit import BodyTooLarge
 from fractal import InvalidRequestError
@@ -107,6 +111,26 @@ async def _too_large(_: Request, exc: Exception) -> JSONResponse:
                         headers={"Connection": "close"})
 
 
+async def _http(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors. A 405's Allow lists every method the path has: Starlette names
+    only those of the first route whose path matched (`Allow: POST` where GET works too)."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        methods = _documented_methods(request)
+        if methods:
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(methods))}
+    return await http_exception_handler(request, exc)
+
+
+def _documented_methods(request: Request) -> set[str]:
+    path = request.scope.get("path", "")
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if compile_path(template)[0].match(path):
+            methods |= {method.upper() for method in operations}
+    return methods | {"HEAD"} if "GET" in methods else methods
+
+
 async def _internal(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": "internal error"}, status_code=500)
@@ -114,6 +138,7 @@ async def _internal(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StorageError, _storage)
     app.add_exception_handler(SQLAlchemyError, _database)
