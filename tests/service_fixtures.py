@@ -1,6 +1,7 @@
 """Pytest fixtures over the real services of :mod:`tests.services`, for the whole suite
 (``pytest_plugins`` in ``tests/conftest.py``): ``redis_server`` and ``seaweedfs_s3`` (session),
-``celery_worker`` (a factory), and service logs in the report of a test that fails."""
+``celery_worker`` and ``render_stack`` (factories), and service logs in the report of a test
+that fails."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tests.services import (
     CeleryWorker,
     ManagedProcess,
     RedisServer,
+    RenderStack,
     SeaweedS3,
     ServiceError,
     start_celery_worker,
@@ -21,7 +23,8 @@ from tests.services import (
     start_seaweedfs,
 )
 
-__all__ = ["celery_worker", "redis_server", "seaweedfs_s3", "show_logs_on_failure"]
+__all__ = ["celery_worker", "redis_server", "render_stack", "seaweedfs_s3",
+           "show_logs_on_failure"]
 
 _STARTED: pytest.StashKey[list[ManagedProcess]] = pytest.StashKey()
 
@@ -87,6 +90,48 @@ def celery_worker(request: pytest.FixtureRequest,
     finally:
         for worker in workers:
             worker.stop(grace=5)
+
+
+@pytest.fixture
+def render_stack(request: pytest.FixtureRequest, seaweedfs_s3: SeaweedS3,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., RenderStack]]:
+    """A factory of :class:`RenderStack`: ``render_stack(appendonly=..., private_s3=...,
+    settings={...})``. Each stack has a Redis of its own (a fault test may crash or flush it)
+    and a bucket of its own in the session's SeaweedFS, or a SeaweedFS of its own with
+    ``private_s3=True`` (a test that stops storage). Everything is stopped when the test
+    ends; a failed test shows the logs of every service and worker it started.
+    """
+    stacks: list[RenderStack] = []
+    owned: list[Any] = []
+    started = request.node.stash.setdefault(_STARTED, [])
+
+    def build(*, appendonly: bool = False, private_s3: bool = False,
+              settings: Mapping[str, str] | None = None) -> RenderStack:
+        folder = tmp_path_factory.mktemp("stack")
+        try:
+            redis = start_redis(folder / "redis", appendonly=appendonly,
+                                appendfsync="always")
+            owned.append(redis)
+            s3 = seaweedfs_s3
+            if private_s3:
+                s3 = start_seaweedfs(folder / "seaweedfs")
+                owned.append(s3)
+        except ServiceError as exc:
+            _fail(exc)
+        started.extend(service.process for service in owned)
+        stack = RenderStack(redis, s3, folder, bucket=f"faults-{len(stacks)}-"
+                            f"{folder.name.lower().replace('_', '-')}", settings=settings)
+        stack.on_worker = lambda worker: started.append(worker.process)
+        stacks.append(stack)
+        return stack
+
+    try:
+        yield build
+    finally:
+        for stack in stacks:
+            stack.close()
+        for service in reversed(owned):
+            service.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)

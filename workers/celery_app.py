@@ -117,6 +117,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # A job survives its worker: acknowledged only when done, re-queued if the worker dies.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # Redis gone for a moment: the render in hand goes on (the job row is the truth);
+        # its unacknowledged message comes back later and finds the job finished.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_prefetch_multiplier": 1,
         "task_soft_time_limit": settings.task_soft_time_limit,
         "task_time_limit": settings.task_time_limit,

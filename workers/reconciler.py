@@ -3,11 +3,14 @@
 The database is the truth about a job; the broker only carries "run job X" messages, and a
 message can vanish: Redis restarted without its data, a send that failed after the job was
 recorded, a worker killed while a partner it claimed still waited. The reconciler looks at
-the job table every ``reconcile_interval`` seconds (with jitter) and re-sends
+the job table every ``reconcile_interval`` seconds (with jitter) and
 
-- a job still **queued** ``queued_lease`` seconds after it was last sent, and
-- a job still **running** whose worker has not written (claim, progress, heartbeat) for
-  ``job_lease`` seconds: that worker is gone.
+- re-sends a job still **queued** ``queued_lease`` seconds after it was last sent, and
+- queues again, and re-sends, a job still **running** whose worker has not written (claim,
+  progress, heartbeat) for ``job_lease`` seconds: that worker is gone.
+
+A long backlog also looks like lost messages (a job may wait more than ``queued_lease`` for
+its turn): those jobs are sent once more per lease, which costs a no-op delivery each.
 
 Sending a job twice is harmless: a worker claims a job with one atomic update, so a
 duplicate finds it running or finished and does nothing. A re-run counts an attempt; a job
@@ -78,7 +81,9 @@ class Reconciler:
     def _resend(self, job: Job, why: str) -> str:
         previous, now = job.enqueued_at, utcnow()
         with self.database.session() as session:
-            if not job_store.mark_sent(session, job, at=now):
+            won = (job_store.mark_sent(session, job, at=now) if why == "queued"
+                   else job_store.requeue_stale(session, job, self.job_lease, at=now))
+            if not won:
                 return "skipped"  # another reconciler re-sent it just now
         try:
             self.send(job.id, job.queue)

@@ -30,6 +30,7 @@ __all__ = [
     "record_progress",
     "request_cancel",
     "requeue_running",
+    "requeue_stale",
     "stale_queued",
     "stale_running",
     "start_job",
@@ -216,12 +217,22 @@ def stale_queued(session: Session, lease: float, limit: int = 500) -> list[Job]:
 
 
 def stale_running(session: Session, lease: float, limit: int = 500) -> list[Job]:
-    """Running jobs whose worker has been silent ``lease`` seconds, not re-sent since."""
+    """Running jobs whose worker has been silent for ``lease`` seconds: it is gone."""
     cutoff = utcnow() - timedelta(seconds=lease)
-    query = (select(Job).where(Job.status == JobStatus.RUNNING, _last_sign_of_life() < cutoff,
-                               or_(Job.enqueued_at.is_(None), Job.enqueued_at < cutoff))
+    query = (select(Job).where(Job.status == JobStatus.RUNNING, _last_sign_of_life() < cutoff)
              .order_by(_last_sign_of_life()).limit(limit))
     return list(session.scalars(query))
+
+
+def requeue_stale(session: Session, job: Job, lease: float, *, at: datetime) -> bool:
+    """A running job whose lease expired → queued again, sent ``at``; False if it moved on
+    meanwhile (its worker wrote after all, or another reconciler took it first)."""
+    cutoff = utcnow() - timedelta(seconds=lease)
+    result = session.execute(
+        update(Job).where(Job.id == job.id, Job.status == JobStatus.RUNNING,
+                          _last_sign_of_life() < cutoff)
+        .values(status=JobStatus.QUEUED, progress_step=0, enqueued_at=at))
+    return result.rowcount == 1
 
 
 def mark_sent(session: Session, job: Job, *, at: datetime | None = None) -> bool:

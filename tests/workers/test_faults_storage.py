@@ -1,0 +1,61 @@
+"""Object storage fails: SeaweedFS stopped while jobs render and upload.
+
+Each test has a SeaweedFS of its own (``private_s3``), stopped with SIGKILL and started again
+on the same ports with the same data, like a storage node that crashes and comes back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from tests.services import RenderStack
+from workers.db import JobStatus
+from workers.runner import STORAGE_ERROR
+
+SMALL = {"prompt": "a lake", "width": 256, "height": 192}
+BIG = {"prompt": "a lake at dusk", "width": 1536, "height": 1536}
+
+
+def test_uploads_ride_out_a_storage_outage(render_stack: Callable[..., RenderStack]) -> None:
+    # storage_retries 5: pauses of 0.25-0.5, 0.5-1, 1-2, 2-4 and 4-8 s, 8-15 s in all.
+    stack = render_stack(private_s3=True)
+    worker = stack.start_worker()
+    ids = [stack.submit({**BIG, "seed": seed}) for seed in range(4)]
+    stack.wait_for_progress(ids, 2, 9)  # the upload comes within a second
+    stack.s3.stop()
+    time.sleep(1)
+    stack.s3.restart()  # about 3 s more: an outage of about 4 s in all
+    jobs = stack.wait(ids, timeout=60)
+    assert [job.status for job in jobs] == [JobStatus.SUCCEEDED] * len(ids), \
+        [job.error for job in jobs]
+    audit = stack.audit(ids)
+    assert audit.clean, audit.summary()
+    # No job lost its lease while it waited for storage: each ran once.
+    assert set(audit.attempts.values()) == {1}
+    assert "trying again in" in worker.log()
+
+
+def test_a_job_fails_cleanly_when_storage_stays_down(
+        render_stack: Callable[..., RenderStack]) -> None:
+    # storage_retries 2: the budget is spent after about a second.
+    stack = render_stack(private_s3=True, settings={"storage_retries": "2"})
+    worker = stack.start_worker()
+    stack.s3.stop()
+    doomed = stack.submit({**SMALL, "seed": 1})
+    [job] = stack.wait([doomed], timeout=30)
+    assert job.status == JobStatus.FAILED
+    assert job.error == STORAGE_ERROR
+    assert job.outputs == []
+    assert job.attempts == 1
+    assert "image storage unavailable: upload of" in worker.log()
+    assert "failed after 3 attempts" in worker.log()
+
+    stack.s3.restart()
+    assert not [key for key in stack.objects() if doomed in key], "nothing half-stored"
+    # Storage is back: new jobs succeed, with their objects, on the same worker.
+    later = [stack.submit({**SMALL, "seed": seed}) for seed in (2, 3)]
+    stack.wait(later, timeout=30)
+    audit = stack.audit([doomed, *later])
+    assert audit.clean, audit.summary()
+    assert sorted(audit.succeeded) == sorted(later) and audit.failed == [doomed]
