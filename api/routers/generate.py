@@ -100,7 +100,7 @@ async def generate(request: Request, settings: SettingsDep, database: DatabaseDe
         await _admit(submission, settings, caller)
         # 3. Queue it, and name the job to the Idempotency-Key at once.
         job_id = await submit_job(submission, generation, image, body.output_format,
-                                  caller.owner)
+                                  caller.owner, webhook_url=body.webhook)
         await guard.attach(job_id)
         # 4. Wait for the image, up to the Prefer header's patience.
         respond_async, wait = _prefer(prefer, settings.sync_timeout)
