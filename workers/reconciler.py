@@ -5,12 +5,13 @@ message can vanish: Redis restarted without its data, a send that failed after t
 recorded, a worker killed while a partner it claimed still waited. The reconciler looks at
 the job table every ``reconcile_interval`` seconds (with jitter) and
 
-- re-sends a job still **queued** ``queued_lease`` seconds after it was last sent, and
+- re-sends a job still **queued** ``queued_lease`` seconds after it was last sent, but only
+  while its own worker sits idle: a worker that waits for work while jobs wait for a worker
+  means their messages are gone. A busy worker may just be working through a backlog (a
+  batch of 10,000 items waits for hours), and re-sending that backlog every lease would
+  flood the broker with duplicates;
 - queues again, and re-sends, a job still **running** whose worker has not written (claim,
   progress, heartbeat) for ``job_lease`` seconds: that worker is gone.
-
-A long backlog also looks like lost messages (a job may wait more than ``queued_lease`` for
-its turn): those jobs are sent once more per lease, which costs a no-op delivery each.
 
 Sending a job twice is harmless: a worker claims a job with one atomic update, so a
 duplicate finds it running or finished and does nothing. A re-run counts an attempt; a job
@@ -53,8 +54,10 @@ class Resent:
 
 class Reconciler:
     def __init__(self, database: Database, send: Send, *, queued_lease: float,
-                 job_lease: float, interval: float) -> None:
-        self.database, self.send = database, send
+                 job_lease: float, interval: float,
+                 idle: Callable[[], bool] = lambda: True) -> None:
+        """``idle()``: whether this process's worker has been waiting for work (see above)."""
+        self.database, self.send, self.idle = database, send, idle
         self.queued_lease, self.job_lease, self.interval = queued_lease, job_lease, interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -63,10 +66,11 @@ class Reconciler:
         """One look at the job table; re-sends what is overdue."""
         resent = Resent()
         with self.database.session() as session:
-            overdue = [(job, "queued") for job in
-                       job_store.stale_queued(session, self.queued_lease)]
-            overdue += [(job, "running") for job in
-                        job_store.stale_running(session, self.job_lease)]
+            overdue = [(job, "running") for job in
+                       job_store.stale_running(session, self.job_lease)]
+            if self.idle():
+                overdue += [(job, "queued") for job in
+                            job_store.stale_queued(session, self.queued_lease)]
         for job, why in overdue:
             outcome = self._resend(job, why)
             if outcome == "failed":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from functools import lru_cache
 
 from celery import Task
@@ -24,6 +25,31 @@ logger = logging.getLogger(__name__)
 
 # Set by Celery's warm shutdown; a signal handler only flips it, nothing more.
 _STOPPING = threading.Event()
+
+
+class _Activity:
+    """Whether this worker is rendering, and since when it has not: the reconciler re-sends
+    queued jobs only from a worker that has been waiting for work a while."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.since = time.monotonic()
+        self.lock = threading.Lock()  # a threads pool renders several at once
+
+    def __enter__(self) -> None:
+        with self.lock:
+            self.running += 1
+
+    def __exit__(self, *_: object) -> None:
+        with self.lock:
+            self.running -= 1
+            self.since = time.monotonic()
+
+    def quiet_for(self, seconds: float) -> bool:
+        return self.running == 0 and time.monotonic() - self.since >= seconds
+
+
+_ACTIVITY = _Activity()
 
 
 @lru_cache(maxsize=1)
@@ -50,10 +76,13 @@ def worker_context() -> WorkerContext:
 @lru_cache(maxsize=1)
 def reconciler() -> Reconciler:
     settings = get_settings()
+    # Idle for a moment, not an instant: between two tasks the next message is on its way.
+    quiet = min(settings.reconcile_interval, 5.0)
     return Reconciler(worker_context().database,
                       lambda job_id, queue: enqueue_render(job_id, queue=queue),
                       queued_lease=settings.queued_lease, job_lease=settings.job_lease,
-                      interval=settings.reconcile_interval)
+                      interval=settings.reconcile_interval,
+                      idle=lambda: _ACTIVITY.quiet_for(quiet))
 
 
 @worker_ready.connect
@@ -81,7 +110,8 @@ def _stop_reconciler(**_: object) -> None:
 
 @app.task(name=RENDER_TASK, bind=True, ignore_result=True, max_retries=None)
 def render(self: Task, job_id: str) -> str:
-    status = run_job(job_id, worker_context())
+    with _ACTIVITY:
+        status = run_job(job_id, worker_context())
     if status == BUSY:
         # Another live worker holds the job (in a batch, say). Look again once its claim
         # could have gone stale; the reconciler would re-send it too, but later.

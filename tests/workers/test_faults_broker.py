@@ -143,3 +143,24 @@ def test_reconcilers_resend_each_lost_job_once(tmp_path: Path) -> None:
     assert reconciler(broken).run_once().failed_sends == 1
     sent.clear()
     assert reconciler().run_once().queued == 1 and sent == [(lost_queued, "renders")]
+
+
+def test_a_busy_worker_does_not_resend_a_backlog(tmp_path: Path) -> None:
+    """Jobs waiting their turn behind a busy worker are not lost: no duplicates for them.
+    A dead worker's job is queued again whatever this worker is doing."""
+    database = get_database(f"sqlite:///{tmp_path / 'jobs.db'}")
+    database.migrate()
+    with database.session() as session:
+        waiting, orphan = (job_store.create_job(session, job_id=job_store.new_job_id(),
+                                                model="fractal", request=dict(SMALL)).id
+                           for _ in range(2))
+        job_store.start_job(session, orphan)
+    _age(database, waiting, enqueued_at=60)
+    _age(database, orphan, heartbeat_at=30)
+    sent: list[str] = []
+    busy = Reconciler(database, lambda job_id, queue: sent.append(job_id), queued_lease=10,
+                      job_lease=5, interval=1, idle=lambda: False)
+    assert (busy.run_once().queued, sent) == (0, [orphan])
+    idle = Reconciler(database, lambda job_id, queue: sent.append(job_id), queued_lease=10,
+                      job_lease=5, interval=1, idle=lambda: True)
+    assert idle.run_once().queued == 1 and sent == [orphan, waiting]
