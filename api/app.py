@@ -19,6 +19,7 @@ from api.metrics import HttpMetrics, build_registry
 from api.openapi import install_openapi
 from api.queue import TaskQueue
 from api.routers import batches, catalogue, files, generate, health, jobs
+from api.routers.dashboard import install_dashboard
 from fractal import StyleLibrary
 from workers.db import Database, get_database
 from workers.db import jobs as job_store
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
         app.include_router(router)
     if isinstance(storage, LocalStorage):
         app.include_router(files.router)  # S3 serves its own presigned URLs
+    install_dashboard(app, settings, storage)  # GET / and /ui/...: the web dashboard
     # Added last = runs first: CORS answers preflights before the Gatekeeper asks for a key.
     app.add_middleware(Gatekeeper, database=database, settings=settings)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)

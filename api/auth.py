@@ -3,7 +3,8 @@
 One pure-ASGI middleware does both before any route runs, so every path, including unknown
 ones, ``/docs`` and ``/metrics``, is refused alike without a key. ``/health`` and ``/ready``
 stay open for probes, and ``/files/...`` URLs carry their own signature, like S3's presigned
-ones, so an ``<img src>`` can show them.
+ones, so an ``<img src>`` can show them. The dashboard's page and static files (``/`` and
+``/ui/...``) are open too: they hold no data, and the page asks for a key itself.
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ from workers.db import keys as key_store
 from workers.db.models import utcnow
 from workers.settings import Settings
 
-__all__ = ["ANONYMOUS", "Caller", "CallerDep", "Gatekeeper", "rate_limits"]
+__all__ = ["ANONYMOUS", "Caller", "CallerDep", "Gatekeeper", "is_open", "rate_limits"]
 
 logger = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/health", "/ready"})
+OPEN_PATHS = frozenset({"/health", "/ready", "/"})
 SIGNED_PREFIX = "/files/"
+DASHBOARD_PREFIX = "/ui/"  # the dashboard's static files (api/routers/dashboard.py)
 LAST_USED_RESOLUTION = timedelta(minutes=1)  # last_used_at is written at most this often
 MAX_KEY_CHARS = 256
 
@@ -54,6 +56,12 @@ class Caller:
 
 
 ANONYMOUS = Caller(key_id=None)
+
+
+def is_open(path: str) -> bool:
+    """Paths served without a key: probes, signed files, the dashboard's page and assets."""
+    return (path in OPEN_PATHS or path.startswith(SIGNED_PREFIX)
+            or path.startswith(DASHBOARD_PREFIX))
 
 
 def rate_limits(settings: Settings) -> tuple[list[RateLimitItem], Storage]:
@@ -87,8 +95,7 @@ class Gatekeeper:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if (scope["type"] != "http" or not self.required or path in OPEN_PATHS
-                or path.startswith(SIGNED_PREFIX)):
+        if scope["type"] != "http" or not self.required or is_open(path):
             await self.app(scope, receive, send)
             return
         secret = _bearer(dict(scope["headers"]).get(b"authorization"))

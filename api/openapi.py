@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from api.auth import OPEN_PATHS, SIGNED_PREFIX
+from api.auth import is_open
 
 __all__ = ["install_openapi"]
 
@@ -37,7 +37,7 @@ _BODY_RESPONSES: dict[str, dict[str, Any]] = {
 
 
 def _guarded(path: str) -> bool:
-    return path not in OPEN_PATHS and not path.startswith(SIGNED_PREFIX)
+    return not is_open(path)
 
 
 def _declare_outside_answers(schema: dict[str, Any]) -> None:

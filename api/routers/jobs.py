@@ -15,10 +15,13 @@ from api.errors import ApiError, field_error
 from api.events import job_events
 from api.jobview import UrlMaker, job_out
 from api.limits import EVENTS_PING_SECONDS
+from api.model_access import allowed_models
 from api.polling import load_job
 from api.schemas import JobList, JobOut
+from fractal.naming import display_name
 from workers.db import Database, Job, JobStatus
 from workers.db import jobs as job_store
+from workers.settings import Settings
 
 __all__ = ["router"]
 
@@ -36,19 +39,34 @@ async def _job_or_404(database: Database, job_id: str, caller: Caller) -> Job:
     return job
 
 
+def _stored_models(name: str, settings: Settings) -> list[str]:
+    """The configured models a filter names (by id or shown name), as jobs store them."""
+    found = [stored for stored in allowed_models(settings)
+             if name in (stored, display_name(stored))]
+    if not found:
+        raise field_error(["query", "model"], "this server does not serve that model", name,
+                          choices=[display_name(stored) for stored in allowed_models(settings)])
+    return found
+
+
 @router.get("", response_model=JobList)
 async def list_jobs(
     request: Request, settings: SettingsDep, database: DatabaseDep, storage: StorageDep,
     caller: CallerDep, limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     status: StatusName | None = None,
+    style: Annotated[str | None, Query(max_length=255, description="Only this style's jobs."
+                                       )] = None,
+    model: Annotated[str | None, Query(max_length=255, description="Only jobs on this model "
+                                       "(an id from GET /models).")] = None,
 ) -> JobList:
     """Newest first. Pass ``next_cursor`` back as ``cursor`` for the next page."""
+    models = None if model is None else _stored_models(model, settings)
 
     def read() -> tuple[list[Job], str | None]:
         with database.session() as session:
             return job_store.list_jobs(session, status=status, owner=caller.owner,
-                                      cursor=cursor, limit=limit)
+                                      cursor=cursor, limit=limit, style=style, models=models)
 
     try:
         jobs, next_cursor = await run_in_threadpool(read)

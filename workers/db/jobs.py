@@ -78,12 +78,18 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 def list_jobs(
     session: Session, *, status: str | None = None, owner: str | None = None,
-    cursor: str | None = None, limit: int = 50,
+    cursor: str | None = None, limit: int = 50, style: str | None = None,
+    models: list[str] | None = None,
 ) -> tuple[list[Job], str | None]:
-    """Newest first; the cursor continues after the last job of the previous page."""
+    """Newest first; the cursor continues after the last job of the previous page.
+    ``style``: only jobs that asked for that style; ``models``: only jobs on one of those."""
     query = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
     if status is not None:
         query = query.where(Job.status == status)
+    if style is not None:
+        query = query.where(Job.request["style"].as_string() == style)
+    if models is not None:
+        query = query.where(Job.model.in_(models))
     if owner is not None:
         query = query.where(Job.owner == owner)
     if cursor is not None:

@@ -1,0 +1,92 @@
+// The dashboard's entry point: wires the modules together and loads what the page shows.
+
+import { ApiError, api, fetchBlob } from "./api.js";
+import { installBatches, loadBatches } from "./batches.js";
+import { installCompare, pickForCompare, resetCompare } from "./compare.js";
+import {
+  batchItemParams, fillParams, installForm, randomSeed, setMaxima, setModels, submitParams,
+} from "./form.js";
+import { installGallery, loadGallery, setStyleFilter } from "./gallery.js";
+import { installKeyForm } from "./keys.js";
+import { trackJob } from "./live.js";
+import { installNotices, showNotice } from "./notice.js";
+import { renderStyles } from "./stylepicker.js";
+import { installUpload, setImage } from "./upload.js";
+
+const $ = (id) => document.getElementById(id);
+
+function onJob(job, params) {
+  trackJob(job, params, { onFinished: () => loadGallery({ reset: true }) });
+  loadGallery({ reset: true });
+}
+
+async function variation(params) {
+  try {
+    await submitParams({ ...params, seed: randomSeed() }, null, onJob);
+    $("live").scrollIntoView({ block: "start" });
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    showNotice(`The variation could not start: ${error.message}`);
+  }
+}
+
+function reuse(params) {
+  fillParams(params);
+  $("create").scrollIntoView({ block: "start" });
+  $("prompt").focus();
+}
+
+async function useAsInput(output, params) {
+  try {
+    const blob = await fetchBlob(output.url);
+    const type = blob.type || `image/${output.format}`;
+    setImage(new File([blob], `input-${output.seed ?? "image"}.${output.format}`, { type }));
+    fillParams({ ...params, input_type: "hybrid" }, { keepSeed: false });
+    $("create").scrollIntoView({ block: "start" });
+    $("strength").focus();
+  } catch (error) {
+    if (!(error instanceof ApiError) && !(error instanceof TypeError)) throw error;
+    showNotice(`That image could not be used as input: ${error.message}`);
+  }
+}
+
+// Everything behind the key: loaded at start and again whenever the key changes.
+async function loadKeyed() {
+  resetCompare();
+  const results = await Promise.allSettled([
+    api("/styles").then(({ data }) => {
+      renderStyles(data.styles);
+      setStyleFilter(data.styles);
+    }),
+    api("/models").then(({ data }) => setModels(data)),
+    loadGallery({ reset: true }),
+    loadBatches(),
+  ]);
+  for (const result of results) {
+    if (result.status === "rejected" && !(result.reason instanceof ApiError)) throw result.reason;
+  }
+}
+
+async function start() {
+  installNotices();
+  renderStyles([]);
+  installUpload();
+  installForm({ onJob });
+  installGallery({
+    onReuse: reuse, onVariation: variation, onUseAsInput: useAsInput,
+    onComparePick: pickForCompare,
+  });
+  installCompare();
+  installBatches({ itemParams: batchItemParams });
+  installKeyForm(loadKeyed);
+  try {
+    const { data } = await api("/ui/options.json");
+    setMaxima(data);
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+  }
+  await loadKeyed();
+  document.body.dataset.ready = "true"; // for tests: every first load has answered
+}
+
+start();

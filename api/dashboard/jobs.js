@@ -1,0 +1,53 @@
+// Jobs through the API: queue one (multipart, so an input image goes as a file), cancel one,
+// list them.
+
+import { api } from "./api.js";
+
+// Parameters → multipart/form-data; undefined values are left out (the server's default).
+export function formData(params, image) {
+  const form = new FormData();
+  for (const [name, value] of Object.entries(params)) {
+    if (value === undefined || value === null || value === "") continue;
+    if (Array.isArray(value)) value.forEach((item) => form.append(name, String(item)));
+    else form.append(name, String(value));
+  }
+  if (image) form.append("image", image, image.name || "input.png");
+  return form;
+}
+
+// Queues a render and answers at once (202) with the job; follow it with its events.
+export async function submitJob(params, image) {
+  const { data } = await api("/generate", {
+    method: "POST", form: formData(params, image), headers: { Prefer: "respond-async" },
+  });
+  return data.job ?? data; // 202: the job; 200 (already finished): {job, ...}
+}
+
+export async function cancelJob(id) {
+  return (await api(`/jobs/${encodeURIComponent(id)}/cancel`, { method: "POST" })).data;
+}
+
+export async function getJob(id) {
+  return (await api(`/jobs/${encodeURIComponent(id)}`)).data;
+}
+
+export async function listJobs({ cursor, status, style, model, limit = 12 } = {}) {
+  const query = new URLSearchParams({ limit: String(limit) });
+  if (cursor) query.set("cursor", cursor);
+  if (status) query.set("status", status);
+  if (style) query.set("style", style);
+  if (model) query.set("model", model);
+  return (await api(`/jobs?${query}`)).data;
+}
+
+// The parameters of one output as a request would give them again: the job's request, with
+// that output's own seed (each of n images has its own).
+export function paramsOf(job, output) {
+  const params = { ...job.request };
+  delete params.image;
+  delete params.image_url;
+  if (output?.seed != null) params.seed = output.seed;
+  params.n = 1;
+  params.output_format = job.output_format;
+  return params;
+}
