@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import secrets
 from typing import Any
 
@@ -16,8 +17,10 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from api.auth import Caller
 from api.errors import ApiError, field_error, invalid_request
-from api.limits import MAX_BODY_BYTES, MAX_FORM_FIELDS
+from api.idempotency import Idempotency
+from api.limits import MAX_BODY_BYTES, MAX_FORM_FIELDS, QUEUE_FULL_RETRY_AFTER, QUOTA_RETRY_AFTER
 from api.model_access import resolve_model
 from api.queue import TaskQueue
 from api.schemas import GenerateBody
@@ -25,18 +28,21 @@ from fractal import GenerationRequest, InvalidRequestError, StyleLibrary
 from fractal.images import MAX_IMAGE_BYTES, decode_image, load_image
 from fractal.validation import MAX_SEED, check_request
 from workers import netguard
-from workers.db import Database, JobStatus
+from workers.db import Database, Job, JobStatus
 from workers.db import jobs as job_store
 from workers.runner import input_key
 from workers.settings import Settings
 from workers.storage import Storage, StorageError
 
-__all__ = ["Submission", "build_request", "check_webhook", "fetch_image", "read_body",
-           "submit_job"]
+__all__ = ["Submission", "admit", "build_request", "check_webhook", "enqueue", "fetch_image",
+           "job_failure", "read_body", "submit_job"]
 
 logger = logging.getLogger(__name__)
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+# The worker stores an InvalidRequestError as "`argument` reason (got ...)": the caller's fault.
+_CALLER_ERROR = re.compile(r"^`(?P<argument>[a-z_]+)` ")
+_MODEL_ERROR = re.compile(r"^model .* could not be loaded")
 
 
 async def read_body(request: Request) -> tuple[GenerateBody, bytes | None]:
@@ -230,3 +236,48 @@ async def submit_job(submission: Submission, request: GenerationRequest,
                      owner: str | None = None, webhook_url: str | None = None) -> str:
     return await run_in_threadpool(submission.submit, request, image, output_format, owner,
                                    webhook_url)
+
+
+async def admit(submission: Submission, settings: Settings, caller: Caller) -> None:
+    """The caller's own quota (429), then the whole queue's (503), each with Retry-After."""
+    # Counted before the insert, so a burst may overshoot by a few jobs: soft limits.
+    if caller.owner is not None:
+        mine = await run_in_threadpool(submission.unfinished_count, caller.owner)
+        if mine >= settings.max_jobs_per_key:
+            raise ApiError(429, f"this key already has {mine} unfinished jobs, the most "
+                           f"allowed; wait for one to finish",
+                           headers={"Retry-After": str(QUOTA_RETRY_AFTER)}, unfinished=mine)
+    queued = await run_in_threadpool(submission.queued_count)
+    if queued >= settings.max_queued_jobs:
+        raise ApiError(503, "the render queue is full; try again later",
+                       headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER)}, queued=queued)
+
+
+async def enqueue(body: GenerateBody, upload: bytes | None, submission: Submission,
+                  settings: Settings, styles: StyleLibrary, caller: Caller,
+                  guard: Idempotency) -> str:
+    """Check a body exactly as the library would, admit it, queue it; the new job's id.
+
+    The job is named to the request's Idempotency-Key as soon as it exists. Shared by every
+    route that renders one request (POST /generate, the OpenAI-compatible /v1/images)."""
+    generation, image = await run_in_threadpool(build_request, body, upload, settings, styles)
+    await admit(submission, settings, caller)
+    job_id = await submit_job(submission, generation, image, body.output_format,
+                              caller.owner, webhook_url=body.webhook)
+    await guard.attach(job_id)
+    return job_id
+
+
+def job_failure(job: Job, settings_model: str, body: dict[str, Any]) -> ApiError:
+    """A failed job as an HTTP error: 422 naming the field when the request was at fault
+    (the worker's check refused it, or the caller chose a model that cannot load), else 502."""
+    error = job.error or "the render failed"
+    caller = _CALLER_ERROR.match(error)
+    if caller:
+        detail = [{"loc": ["body", caller["argument"]], "msg": error, "type": "value_error"}]
+        return ApiError(422, detail, **body)
+    if _MODEL_ERROR.match(error) and job.model != settings_model:
+        # The caller chose a model this server cannot load; the default failing is ours.
+        detail = [{"loc": ["body", "model"], "msg": error, "type": "value_error"}]
+        return ApiError(422, detail, **body)
+    return ApiError(502, error, **body)

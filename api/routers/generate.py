@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
-from api.auth import Caller, CallerDep
+from api.auth import CallerDep
 from api.deps import DatabaseDep, FinishedDep, QueueDep, SettingsDep, StorageDep, StylesDep
 from api.errors import ApiError
-from api.generation import Submission, build_request, read_body, submit_job
+from api.generation import Submission, enqueue, job_failure, read_body
 from api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from api.idempotency import Idempotency, fingerprint
 from api.jobview import UrlMaker, job_out
-from api.limits import QUEUE_FULL_RETRY_AFTER, QUOTA_RETRY_AFTER
 from api.polling import wait_for_job
 from api.schemas import GenerateBody, GenerateResult, JobOut
 from workers.db import Job, JobStatus
@@ -26,10 +23,6 @@ from workers.storage import Storage
 __all__ = ["router"]
 
 router = APIRouter(tags=["generate"])
-
-# The worker stores an InvalidRequestError as "`argument` reason (got ...)": the caller's fault.
-_CALLER_ERROR = re.compile(r"^`(?P<argument>[a-z_]+)` ")
-_MODEL_ERROR = re.compile(r"^model .* could not be loaded")
 
 
 def _request_body_docs() -> dict[str, Any]:
@@ -52,19 +45,6 @@ def _prefer(header: str | None, default_wait: float) -> tuple[bool, float]:
         elif name == "wait" and value.strip().isdigit():
             wait = min(wait, float(value))
     return respond_async, wait
-
-
-def _failure(job: Job, settings_model: str, body: dict[str, Any]) -> ApiError:
-    error = job.error or "the render failed"
-    caller = _CALLER_ERROR.match(error)
-    if caller:
-        detail = [{"loc": ["body", caller["argument"]], "msg": error, "type": "value_error"}]
-        return ApiError(422, detail, **body)
-    if _MODEL_ERROR.match(error) and job.model != settings_model:
-        # The caller chose a model this server cannot load; the default failing is ours.
-        detail = [{"loc": ["body", "model"], "msg": error, "type": "value_error"}]
-        return ApiError(422, detail, **body)
-    return ApiError(502, error, **body)
 
 
 @router.post(
@@ -92,36 +72,15 @@ async def generate(request: Request, settings: SettingsDep, database: DatabaseDe
                                  fingerprint(body, upload))
 
     async def work(guard: Idempotency) -> JSONResponse:
-        # 1. Check the request exactly as the library would.
-        generation, image = await run_in_threadpool(build_request, body, upload, settings,
-                                                    styles)
-        # 2. Admission: the caller's own quota, then the whole queue's.
-        submission = Submission(database, storage, queue)
-        await _admit(submission, settings, caller)
-        # 3. Queue it, and name the job to the Idempotency-Key at once.
-        job_id = await submit_job(submission, generation, image, body.output_format,
-                                  caller.owner, webhook_url=body.webhook)
-        await guard.attach(job_id)
+        # 1.-3. Check, admit and queue it; the job is named to the Idempotency-Key at once.
+        job_id = await enqueue(body, upload, Submission(database, storage, queue), settings,
+                               styles, caller, guard)
         # 4. Wait for the image, up to the Prefer header's patience.
         respond_async, wait = _prefer(prefer, settings.sync_timeout)
         job = await wait_for_job(database, job_id, 0 if respond_async else wait, finished)
         return _answer(job, job_id, request, settings, storage, respond_async)
 
     return await idempotency.run(work)
-
-
-async def _admit(submission: Submission, settings: Settings, caller: Caller) -> None:
-    # Counted before the insert, so a burst may overshoot by a few jobs: soft limits.
-    if caller.owner is not None:
-        mine = await run_in_threadpool(submission.unfinished_count, caller.owner)
-        if mine >= settings.max_jobs_per_key:
-            raise ApiError(429, f"this key already has {mine} unfinished jobs, the most "
-                           f"allowed; wait for one to finish",
-                           headers={"Retry-After": str(QUOTA_RETRY_AFTER)}, unfinished=mine)
-    queued = await run_in_threadpool(submission.queued_count)
-    if queued >= settings.max_queued_jobs:
-        raise ApiError(503, "the render queue is full; try again later",
-                       headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER)}, queued=queued)
 
 
 def _answer(job: Job | None, job_id: str, request: Request, settings: Settings,
@@ -139,7 +98,7 @@ def _answer(job: Job | None, job_id: str, request: Request, settings: Settings,
         return JSONResponse(result.model_dump(mode="json"))
     extra = {"job_id": job_id, "job": shown.model_dump(mode="json")}
     if status is JobStatus.FAILED:
-        raise _failure(job, settings.model, extra)
+        raise job_failure(job, settings.model, extra)
     if status is JobStatus.CANCELLED:
         raise ApiError(409, "the job was cancelled", **extra)
     headers = {"Location": shown.links["self"]}
