@@ -16,9 +16,10 @@ from api.embedded import EmbeddedWorker
 from api.errors import install_error_handlers
 from api.limits import MAX_BODY_BYTES, WORKER_WATCH_SECONDS
 from api.metrics import HttpMetrics, build_registry
+from api.openai_errors import OpenAIErrorShape
 from api.openapi import install_openapi
 from api.queue import TaskQueue
-from api.routers import batches, catalogue, files, generate, health, jobs
+from api.routers import batches, catalogue, files, generate, health, jobs, openai_images
 from api.routers.dashboard import install_dashboard
 from fractal import StyleLibrary
 from workers.db import Database, get_database
@@ -99,13 +100,14 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     install_error_handlers(app)
     install_openapi(app)
     for router in (generate.router, jobs.router, batches.router, catalogue.router,
-                   health.router):
+                   health.router, openai_images.router):
         app.include_router(router)
     if isinstance(storage, LocalStorage):
         app.include_router(files.router)  # S3 serves its own presigned URLs
     install_dashboard(app, settings, storage)  # GET / and /ui/...: the web dashboard
     # Added last = runs first: CORS answers preflights before the Gatekeeper asks for a key.
     app.add_middleware(Gatekeeper, database=database, settings=settings)
+    app.add_middleware(OpenAIErrorShape)  # /v1 only, and around the Gatekeeper's 401/429
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(HttpMetrics, requests=requests, latency=latency)
     if settings.cors_origins:
