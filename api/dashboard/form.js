@@ -26,7 +26,8 @@ function fillSizePresets() {
     for (const [width, height, name] of sizes) {
       const option = document.createElement("option");
       option.value = `${width}x${height}`;
-      option.textContent = `${group} ${width} × ${height}${name ? ` (${name})` : ""}`;
+      option.textContent = `${width} × ${height}${name ? ` ${name}` : ""}`;
+      option.setAttribute("aria-label", `${group} ${width} by ${height}${name ? ` ${name}` : ""}`);
       optgroup.append(option);
     }
     select.append(optgroup);
