@@ -10,6 +10,7 @@ render GenerationCancelled. ``on_progress`` and ``cancel`` follow the job's even
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import re
 import threading
@@ -21,7 +22,11 @@ from PIL import Image
 from fractal.errors import GenerationCancelled, InvalidRequestError
 from fractal.request import GenerationRequest
 from spec2fractal.client._core import ImageInput, check_finished
-from spec2fractal.client.errors import JobCancelledError, UnprocessableEntityError
+from spec2fractal.client.errors import (
+    ConflictError,
+    JobCancelledError,
+    UnprocessableEntityError,
+)
 from spec2fractal.client.results import ImageResult
 from spec2fractal.client.sync_client import Spec2FractalClient
 
@@ -118,7 +123,8 @@ class RemoteSpec2Fractal:
         job = result.job
         for event in self.client.jobs.stream(job.id):
             if should_stop is not None and should_stop():
-                self.client.jobs.cancel(job.id)
+                with contextlib.suppress(ConflictError):  # it finished meanwhile
+                    self.client.jobs.cancel(job.id)
                 step, total = event.step or 0, event.total or 0
                 raise GenerationCancelled(step, total)
             if event.type == "progress" and on_progress is not None and event.step:

@@ -121,3 +121,20 @@ def test_errors_in_openai_shape(service: Server, sdk: openai.OpenAI) -> None:
     unknown = httpx.get(f"{service.url}/v1/nothing",
                         headers={"Authorization": f"Bearer {service.key}"})
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+
+
+def test_still_rendering_is_a_202_and_the_key_quota_a_429(quiet: Server) -> None:
+    """No worker on the quiet server: the job stays queued past its wait (sync_timeout 0)."""
+    sdk = openai.OpenAI(base_url=f"{quiet.url}/v1", api_key=quiet.keys["a"], max_retries=0)
+    pending = sdk.images.with_raw_response.generate(prompt="a slow one", size="64x64")
+    assert pending.status_code == 202
+    answer = pending.parse()
+    job_id = answer.model_extra["job_id"]  # type: ignore[index]
+    assert answer.data == [] and pending.headers["location"].endswith(f"/jobs/{job_id}")
+    with pytest.raises(openai.RateLimitError) as caught:  # one unfinished job per key
+        sdk.images.generate(prompt="another", size="64x64")
+    assert caught.value.response.headers["retry-after"] == "5"
+    assert caught.value.body["code"] == "too_many_unfinished_jobs"  # type: ignore[index]
+    cancelled = httpx.post(f"{quiet.url}/jobs/{job_id}/cancel",
+                           headers={"Authorization": f"Bearer {quiet.keys['a']}"})
+    assert cancelled.json()["status"] == "cancelled"
