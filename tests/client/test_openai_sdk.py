@@ -47,13 +47,14 @@ def test_generate_two_images_as_urls(sdk: openai.OpenAI) -> None:
 
 def test_generate_two_images_as_b64_json(sdk: openai.OpenAI) -> None:
     answer = sdk.images.generate(model="gpt-image-1", prompt="a red fox in snow", n=2,
-                                 size=SMALL, response_format="b64_json")
+                                 size=SMALL, response_format="b64_json", quality="high")
     assert len(answer.data) == 2
     for item in answer.data:
         assert item.url is None
         image = Image.open(io.BytesIO(base64.b64decode(item.b64_json or "")))
         assert image.format == "PNG" and image.size == (128, 96)
         assert "a red fox in snow" in image.info["parameters"]
+        assert "Steps: 50" in image.info["parameters"]  # high quality: more steps
 
 
 def test_our_style_names_and_extra_options_pass_through(sdk: openai.OpenAI) -> None:
