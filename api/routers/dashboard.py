@@ -88,7 +88,7 @@ def install_dashboard(app: FastAPI, settings: Settings, storage: Storage) -> Non
     }
     page_headers = {**headers, "Cache-Control": "no-cache"}
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def dashboard_page() -> FileResponse:
         return FileResponse(ASSETS / "index.html", media_type="text/html; charset=utf-8",
                             headers=page_headers)

@@ -28,6 +28,7 @@ def test_page_and_assets_need_no_key_but_the_api_does(dashboard: Dashboard) -> N
         assert "script-src 'self'" in policy and "object-src 'none'" in policy
         assert "'unsafe-inline'" not in policy and "'unsafe-eval'" not in policy
         assert response.headers["x-content-type-options"] == "nosniff"
+    assert httpx.head(dashboard.base + "/").status_code == 200
     assert httpx.get(dashboard.base + "/ui/app.js").headers["content-type"].startswith(
         "text/javascript")
     assert "golden hour" in httpx.get(dashboard.base + "/ui/options.json").json()["lighting"]
