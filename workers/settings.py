@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings", "is_loopback"]
@@ -116,6 +116,13 @@ class Settings(BaseSettings):
                                       description="How often the reconciler looks (s).")
     storage_retries: int = Field(default=4, ge=0,
                                  description="Retries of a failed upload, with backoff.")
+
+    @model_validator(mode="after")
+    def _limits_in_order(self) -> Settings:
+        # Celery rejects (and drops) a retried task whose soft limit is above its hard one,
+        # so lowering only the hard limit lowers the soft one with it.
+        self.task_soft_time_limit = min(self.task_soft_time_limit, self.task_time_limit)
+        return self
 
     @field_validator("models", "cors_origins", mode="before")
     @classmethod
