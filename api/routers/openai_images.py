@@ -66,14 +66,24 @@ class _Service:
     finished: FinishListener
 
 
+def _form_field(schema: dict[str, Any]) -> dict[str, Any]:
+    """A form part is there or not: it cannot be null, so the schema says no null."""
+    if "anyOf" not in schema:
+        return schema
+    options = [option for option in schema["anyOf"] if option.get("type") != "null"]
+    field = {key: value for key, value in schema.items() if key not in ("anyOf", "default")}
+    return {**options[0], **field} if len(options) == 1 else {**field, "anyOf": options}
+
+
 def _edit_docs() -> dict[str, Any]:
     schema = ImageEditBody.model_json_schema()
     binary = {"type": "string", "format": "binary"}
+    fields = {name: _form_field(field) for name, field in schema["properties"].items()}
     form = {**schema, "required": ["image"],
             "properties": {"image": {**binary, "description": "The input image (PNG, JPEG or "
                                                                "WEBP); `image[]` also works."},
                            "mask": {**binary, "description": "Not supported: refused."},
-                           **schema["properties"]}}
+                           **fields}}
     return {"requestBody": {"required": True,
                             "content": {"multipart/form-data": {"schema": form}}}}
 
