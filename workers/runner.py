@@ -38,7 +38,7 @@ __all__ = ["BUSY", "STORAGE_ERROR", "WorkerContext", "input_key", "output_key", 
 
 logger = logging.getLogger(__name__)
 
-PROGRESS_INTERVAL = 0.05  # seconds between progress writes; a GPU step takes about this long
+PROGRESS_INTERVAL = 0.1  # seconds between progress writes: enough for a live progress bar
 PREVIEW_INTERVAL = 0.25  # seconds between preview images: a JPEG each step would be waste
 CANCEL_INTERVAL = 0.1  # seconds between looks at a job's cancel flag
 BATCH_POLL = 0.005  # seconds between looks for batch partners while the wait window is open
@@ -165,16 +165,18 @@ class _JobHooks:
         self.cancelled = self.timed_out = False
 
     def progress(self, step: int, total: int, preview: Image.Image | None) -> None:
-        # Each step's number reaches the database unless steps come faster than a write is
-        # worth (tiny models on a CPU): then at most every PROGRESS_INTERVAL, and always the
-        # first and the last. Previews less often still.
-        if not self.progress_gate.due(step in (1, total)):
+        # The first step is always written (the total becomes known); then at most every
+        # PROGRESS_INTERVAL, previews less often still. The last step needs no write of its
+        # own: the job's end follows at once and marks every step done.
+        if step == total or not self.progress_gate.due(step == 1):
             return
-        shown = preview if preview is not None and self.preview_gate.due(step == total) \
-            else None
+        shown = preview if preview is not None and self.preview_gate.due() else None
         with self.context.database.session() as session:
-            job_store.record_progress(session, self.job_id, step, total,
-                                      preview_data_url(shown) if shown else None)
+            cancelled = job_store.record_progress(session, self.job_id, step, total,
+                                                  preview_data_url(shown) if shown else None)
+        # The write read the cancel flag too: no separate look is due for a while.
+        self.cancelled = self.cancelled or cancelled
+        self.cancel_gate.last = time.monotonic()
 
     def should_cancel(self) -> bool:
         # A caller's cancel is the more telling reason, so it is looked at first.

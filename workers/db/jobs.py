@@ -286,13 +286,15 @@ def queued_candidates(session: Session, model: str, limit: int) -> list[Job]:
 
 
 def record_progress(session: Session, job_id: str, step: int, total: int,
-                    preview: str | None) -> None:
+                    preview: str | None) -> bool:
+    """Write a running job's progress; whether a cancel was asked for (one round trip)."""
     values: dict[str, Any] = {"progress_step": step, "progress_total": total,
                               "heartbeat_at": utcnow()}
     if preview is not None:
         values["preview"] = preview
-    session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-                    .values(**values))
+    cancel = session.scalar(update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+                            .values(**values).returning(Job.cancel_requested))
+    return bool(cancel)
 
 
 def is_cancel_requested(session: Session, job_id: str) -> bool:
@@ -307,7 +309,8 @@ def finish_job(
     if outputs is not None:
         values["outputs"] = outputs
     if status is JobStatus.SUCCEEDED:
-        values["preview"] = None
+        # Every step done, whether or not the last one was written as progress.
+        values.update(preview=None, progress_step=Job.progress_total)
     session.execute(update(Job).where(Job.id == job_id).values(**values))
 
 
