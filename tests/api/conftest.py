@@ -8,15 +8,14 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from tests.services import serving
 from workers.settings import Settings
 
 WORKER_READY_SECONDS = 30
@@ -98,24 +97,5 @@ def rendering(tmp_path_factory: pytest.TempPathFactory, start_worker) -> Iterato
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``spec2fractal serve`` in a child process: uvicorn, plus the embedded worker it starts."""
-    data_dir = tmp_path_factory.mktemp("served")
-    port = free_port()
-    log = (data_dir / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-c", f"from api.cli import serve; serve(port={port})"],
-        env=env_for(data_dir, SPEC2FRACTAL_SYNC_TIMEOUT="30"), stdout=log,
-        stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + WORKER_READY_SECONDS
-    while True:
-        assert process.poll() is None, (data_dir / "server.log").read_text()
-        try:
-            if httpx.get(base + "/ready", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, (data_dir / "server.log").read_text()
-        time.sleep(0.1)
-    yield base
-    stop(process)
-    log.close()
+    with serving(tmp_path_factory.mktemp("served"), SPEC2FRACTAL_SYNC_TIMEOUT="30") as server:
+        yield server.url

@@ -11,9 +11,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +23,7 @@ from PIL import Image
 from api.limits import MAX_BODY_BYTES
 from fractal.validation import MAX_PROMPT_CHARS
 from tests import hostile_files as hostile
-from tests.api.conftest import WORKER_READY_SECONDS, env_for, free_port, stop
+from tests.services import serving
 
 MEMORY_BOUND_MB = 64  # peak growth of the API process while it refuses the bomb corpus 3×
 ASYNC = {"Prefer": "respond-async"}
@@ -71,30 +68,13 @@ def _reset_peak(pid: int) -> bool:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("hostile")
-    port = free_port()
-    log = (data_dir / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-c", f"from api.cli import serve; serve(port={port})"],
-        env=env_for(data_dir, SPEC2FRACTAL_SYNC_TIMEOUT="30", SPEC2FRACTAL_AUTH="off"),
-        stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + WORKER_READY_SECONDS
-    while True:
-        assert process.poll() is None, (data_dir / "server.log").read_text()
-        try:
-            if httpx.get(base + "/ready", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, (data_dir / "server.log").read_text()
-        time.sleep(0.1)
-    # Warm up the paths the corpus takes (imports, first decode), then take the idle size.
-    httpx.post(base + "/generate", headers=ASYNC, timeout=30,
-               json={"input_type": "image", "image": "data:image/png;base64,"
-                     + base64.b64encode(hostile.eps_as_png()).decode()})
-    yield Server(base, process.pid, data_dir, _status(process.pid, "VmRSS"))
-    stop(process)
-    log.close()
+    with serving(data_dir, SPEC2FRACTAL_SYNC_TIMEOUT="30", SPEC2FRACTAL_AUTH="off") as api:
+        base = api.url
+        # Warm up the paths the corpus takes (imports, first decode), then take the idle size.
+        httpx.post(base + "/generate", headers=ASYNC, timeout=30,
+                   json={"input_type": "image", "image": "data:image/png;base64,"
+                         + base64.b64encode(hostile.eps_as_png()).decode()})
+        yield Server(base, api.pid, data_dir, _status(api.pid, "VmRSS"))
 
 
 # -- the image corpus ---------------------------------------------------------------------------

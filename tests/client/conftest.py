@@ -10,10 +10,7 @@
 from __future__ import annotations
 
 import http.server
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +21,8 @@ import uvicorn
 
 from api.app import create_app
 from tests.api.auth_helpers import make_key
-from tests.api.conftest import env_for, free_port, stop
+from tests.api.conftest import free_port
+from tests.services import serving, wait_for
 from workers.settings import Settings
 
 READY_SECONDS = 30
@@ -38,38 +36,15 @@ class Server:
     keys: dict[str, str] = field(default_factory=dict)
 
 
-def _wait_ready(url: str, alive: callable, log: Path | None = None) -> None:  # type: ignore[valid-type]
-    deadline = time.monotonic() + READY_SECONDS
-    while True:
-        assert alive(), log.read_text() if log else "the server stopped"
-        try:
-            if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, log.read_text() if log else "not ready in time"
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("client-service")
     settings = Settings(data_dir=data_dir)
     key = make_key(settings, "client-tests")
     other = make_key(settings, "someone-else")
-    port = free_port()
-    log_path = data_dir / "server.log"
-    log = log_path.open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-c", f"from api.cli import serve; serve(port={port})"],
-        env=env_for(data_dir, SPEC2FRACTAL_SYNC_TIMEOUT="30", SPEC2FRACTAL_AUTH="required",
-                    SPEC2FRACTAL_RATE_LIMIT="1000/second"),
-        stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    _wait_ready(url, lambda: process.poll() is None, log_path)
-    yield Server(url, key, data_dir, {"other": other})
-    stop(process)
-    log.close()
+    with serving(data_dir, SPEC2FRACTAL_SYNC_TIMEOUT="30", SPEC2FRACTAL_AUTH="required",
+                 SPEC2FRACTAL_RATE_LIMIT="1000/second") as api:
+        yield Server(api.url, key, data_dir, {"other": other})
 
 
 class _ThreadedUvicorn(uvicorn.Server):
@@ -89,7 +64,8 @@ def quiet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    _wait_ready(url, thread.is_alive)
+    wait_for(lambda: thread.is_alive() and httpx.get(url + "/ready", timeout=1).is_success,
+             timeout=READY_SECONDS, what="the in-process API to be ready")
     yield Server(url, keys["a"], data_dir, keys)
     server.should_exit = True
     thread.join(10)

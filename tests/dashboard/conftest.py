@@ -9,9 +9,6 @@ test gets a fresh browser context (its own localStorage) and leaves a screenshot
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +18,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
 from tests.api.auth_helpers import bearer, make_key
-from tests.api.conftest import WORKER_READY_SECONDS, env_for, free_port, stop
+from tests.services import serving
 from workers.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,28 +45,9 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     """``spec2fractal serve`` on a free loopback port, keys required, one key made."""
     data_dir = tmp_path_factory.mktemp("dashboard")
     key = make_key(Settings(data_dir=data_dir), "dashboard")
-    port = free_port()
-    log_path = data_dir / "server.log"
-    log = log_path.open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-c", f"from api.cli import serve; serve(port={port})"],
-        env=env_for(data_dir, SPEC2FRACTAL_AUTH="required",
-                    SPEC2FRACTAL_MAX_JOBS_PER_KEY=str(MAX_JOBS_PER_KEY)),
-        stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + WORKER_READY_SECONDS
-    while True:
-        assert process.poll() is None, log_path.read_text()
-        try:
-            if httpx.get(base + "/ready", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, log_path.read_text()
-        time.sleep(0.1)
-    yield Dashboard(base=base, key=key, data_dir=data_dir)
-    stop(process)
-    log.close()
+    with serving(data_dir, SPEC2FRACTAL_AUTH="required",
+                 SPEC2FRACTAL_MAX_JOBS_PER_KEY=str(MAX_JOBS_PER_KEY)) as api:
+        yield Dashboard(base=api.url, key=key, data_dir=data_dir)
 
 
 @pytest.fixture(scope="package")
