@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api.schemas import no_bools
+
 __all__ = ["ImageData", "ImageEditBody", "ImageGenerationBody", "ImagesResponse"]
 
 
@@ -51,9 +53,7 @@ class _ImageOptions(BaseModel):
                      mode="before")
     @classmethod
     def _no_bools(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError("must be a number, not a boolean")
-        return value
+        return no_bools(value)
 
 
 class ImageGenerationBody(_ImageOptions):

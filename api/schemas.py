@@ -33,6 +33,14 @@ OutputFormat = Literal["png", "webp", "jpeg"]
 assert set(OUTPUT_FORMATS) == {"png", "webp", "jpeg"}  # kept in step with the workers
 
 
+def no_bools(value: Any) -> Any:
+    """For number fields: pydantic's lax mode reads true as 1, but a boolean width is a
+    mistake, not a size."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return value
+
+
 class GenerateBody(BaseModel):
     """POST /generate: the product README's ``{"input_type", "content"}`` plus every option."""
 
@@ -74,10 +82,7 @@ class GenerateBody(BaseModel):
                      mode="before")
     @classmethod
     def _no_bools(cls, value: Any) -> Any:
-        # pydantic's lax mode reads true as 1; a boolean width is a mistake, not a size.
-        if isinstance(value, bool):
-            raise ValueError("must be a number, not a boolean")
-        return value
+        return no_bools(value)
 
 
 class Progress(BaseModel):
