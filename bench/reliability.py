@@ -31,9 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.render_stack import RenderStack
 from tests.services import (
     CeleryWorker,
-    RenderStack,
     ServiceError,
     start_redis,
     start_seaweedfs,

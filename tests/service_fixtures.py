@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from tests.render_stack import RenderStack
 from tests.services import (
     CeleryWorker,
     ManagedProcess,
     RedisServer,
-    RenderStack,
     SeaweedS3,
     ServiceError,
     start_celery_worker,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from sqlalchemy import update
 
-from tests.services import RenderStack, start_celery_worker, wait_for
+from tests.render_stack import RenderStack
+from tests.services import start_celery_worker, wait_for
 from workers.db import Database, Job, JobStatus, get_database
 from workers.db import jobs as job_store
 from workers.db.models import utcnow

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from tests.services import RenderStack
+from tests.render_stack import RenderStack
 from workers.db import JobStatus
 from workers.runner import STORAGE_ERROR
 

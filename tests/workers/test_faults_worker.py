@@ -1,7 +1,7 @@
 """Workers that die: SIGKILL mid-render, a job that kills every worker it reaches, SIGTERM.
 
 Real processes throughout (redis-server, SeaweedFS, Celery workers; see
-:class:`tests.services.RenderStack`). The worker settings are FAULT_SETTINGS: a 2 s job
+:class:`tests.render_stack.RenderStack`). The worker settings are FAULT_SETTINGS: a 2 s job
 lease and a reconciler every ~0.5 s, so lost jobs come back within seconds, while Redis's
 own re-delivery (after 2 × 60 s) never gets the chance in these tests.
 """
@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from tests.services import CeleryWorker, RenderStack, wait_for
+from tests.render_stack import RenderStack
+from tests.services import CeleryWorker, wait_for
 from tests.workers.poison import MARKER
 from workers.db import JobStatus
 from workers.db.jobs import exhausted_error
