@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 from queue import Empty
 from time import monotonic
 from typing import Any
@@ -20,6 +21,7 @@ from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 from kombu.utils.scheduling import FairCycle
 
+from workers.datagrams import DatagramSender, DatagramWaker
 from workers.db.models import BATCH_QUEUE, INTERACTIVE_QUEUE
 from workers.settings import Settings, get_settings
 
@@ -32,6 +34,7 @@ QUEUE = INTERACTIVE_QUEUE  # POST /generate
 # (``queue_order_strategy: priority``): a batch item starts only when no interactive job waits.
 QUEUES = (INTERACTIVE_QUEUE, BATCH_QUEUE)
 FILE_TRANSPORT = f"{__name__}:PriorityFileTransport"  # used by the embedded mode
+WAKE_FOLDER = "wake"  # beside the queue's messages: the ports of waiting workers
 
 
 class _InOrderCycle(FairCycle):
@@ -71,7 +74,21 @@ class _PriorityFileChannel(filesystem.Channel):
             os.replace(partial, final)
         except OSError as exc:
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+        self.connection.wake_workers()
 
+    def queue_bind(self, queue: str, exchange: str | None = None, routing_key: str = "",
+                   arguments: Any = None, **kwargs: Any) -> None:
+        """Bind, and make sure the binding is in the exchange file before returning.
+
+        kombu keeps this transport's bindings in one process-wide table and writes the file
+        only for the first connection that declares one. Another connection of the process
+        declaring at that moment skips its own write and may publish before the file has
+        the binding: kombu finds no queue for the message and drops it.
+        """
+        super().queue_bind(queue, exchange, routing_key, arguments, **kwargs)
+        exchange = exchange or "amq.direct"
+        meta = self.typeof(exchange).prepare_bind(queue, exchange, routing_key, arguments)
+        self._queue_bind(exchange, *meta)
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
         """Add a binding to the exchange file by whole-file replacement, under a lock file.
@@ -99,9 +116,49 @@ class _PriorityFileChannel(filesystem.Channel):
 
 
 class PriorityFileTransport(filesystem.Transport):
-    """kombu's filesystem transport with ``queue_order_strategy`` support and whole writes."""
+    """kombu's filesystem transport with ``queue_order_strategy`` support, whole writes, and
+    wake-ups: a sender pokes the waiting workers (a loopback datagram) after each message, so
+    a worker takes it at once instead of at its next look at the folder; the looks remain,
+    rarer, for a poke that went astray."""
 
     Channel = _PriorityFileChannel
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sender: DatagramSender | None = None
+        self._waker: DatagramWaker | None = None
+
+    def _wake_folder(self) -> Path:
+        options = self.client.transport_options
+        return Path(options["data_folder_out"]).parent / WAKE_FOLDER
+
+    def wake_workers(self) -> None:
+        if self._sender is None:
+            self._sender = DatagramSender(self._wake_folder())
+        self._sender.send([b"message"])
+
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+        # kombu's loop, with the sleep between looks replaced by a wait for a poke.
+        if self._waker is None:
+            self._waker = DatagramWaker(self._wake_folder())
+        started = monotonic()
+        interval = self.polling_interval or 0.0
+        if timeout is not None:
+            interval = min(interval, timeout)
+        while True:
+            try:
+                self.cycle.get(self._deliver, timeout=timeout)
+                return
+            except Empty:
+                if timeout is not None and monotonic() - started >= timeout:
+                    raise TimeoutError() from None
+                self._waker.wait(interval)
+
+    def close_connection(self, connection: Any) -> None:
+        if self._waker is not None:
+            self._waker.close()
+            self._waker = None
+        super().close_connection(connection)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -138,7 +195,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "processed_folder": str(folder / "processed"),
             "control_folder": str(folder / "control"),  # else kombu writes into the cwd
             "store_processed": False,
-            "polling_interval": 0.01,  # a directory listing: cheap, and latency counts
+            # Senders poke waiting workers; a look at the folder is only the fallback.
+            "polling_interval": 0.25,
         }
     else:
         # Redis re-delivers an unacknowledged task after this long: longer than any render.

@@ -13,14 +13,11 @@ import abc
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
-import socket
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from workers.datagrams import DatagramSender, register_port
 from workers.settings import Settings
 
 __all__ = ["CHANNEL", "FinishListener", "Publisher", "listener_for", "publisher_for"]
@@ -28,7 +25,6 @@ __all__ = ["CHANNEL", "FinishListener", "Publisher", "listener_for", "publisher_
 logger = logging.getLogger(__name__)
 
 CHANNEL = "spec2fractal:finished"
-PORTS_REFRESH_SECONDS = 1.0  # how long a worker trusts its listing of API ports
 RECONNECT_SECONDS = 1.0
 
 
@@ -52,32 +48,13 @@ class RedisPublisher:
 
 
 class DatagramPublisher:
-    """Sends to every port registered in ``folder``; a stale port (a dead API) costs one
-    datagram nobody reads."""
+    """A datagram to every API process registered in ``folder``."""
 
     def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._socket.setblocking(False)
-        self._ports: list[int] = []
-        self._listed_at = float("-inf")
-
-    def _current_ports(self) -> list[int]:
-        now = time.monotonic()
-        if now - self._listed_at > PORTS_REFRESH_SECONDS:
-            ports = []
-            with contextlib.suppress(OSError):
-                for entry in self.folder.glob("*.port"):
-                    with contextlib.suppress(OSError, ValueError):
-                        ports.append(int(entry.read_text()))
-            self._ports, self._listed_at = ports, now
-        return self._ports
+        self._sender = DatagramSender(folder)
 
     def publish(self, job_ids: list[str]) -> None:
-        for port in self._current_ports():
-            for job_id in job_ids:
-                with contextlib.suppress(OSError):
-                    self._socket.sendto(job_id.encode(), ("127.0.0.1", port))
+        self._sender.send([job_id.encode() for job_id in job_ids])
 
 
 def publisher_for(settings: Settings) -> Publisher:
@@ -182,11 +159,7 @@ class DatagramFinishListener(FinishListener):
             lambda: _Datagrams(self._signal), local_addr=("127.0.0.1", 0))
         self._transport = transport
         port = transport.get_extra_info("sockname")[1]
-        self.folder.mkdir(parents=True, exist_ok=True)
-        name = f"{os.getpid()}-{secrets.token_hex(4)}"
-        staging = self.folder / f"{name}.tmp"
-        staging.write_text(str(port))
-        self._registration = staging.rename(self.folder / f"{name}.port")
+        self._registration = register_port(self.folder, port)
 
     async def _run(self) -> None:  # the event loop reads the socket; nothing to run
         return None
