@@ -20,15 +20,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 __all__ = [
-    "ApiServer",
     "CeleryWorker",
     "ManagedProcess",
     "RedisServer",
@@ -37,7 +34,6 @@ __all__ = [
     "free_port",
     "free_ports",
     "service_env",
-    "serving",
     "start_celery_worker",
     "start_redis",
     "start_seaweedfs",
@@ -446,40 +442,3 @@ def start_celery_worker(env: Mapping[str, str], folder: Path, *, name: str = "wo
         process.kill()
         raise
     return worker
-
-
-# --------------------------------------------------------------------------- the API
-
-
-@dataclass
-class ApiServer:
-    """``spec2fractal serve`` (uvicorn plus the embedded worker it starts) on a loopback port."""
-
-    process: ManagedProcess
-    url: str
-    data_dir: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-
-@contextlib.contextmanager
-def serving(data_dir: Path, *, timeout: float = 30, **env: str) -> Iterator[ApiServer]:
-    """The server for ``data_dir``, ready (GET /ready is 200) before this yields, stopped
-    after. ``env``: more variables, e.g. ``SPEC2FRACTAL_AUTH="required"``."""
-    port = free_port()
-    process = ManagedProcess(
-        "api", [sys.executable, "-c", f"from api.cli import serve; serve(port={port})"],
-        data_dir / "server.log",
-        env=service_env({"SPEC2FRACTAL_DATA_DIR": str(data_dir), **env})).start()
-    url = f"http://{HOST}:{port}"
-
-    def ready() -> bool:
-        return httpx.get(url + "/ready", timeout=1).status_code == 200
-
-    try:
-        wait_for(ready, timeout=timeout, what="the API to be ready", process=process)
-        yield ApiServer(process, url, data_dir)
-    finally:
-        process.stop(grace=10)

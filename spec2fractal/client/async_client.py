@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import httpx
 
@@ -28,6 +28,23 @@ from spec2fractal.client.results import AsyncImageResult
 from spec2fractal.client.types import Batch, BatchItemResult, BatchPage, Job, JobEvent, JobPage
 
 __all__ = ["AsyncSpec2FractalClient"]
+
+T = TypeVar("T")
+
+
+async def _wait(read: Callable[[], Awaitable[T]], done: Callable[[T], bool],
+                describe: Callable[[T], str], timeout: float | None) -> T:
+    """``await read()`` again, backing off, until ``done``; APITimeoutError after ``timeout``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    interval: float | None = None
+    while True:
+        value = await read()
+        if done(value):
+            return value
+        interval = poll_interval(interval)
+        if deadline is not None and time.monotonic() + interval > deadline:
+            raise APITimeoutError(f"{describe(value)} after {timeout} s")
+        await asyncio.sleep(interval)
 
 
 class AsyncSpec2FractalClient:
@@ -148,16 +165,8 @@ class Jobs:
 
     async def wait(self, job_id: str, *, timeout: float | None = None) -> Job:
         """The job once it has finished (succeeded, failed or cancelled)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        interval: float | None = None
-        while True:
-            job = await self.get(job_id)
-            if job.finished:
-                return job
-            interval = poll_interval(interval)
-            if deadline is not None and time.monotonic() + interval > deadline:
-                raise APITimeoutError(f"job {job_id} still {job.status} after {timeout} s")
-            await asyncio.sleep(interval)
+        return await _wait(lambda: self.get(job_id), lambda job: job.finished,
+                           lambda job: f"job {job_id} still {job.status}", timeout)
 
     async def stream(self, job_id: str) -> AsyncIterator[JobEvent]:
         """The job's events as they happen (GET /jobs/{id}/events), ending with succeeded,
@@ -210,13 +219,5 @@ class Batches:
                 for line in text.splitlines() if line.strip()]
 
     async def wait(self, batch_id: str, *, timeout: float | None = None) -> Batch:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        interval: float | None = None
-        while True:
-            batch = await self.get(batch_id)
-            if batch.done:
-                return batch
-            interval = poll_interval(interval)
-            if deadline is not None and time.monotonic() + interval > deadline:
-                raise APITimeoutError(f"batch {batch_id} still running after {timeout} s")
-            await asyncio.sleep(interval)
+        return await _wait(lambda: self.get(batch_id), lambda batch: batch.done,
+                           lambda _: f"batch {batch_id} still running", timeout)

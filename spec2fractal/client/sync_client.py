@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 import httpx
 
@@ -27,6 +27,23 @@ from spec2fractal.client.results import ImageResult
 from spec2fractal.client.types import Batch, BatchItemResult, BatchPage, Job, JobEvent, JobPage
 
 __all__ = ["Spec2FractalClient"]
+
+T = TypeVar("T")
+
+
+def _wait(read: Callable[[], T], done: Callable[[T], bool], describe: Callable[[T], str],
+          timeout: float | None) -> T:
+    """``read()`` again, backing off, until ``done``; APITimeoutError after ``timeout`` s."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    interval: float | None = None
+    while True:
+        value = read()
+        if done(value):
+            return value
+        interval = poll_interval(interval)
+        if deadline is not None and time.monotonic() + interval > deadline:
+            raise APITimeoutError(f"{describe(value)} after {timeout} s")
+        time.sleep(interval)
 
 
 class Spec2FractalClient:
@@ -147,16 +164,8 @@ class Jobs:
 
     def wait(self, job_id: str, *, timeout: float | None = None) -> Job:
         """The job once it has finished (succeeded, failed or cancelled)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        interval: float | None = None
-        while True:
-            job = self.get(job_id)
-            if job.finished:
-                return job
-            interval = poll_interval(interval)
-            if deadline is not None and time.monotonic() + interval > deadline:
-                raise APITimeoutError(f"job {job_id} still {job.status} after {timeout} s")
-            time.sleep(interval)
+        return _wait(lambda: self.get(job_id), lambda job: job.finished,
+                     lambda job: f"job {job_id} still {job.status}", timeout)
 
     def stream(self, job_id: str) -> Iterator[JobEvent]:
         """The job's events as they happen (GET /jobs/{id}/events), ending with succeeded,
@@ -208,13 +217,5 @@ class Batches:
                 for line in text.splitlines() if line.strip()]
 
     def wait(self, batch_id: str, *, timeout: float | None = None) -> Batch:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        interval: float | None = None
-        while True:
-            batch = self.get(batch_id)
-            if batch.done:
-                return batch
-            interval = poll_interval(interval)
-            if deadline is not None and time.monotonic() + interval > deadline:
-                raise APITimeoutError(f"batch {batch_id} still running after {timeout} s")
-            time.sleep(interval)
+        return _wait(lambda: self.get(batch_id), lambda batch: batch.done,
+                     lambda _: f"batch {batch_id} still running", timeout)

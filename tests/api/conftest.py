@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tests.services import serving
+from tests.api_server import serving
 from workers.settings import Settings
 
 WORKER_READY_SECONDS = 30

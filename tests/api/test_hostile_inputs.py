@@ -23,7 +23,7 @@ from PIL import Image
 from api.limits import MAX_BODY_BYTES
 from fractal.validation import MAX_PROMPT_CHARS
 from tests import hostile_files as hostile
-from tests.services import serving
+from tests.api_server import serving
 
 MEMORY_BOUND_MB = 64  # peak growth of the API process while it refuses the bomb corpus 3×
 ASYNC = {"Prefer": "respond-async"}

@@ -22,7 +22,8 @@ import uvicorn
 from api.app import create_app
 from tests.api.auth_helpers import make_key
 from tests.api.conftest import free_port
-from tests.services import serving, wait_for
+from tests.api_server import serving
+from tests.services import wait_for
 from workers.settings import Settings
 
 READY_SECONDS = 30

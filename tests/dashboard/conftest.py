@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
 from tests.api.auth_helpers import bearer, make_key
-from tests.services import serving
+from tests.api_server import serving
 from workers.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
