@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from api.app import create_app
 from tests.api.auth_helpers import bearer, make_key, secured
 from tests.api.helpers import README_BODY, SMALL, png_bytes
-from workers.db import Batch, Job, get_database
+from workers.db import Batch, IdempotencyRecord, Job, get_database
 
 ASYNC = {"Prefer": "respond-async"}
 BODY = {**README_BODY, **SMALL, "seed": 7}
@@ -23,6 +23,13 @@ def count(tmp_path: Path, table: type) -> int:
     database = get_database(secured(tmp_path).resolved_database_url)
     with database.session() as session:
         return session.scalar(select(func.count()).select_from(table)) or 0
+
+
+def attached(tmp_path: Path) -> bool:
+    database = get_database(secured(tmp_path).resolved_database_url)
+    with database.session() as session:
+        return session.scalar(select(func.count()).select_from(IdempotencyRecord)
+                              .where(IdempotencyRecord.resource_id.is_not(None))) == 1
 
 
 @pytest.fixture
@@ -70,8 +77,8 @@ def test_a_retry_while_the_first_is_in_flight_is_409(setup, tmp_path) -> None:
         client.post("/generate", json=BODY, headers=slow).status_code))
     first.start()
     try:
-        for _ in range(100):  # until the first has created its job
-            if count(tmp_path, Job) == 1:
+        for _ in range(250):  # until the first has created its job and named it to the key
+            if attached(tmp_path):
                 break
             threading.Event().wait(0.02)
         during = client.post("/generate", json=BODY, headers=slow)
