@@ -14,6 +14,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from PIL import Image
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -35,7 +36,7 @@ from workers.settings import Settings
 from workers.storage import Storage, StorageError
 
 __all__ = ["Submission", "admit", "build_request", "check_webhook", "enqueue", "fetch_image",
-           "job_failure", "read_body", "submit_job"]
+           "job_failure", "read_body"]
 
 logger = logging.getLogger(__name__)
 
@@ -187,23 +188,22 @@ class Submission:
         self.storage = storage
         self.queue = queue
 
-    def queued_count(self) -> int:
-        with self.database.session() as session:
-            return job_store.count_queued(session)
-
-    def unfinished_count(self, owner: str) -> int:
-        with self.database.session() as session:
-            return job_store.count_unfinished(session, owner)
-
     def submit(self, request: GenerationRequest, image: Image.Image | None,
                output_format: str, owner: str | None = None,
-               webhook_url: str | None = None) -> str:
-        """``webhook_url`` must have passed ``check_webhook`` (``build_request`` does)."""
+               webhook_url: str | None = None, admission: Settings | None = None) -> str:
+        """Row, input image, message; the new job's id. Blocking.
+
+        ``webhook_url`` must have passed ``check_webhook`` (``build_request`` does). With
+        ``admission``, its limits are checked first (see :func:`admit`), in the same unit of
+        work as the insert: one round of the database, not three.
+        """
         job_id = job_store.new_job_id()
         key = input_key(job_id) if image is not None else None
         stored = request.to_dict()
         stored.pop("image", None)  # image bytes live in storage, never in the row
         with self.database.session() as session:
+            if admission is not None:
+                admit(session, admission, owner)
             job = job_store.create_job(session, job_id=job_id, model=request.model or "",
                                        request=stored, input_key=key,
                                        output_format=output_format, owner=owner)
@@ -231,26 +231,29 @@ class Submission:
             job_store.finish_job(session, job_id, JobStatus.FAILED, error=error)
 
 
-async def submit_job(submission: Submission, request: GenerationRequest,
-                     image: Image.Image | None, output_format: str,
-                     owner: str | None = None, webhook_url: str | None = None) -> str:
-    return await run_in_threadpool(submission.submit, request, image, output_format, owner,
-                                   webhook_url)
-
-
-async def admit(submission: Submission, settings: Settings, caller: Caller) -> None:
+def admit(session: Session, settings: Settings, owner: str | None) -> None:
     """The caller's own quota (429), then the whole queue's (503), each with Retry-After."""
     # Counted before the insert, so a burst may overshoot by a few jobs: soft limits.
-    if caller.owner is not None:
-        mine = await run_in_threadpool(submission.unfinished_count, caller.owner)
+    if owner is not None:
+        mine = job_store.count_unfinished(session, owner)
         if mine >= settings.max_jobs_per_key:
             raise ApiError(429, f"this key already has {mine} unfinished jobs, the most "
                            f"allowed; wait for one to finish",
                            headers={"Retry-After": str(QUOTA_RETRY_AFTER)}, unfinished=mine)
-    queued = await run_in_threadpool(submission.queued_count)
+    queued = job_store.count_queued(session)
     if queued >= settings.max_queued_jobs:
         raise ApiError(503, "the render queue is full; try again later",
                        headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER)}, queued=queued)
+
+
+def _check_and_submit(body: GenerateBody, upload: bytes | None, submission: Submission,
+                      settings: Settings, styles: StyleLibrary, caller: Caller,
+                      guard: Idempotency) -> str:
+    generation, image = build_request(body, upload, settings, styles)
+    job_id = submission.submit(generation, image, body.output_format, caller.owner,
+                               webhook_url=body.webhook, admission=settings)
+    guard.attach_blocking(job_id)
+    return job_id
 
 
 async def enqueue(body: GenerateBody, upload: bytes | None, submission: Submission,
@@ -259,13 +262,11 @@ async def enqueue(body: GenerateBody, upload: bytes | None, submission: Submissi
     """Check a body exactly as the library would, admit it, queue it; the new job's id.
 
     The job is named to the request's Idempotency-Key as soon as it exists. Shared by every
-    route that renders one request (POST /generate, the OpenAI-compatible /v1/images)."""
-    generation, image = await run_in_threadpool(build_request, body, upload, settings, styles)
-    await admit(submission, settings, caller)
-    job_id = await submit_job(submission, generation, image, body.output_format,
-                              caller.owner, webhook_url=body.webhook)
-    await guard.attach(job_id)
-    return job_id
+    route that renders one request (POST /generate, the OpenAI-compatible /v1/images).
+    All of it is blocking work, done in one trip to a worker thread: each trip costs time
+    that a sync request waits for."""
+    return await run_in_threadpool(_check_and_submit, body, upload, submission, settings,
+                                   styles, caller, guard)
 
 
 def job_failure(job: Job, settings_model: str, body: dict[str, Any]) -> ApiError:

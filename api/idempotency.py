@@ -95,9 +95,14 @@ class Idempotency:
         return response
 
     async def attach(self, resource_id: str) -> None:
+        """Name the resource this request created, so a retry in flight learns of it."""
+        await run_in_threadpool(self.attach_blocking, resource_id)
+
+    def attach_blocking(self, resource_id: str) -> None:
+        """:meth:`attach` from a worker thread."""
         self.resource_id = resource_id
         if self.key is not None:
-            await run_in_threadpool(self._update, resource_id=resource_id)
+            self._update(resource_id=resource_id)
 
     # --- the record ---
 

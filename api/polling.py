@@ -48,12 +48,20 @@ def _interval(job: Job, elapsed: float) -> float:
 
 async def wait_for_job(database: Database, job_id: str, timeout: float,
                        listener: FinishListener | None = None,
-                       fallback: float = RESULT_POLL_SIGNALLED_SECONDS) -> Job | None:
+                       fallback: float = RESULT_POLL_SIGNALLED_SECONDS,
+                       just_queued: bool = False) -> Job | None:
     """The job once finished, or as it is when ``timeout`` runs out. With a ``listener``,
-    a worker's finish signal ends the wait at once; the looks stay, rarer, for a lost one."""
+    a worker's finish signal ends the wait at once; the looks stay, rarer, for a lost one.
+
+    ``just_queued``: the caller has this moment queued the job, so a first look would only
+    find it queued; with a listener, the wait starts with the signal instead."""
     started = time.monotonic()
     deadline = started + timeout
     with listener.watch(job_id) if listener else contextlib.nullcontext() as finished:
+        if finished is not None and just_queued and timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), min(fallback, timeout))
+            finished.clear()
         while True:
             job = await load_job(database, job_id)
             if job is None or JobStatus(job.status).finished:

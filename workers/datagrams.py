@@ -19,7 +19,9 @@ from pathlib import Path
 __all__ = ["DatagramSender", "DatagramWaker", "register_port"]
 
 HOST = "127.0.0.1"
-PORTS_REFRESH_SECONDS = 1.0  # how long a sender trusts its listing of ports
+PORTS_REFRESH_SECONDS = 5.0  # the longest a sender trusts its listing of ports
+# A folder changed this recently may change again within its clock tick, unseen by its mtime.
+SETTLED_SECONDS = 0.1
 
 
 def _alive(pid: int) -> bool:
@@ -55,16 +57,25 @@ class DatagramSender:
         self._socket.setblocking(False)
         self._ports: list[int] = []
         self._listed_at = float("-inf")
+        self._listed_version: int | None = None
 
     def _current_ports(self) -> list[int]:
+        """The listing, read again only when the folder has changed (one stat a send, not a
+        directory walk: a send is on the path of an answer someone is waiting for)."""
         now = time.monotonic()
-        if now - self._listed_at > PORTS_REFRESH_SECONDS:
+        try:
+            version = os.stat(self.folder).st_mtime_ns
+        except OSError:
+            version = None
+        if version != self._listed_version or now - self._listed_at > PORTS_REFRESH_SECONDS:
             ports = []
             with contextlib.suppress(OSError):
                 for entry in self.folder.glob("*.port"):
                     with contextlib.suppress(OSError, ValueError):
                         ports.append(int(entry.read_text()))
+            settled = version is not None and time.time() - version / 1e9 > SETTLED_SECONDS
             self._ports, self._listed_at = ports, now
+            self._listed_version = version if settled else None
         return self._ports
 
     def send(self, payloads: list[bytes]) -> None:

@@ -40,7 +40,9 @@ logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 0.1  # seconds between progress writes: enough for a live progress bar
 PREVIEW_INTERVAL = 0.25  # seconds between preview images: a JPEG each step would be waste
-CANCEL_INTERVAL = 0.1  # seconds between looks at a job's cancel flag
+# Seconds between looks at a job's cancel flag. Each progress write reads it too, so with
+# writes every PROGRESS_INTERVAL no look of its own falls due.
+CANCEL_INTERVAL = 1.5 * PROGRESS_INTERVAL
 BATCH_POLL = 0.005  # seconds between looks for batch partners while the wait window is open
 BUSY = "busy"  # run_job's answer when another live worker holds the job
 STORAGE_ERROR = "image storage unavailable: the image could not be stored; try again later"
@@ -83,11 +85,12 @@ def input_key(job_id: str) -> str:
 
 
 class _Throttled:
-    """``due()`` is true at most every ``interval`` seconds, and always when forced."""
+    """``due()`` is true at most every ``interval`` seconds, and always when forced; the
+    first time ``interval`` after it is made."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
-        self.last = 0.0
+        self.last = time.monotonic()
 
     def due(self, force: bool = False) -> bool:
         now = time.monotonic()
@@ -158,17 +161,20 @@ class _JobHooks:
     """One job's progress reports and cancel checks, written to and read from its row."""
 
     def __init__(self, context: WorkerContext, job_id: str, deadline: float | None) -> None:
+        # Made as the render starts, just after the claim found no cancel asked for: a render
+        # shorter than the intervals costs no writes and no looks beyond its claim and end.
         self.context, self.job_id, self.deadline = context, job_id, deadline
         self.progress_gate = _Throttled(PROGRESS_INTERVAL)
         self.preview_gate, self.cancel_gate = _Throttled(PREVIEW_INTERVAL), \
             _Throttled(CANCEL_INTERVAL)
         self.cancelled = self.timed_out = False
+        self.reached = (0, 0)  # (step, total): written with the job's end
 
     def progress(self, step: int, total: int, preview: Image.Image | None) -> None:
-        # The first step is always written (the total becomes known); then at most every
-        # PROGRESS_INTERVAL, previews less often still. The last step needs no write of its
-        # own: the job's end follows at once and marks every step done.
-        if step == total or not self.progress_gate.due(step == 1):
+        # At most every PROGRESS_INTERVAL, previews less often still. The last step needs no
+        # write of its own: the job's end follows at once and records the steps reached.
+        self.reached = (step, total)
+        if step == total or not self.progress_gate.due():
             return
         shown = preview if preview is not None and self.preview_gate.due() else None
         with self.context.database.session() as session:
@@ -232,25 +238,33 @@ class _Heartbeat:
                 logger.exception("heartbeat for jobs %s failed", self.job_ids)
 
 
-def _outcome(context: WorkerContext, job: Job, result: Any, hooks: _JobHooks
-             ) -> tuple[JobStatus, list[dict[str, Any]] | None, str | None]:
+@dataclass
+class _Outcome:
+    status: JobStatus
+    outputs: list[dict[str, Any]] | None = None
+    error: str | None = None
+    progress: tuple[int, int] | None = None  # (step, total) the render reached
+
+
+def _outcome(context: WorkerContext, job: Job, result: Any, hooks: _JobHooks) -> _Outcome:
     """What became of one job: its images stored, or why not."""
     if isinstance(result, GenerationCancelled):
         if hooks.timed_out:
-            return (JobStatus.FAILED, None,
-                    f"the render took longer than {context.time_limit:g} s and was stopped")
-        return JobStatus.CANCELLED, None, None
+            return _Outcome(JobStatus.FAILED, error=f"the render took longer than "
+                            f"{context.time_limit:g} s and was stopped", progress=hooks.reached)
+        return _Outcome(JobStatus.CANCELLED, progress=hooks.reached)
     if isinstance(result, Spec2FractalError):
-        return JobStatus.FAILED, None, str(result)
+        return _Outcome(JobStatus.FAILED, error=str(result), progress=hooks.reached)
     try:
-        return JobStatus.SUCCEEDED, _store(context, job, result), None
+        return _Outcome(JobStatus.SUCCEEDED, _store(context, job, result),
+                        progress=hooks.reached)
     except StorageError as exc:
         # Never succeeded without its objects: the retries are spent, so the job fails.
         logger.error("job %s: storage failed: %s", job.id, exc)
-        return JobStatus.FAILED, None, STORAGE_ERROR
+        return _Outcome(JobStatus.FAILED, error=STORAGE_ERROR, progress=hooks.reached)
 
 
-def _render(context: WorkerContext, jobs: list[Job]) -> list[Any]:
+def _render(context: WorkerContext, jobs: list[Job]) -> list[_Outcome]:
     """Each job's images or error; an error that ends the whole call is every job's."""
     deadline = time.monotonic() + context.time_limit if context.time_limit else None
     hooks = [_JobHooks(context, job.id, deadline) for job in jobs]
@@ -282,18 +296,21 @@ def _render(context: WorkerContext, jobs: list[Job]) -> list[Any]:
             for job, result, hook in zip(jobs, results, hooks, strict=True)]
 
 
-def _completed(context: WorkerContext, job_id: str, status: JobStatus) -> None:
-    """Every job this worker ends passes here once, whichever way it ended."""
+def _completed(context: WorkerContext, job_id: str, status: JobStatus,
+               job: Job | None = None) -> None:
+    """Every job this worker ends passes here once, whichever way it ended. ``job``, its
+    row as claimed, spares a look for webhooks when it has none (nor a batch)."""
     logger.info("job %s %s", job_id, status)
     publish_quietly(context.finished, [job_id])  # wakes an API waiting to answer with it
-    notify_job_finished(context.database, job_id)  # its webhooks, sent by a task of their own
+    if job is None or job.webhook_url or job.batch_id:
+        notify_job_finished(context.database, job_id)  # sent by a task of their own
 
 
-def _finish(context: WorkerContext, job_id: str, status: JobStatus,
-            outputs: list[dict[str, Any]] | None, error: str | None) -> None:
+def _finish(context: WorkerContext, job: Job, outcome: _Outcome) -> None:
     with context.database.session() as session:
-        job_store.finish_job(session, job_id, status, outputs=outputs, error=error)
-    _completed(context, job_id, status)
+        job_store.finish_job(session, job.id, outcome.status, outputs=outcome.outputs,
+                             error=outcome.error, progress=outcome.progress)
+    _completed(context, job.id, outcome.status, job)
 
 
 def _claim(context: WorkerContext, job_id: str) -> Job | str:
@@ -333,6 +350,6 @@ def run_job(job_id: str, context: WorkerContext) -> str:
         logger.info("job %s renders with %d partner(s)", job_id, len(jobs) - 1)
     with _Heartbeat(context, [other.id for other in jobs]):
         outcomes = _render(context, jobs)
-    for other, (status, outputs, error) in zip(jobs, outcomes, strict=True):
-        _finish(context, other.id, status, outputs, error)
-    return outcomes[0][0]
+    for other, outcome in zip(jobs, outcomes, strict=True):
+        _finish(context, other, outcome)
+    return outcomes[0].status

@@ -77,7 +77,8 @@ async def generate(request: Request, settings: SettingsDep, database: DatabaseDe
                                styles, caller, guard)
         # 4. Wait for the image, up to the Prefer header's patience.
         respond_async, wait = _prefer(prefer, settings.sync_timeout)
-        job = await wait_for_job(database, job_id, 0 if respond_async else wait, finished)
+        job = await wait_for_job(database, job_id, 0 if respond_async else wait, finished,
+                                 just_queued=True)
         return _answer(job, job_id, request, settings, storage, respond_async)
 
     return await idempotency.run(work)

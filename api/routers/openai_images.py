@@ -165,7 +165,7 @@ async def _render(service: _Service, endpoint: str, body: ImageGenerationBody | 
         job_id = await enqueue(generate, upload, submission, settings, service.styles,
                                service.caller, guard)
         job = await wait_for_job(service.database, job_id, settings.sync_timeout,
-                                 service.finished)
+                                 service.finished, just_queued=True)
         return await _answer(service, job, job_id, response_format == "b64_json")
 
     return await idempotency.run(work)

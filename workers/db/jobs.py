@@ -154,14 +154,13 @@ def start_job(session: Session, job_id: str, *, stale_after: float | None = None
     if max_attempts is not None:
         conditions.append(Job.attempts < max_attempts)
     now = utcnow()
-    result = session.execute(
+    # RETURNING: the claimed row in the same statement (SQLite 3.35+, PostgreSQL).
+    return session.scalars(
         update(Job).where(*conditions)
         .values(status=JobStatus.RUNNING, started_at=now, heartbeat_at=now,
                 attempts=Job.attempts + 1, progress_step=0)
-    )
-    if result.rowcount == 0:
-        return None
-    return session.get(Job, job_id, populate_existing=True)
+        .returning(Job), execution_options={"populate_existing": True}
+    ).first()
 
 
 def exhausted_error(attempts: int) -> str:
@@ -304,13 +303,19 @@ def is_cancel_requested(session: Session, job_id: str) -> bool:
 def finish_job(
     session: Session, job_id: str, status: JobStatus, *,
     outputs: list[dict[str, Any]] | None = None, error: str | None = None,
+    progress: tuple[int, int] | None = None,
 ) -> None:
+    """End a job. ``progress``: the last (step, total) its render reached, which a worker
+    writes only now and then (a short render may not have written it at all)."""
     values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error}
     if outputs is not None:
         values["outputs"] = outputs
+    if progress is not None and progress[1] > 0:
+        values.update(progress_step=progress[0], progress_total=progress[1])
     if status is JobStatus.SUCCEEDED:
         # Every step done, whether or not the last one was written as progress.
-        values.update(preview=None, progress_step=Job.progress_total)
+        total = progress[1] if progress is not None and progress[1] > 0 else Job.progress_total
+        values.update(preview=None, progress_step=total, progress_total=total)
     session.execute(update(Job).where(Job.id == job_id).values(**values))
 
 
