@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -29,6 +30,13 @@ from fractal import Spec2Fractal
 from tests.tiny_models import build_tiny_sd
 
 PROMPT = "A tropical island with crystal-clear water"
+# Where a sync request's time goes beyond the render, from the job's timestamps.
+PHASES = {
+    "api: request to job row": "HTTP, checks, admission",
+    "queue: job row to worker's claim": "the message, the worker taking it",
+    "worker: claim to end, minus the direct call": "store, record; and render speed",
+    "api: job's end to answer": "signal, read the row, answer",
+}
 
 
 def free_port() -> int:
@@ -54,26 +62,40 @@ def wait_until_ready(base: str, timeout: float = 60) -> None:
     raise RuntimeError("the service did not become ready")
 
 
+def _stamp(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
 def paired_times(folder: Path, base: str, steps: int, count: int
-                 ) -> tuple[list[float], list[float]]:
+                 ) -> tuple[list[float], list[float], dict[str, list[float]]]:
     """A library call and the same request through the API, alternately: both meet the
-    same background (the idle service, other load), so their difference is the overhead."""
+    same background (the idle service, other load), so their difference is the overhead.
+    Also where each request's time went, from the job's own timestamps (one clock)."""
     model = Spec2Fractal(str(folder))
     model.generate_from_text(PROMPT, steps=steps, seed=0)
     direct, api = [], []
+    phases: dict[str, list[float]] = {name: [] for name in PHASES}
     with httpx.Client(base_url=base, timeout=120) as client:
         client.post("/generate", json={"content": PROMPT, "steps": steps, "seed": 0})
         for seed in range(count):
             start = time.perf_counter()
             model.generate_from_text(PROMPT, steps=steps, seed=seed)
             direct.append(time.perf_counter() - start)
-            start = time.perf_counter()
+            sent, start = time.time(), time.perf_counter()
             response = client.post("/generate", json={"input_type": "text", "content": PROMPT,
                                                       "steps": steps, "seed": seed})
             api.append(time.perf_counter() - start)
+            answered = time.time()
             if response.status_code != 200:
                 raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
-    return direct, api
+            job = response.json()["job"]["timings"]
+            created, started, finished = (_stamp(job[name]) for name in
+                                          ("created_at", "started_at", "finished_at"))
+            for name, seconds in zip(PHASES, (created - sent, started - created,
+                                              finished - started - direct[-1],
+                                              answered - finished), strict=True):
+                phases[name].append(seconds)
+    return direct, api, phases
 
 
 def api_times(base: str, steps: int, count: int, concurrency: int) -> list[float]:
@@ -147,7 +169,7 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         wait_until_ready(base)
 
-        direct, serial = paired_times(folder, base, args.steps, args.requests)
+        direct, serial, phases = paired_times(folder, base, args.steps, args.requests)
         parallel = api_times(base, args.steps, args.requests, 8)
         health = health_under_load(base, args.steps, 200)
     finally:
@@ -182,6 +204,12 @@ def main() -> None:
     ratios = [api / lib for api, lib in zip(serial, direct, strict=True)]
     print(f"overhead, paired: median +{statistics.median(paired) * 1000:.1f} ms, "
           f"x{statistics.median(ratios):.3f}")
+    # The third phase holds the difference between the worker's render and the bench's own
+    # (two processes, same model): on a small shared machine that alone moves by several ms
+    # from run to run, either way.
+    print("where the time goes, median per request at concurrency 1:")
+    for name, values in phases.items():
+        print(f"  {name:<46} {statistics.median(values) * 1000:>6.1f} ms  ({PHASES[name]})")
 
 
 if __name__ == "__main__":
