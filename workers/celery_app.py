@@ -14,6 +14,7 @@ from time import monotonic
 from typing import Any
 
 from celery import Celery
+from celery.worker import state as worker_state
 from kombu import Queue
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
@@ -115,6 +116,12 @@ class _PriorityFileChannel(filesystem.Channel):
                 filesystem.unlock(guard)
 
 
+def _shutting_down() -> bool:
+    # Celery sets these to the exit code, 0 included: unset is None (or False).
+    return any(flag is not None and flag is not False
+               for flag in (worker_state.should_stop, worker_state.should_terminate))
+
+
 class PriorityFileTransport(filesystem.Transport):
     """kombu's filesystem transport with ``queue_order_strategy`` support, whole writes, and
     wake-ups: a sender pokes the waiting workers (a loopback datagram) after each message, so
@@ -151,6 +158,10 @@ class PriorityFileTransport(filesystem.Transport):
                 return
             except Empty:
                 if timeout is not None and monotonic() - started >= timeout:
+                    raise TimeoutError() from None
+                if _shutting_down():
+                    # Celery's loop drains once more after a shutdown signal; with nothing
+                    # to take, waiting out its timeout would only delay the exit by seconds.
                     raise TimeoutError() from None
                 self._waker.wait(interval)
 
