@@ -159,9 +159,10 @@ _bearer_scheme = HTTPBearer(auto_error=False, description="An API key from "
                                                           "`spec2fractal keys create`.")
 
 
-def get_caller(request: Request,
-               _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer_scheme)]
-               ) -> Caller:
+async def get_caller(request: Request,
+                     _: Annotated[HTTPAuthorizationCredentials | None,
+                                  Security(_bearer_scheme)]) -> Caller:
+    # async: FastAPI runs a plain def dependency in a worker thread, a trip per request.
     # The Security parameter only documents the scheme in OpenAPI; the Gatekeeper checked it.
     return request.scope.get("state", {}).get("caller", ANONYMOUS)
 

@@ -1,4 +1,8 @@
-"""Request dependencies, as ``Annotated`` aliases; everything lives on ``app.state``."""
+"""Request dependencies, as ``Annotated`` aliases; everything lives on ``app.state``.
+
+All ``async def``: FastAPI runs a plain ``def`` dependency in a worker thread, a trip that
+costs each request far more than reading an attribute.
+"""
 
 from __future__ import annotations
 
@@ -16,27 +20,27 @@ from workers.storage import Storage
 __all__ = ["DatabaseDep", "FinishedDep", "QueueDep", "SettingsDep", "StorageDep", "StylesDep"]
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     return request.app.state.database
 
 
-def get_storage(request: Request) -> Storage:
+async def get_storage(request: Request) -> Storage:
     return request.app.state.storage
 
 
-def get_queue(request: Request) -> TaskQueue:
+async def get_queue(request: Request) -> TaskQueue:
     return request.app.state.queue
 
 
-def get_styles(request: Request) -> StyleLibrary:
+async def get_styles(request: Request) -> StyleLibrary:
     return request.app.state.styles
 
 
-def get_finished(request: Request) -> FinishListener:
+async def get_finished(request: Request) -> FinishListener:
     return request.app.state.finished
 
 
