@@ -204,10 +204,9 @@ class Submission:
         with self.database.session() as session:
             if admission is not None:
                 admit(session, admission, owner)
-            job = job_store.create_job(session, job_id=job_id, model=request.model or "",
-                                       request=stored, input_key=key,
-                                       output_format=output_format, owner=owner)
-            job.webhook_url = webhook_url
+            job_store.create_job(session, job_id=job_id, model=request.model or "",
+                                 request=stored, input_key=key, output_format=output_format,
+                                 owner=owner, webhook_url=webhook_url)
         try:
             if image is not None and key is not None:
                 buffer = io.BytesIO()

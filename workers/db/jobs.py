@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Update, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from workers.db.models import INTERACTIVE_QUEUE, Job, JobStatus, utcnow
@@ -38,6 +39,13 @@ __all__ = [
 ]
 
 
+# The hot path (admit, claim, progress, finish) runs a handful of statements per job. On a
+# small CPU, building an ORM statement costs several times what SQLite takes to run it, so
+# the fixed ones are built once with bound values; and no update asks the session to
+# mirror it into rows it holds: the callers hold none, or RETURNING refreshes them.
+_UNSYNCED = {"synchronize_session": False}
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
@@ -45,9 +53,11 @@ def new_job_id() -> str:
 def create_job(
     session: Session, *, job_id: str, model: str, request: dict[str, Any],
     input_key: str | None = None, output_format: str = "png", owner: str | None = None,
+    webhook_url: str | None = None,
 ) -> Job:
     job = Job(id=job_id, status=JobStatus.QUEUED, owner=owner, model=model, request=request,
               input_key=input_key, output_format=output_format, created_at=utcnow(),
+              webhook_url=webhook_url,
               progress_step=0, progress_total=0, cancel_requested=False, attempts=0, outputs=[],
               # Sent right after this commits; if that send is lost, the reconciler sends
               # again once the job has waited ``queued_lease``.
@@ -102,42 +112,69 @@ def list_jobs(
     return jobs, (_encode_cursor(jobs[-1]) if more and jobs else None)
 
 
+_QUEUED_COUNT = (select(func.count()).select_from(Job)
+                 .where(Job.status == JobStatus.QUEUED, Job.queue == INTERACTIVE_QUEUE))
+_UNFINISHED_COUNT = (select(func.count()).select_from(Job)
+                     .where(Job.owner == bindparam("owner"),
+                            Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)),
+                            Job.queue == INTERACTIVE_QUEUE))
+
+
 def count_queued(session: Session) -> int:
     """Interactive jobs waiting: the admission limit of /generate (batches have their own)."""
-    return session.scalar(select(func.count()).select_from(Job)
-                          .where(Job.status == JobStatus.QUEUED,
-                                 Job.queue == INTERACTIVE_QUEUE)) or 0
+    return session.scalar(_QUEUED_COUNT) or 0
 
 
 def count_unfinished(session: Session, owner: str) -> int:
     """One key's interactive jobs queued or running: its concurrency quota."""
-    return session.scalar(select(func.count()).select_from(Job)
-                          .where(Job.owner == owner,
-                                 Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)),
-                                 Job.queue == INTERACTIVE_QUEUE)) or 0
+    return session.scalar(_UNFINISHED_COUNT, {"owner": owner}) or 0
 
 
-def _claimable(stale_after: float | None, lease: float | None) -> ColumnElement[bool]:
-    """Queued, or running under a dead worker's claim.
+def _claimable(stale: bool, silent: bool) -> ColumnElement[bool]:
+    """Queued, or running under a dead worker's claim; bound by :func:`_claim_params`.
 
-    A running job's claim is dead when it is ``stale_after`` seconds old (a live worker stops
-    a render within that time limit) or when its worker has not written for ``lease`` seconds
-    (a live worker beats on claim, on progress and from a heartbeat thread). With neither,
-    only queued jobs are claimable.
+    A running job's claim is dead when it started before ``stale_before`` (a live worker
+    stops a render within its time limit) or when its worker has not written since
+    ``silent_before`` (a live worker beats on claim, on progress and from a heartbeat
+    thread). With neither, only queued jobs are claimable.
     """
     queued = Job.status == JobStatus.QUEUED
     dead = []
-    if stale_after is not None:
-        dead.append(Job.started_at < utcnow() - timedelta(seconds=stale_after))
-    if lease is not None:
-        dead.append(_last_sign_of_life() < utcnow() - timedelta(seconds=lease))
+    if stale:
+        dead.append(Job.started_at < bindparam("stale_before"))
+    if silent:
+        dead.append(_last_sign_of_life() < bindparam("silent_before"))
     if not dead:
         return queued
     return or_(queued, and_(Job.status == JobStatus.RUNNING, or_(*dead)))
 
 
+def _claim_params(now: datetime, stale_after: float | None,
+                  lease: float | None) -> dict[str, Any]:
+    """The values for :func:`_claimable`'s thresholds, for a statement run at ``now``."""
+    params: dict[str, Any] = {}
+    if stale_after is not None:
+        params["stale_before"] = now - timedelta(seconds=stale_after)
+    if lease is not None:
+        params["silent_before"] = now - timedelta(seconds=lease)
+    return params
+
+
 def _last_sign_of_life() -> ColumnElement[datetime]:
     return func.coalesce(Job.heartbeat_at, Job.started_at, Job.created_at)
+
+
+@cache
+def _claim_statement(stale: bool, silent: bool, capped: bool) -> Update:
+    conditions = [Job.id == bindparam("job_id"), _claimable(stale, silent),
+                  Job.cancel_requested.is_(False)]
+    if capped:
+        conditions.append(Job.attempts < bindparam("max_attempts"))
+    # RETURNING: the claimed row in the same statement (SQLite 3.35+, PostgreSQL).
+    return (update(Job).where(*conditions)
+            .values(status=JobStatus.RUNNING, started_at=bindparam("now"),
+                    heartbeat_at=bindparam("now"), attempts=Job.attempts + 1, progress_step=0)
+            .returning(Job))
 
 
 def start_job(session: Session, job_id: str, *, stale_after: float | None = None,
@@ -149,18 +186,14 @@ def start_job(session: Session, job_id: str, *, stale_after: float | None = None
     job is claimed again only when its claim is dead (see :func:`_claimable`). A job that
     has had ``max_attempts`` attempts is not claimed: :func:`fail_exhausted` ends it.
     """
-    conditions = [Job.id == job_id, _claimable(stale_after, lease),
-                  Job.cancel_requested.is_(False)]
-    if max_attempts is not None:
-        conditions.append(Job.attempts < max_attempts)
     now = utcnow()
-    # RETURNING: the claimed row in the same statement (SQLite 3.35+, PostgreSQL).
-    return session.scalars(
-        update(Job).where(*conditions)
-        .values(status=JobStatus.RUNNING, started_at=now, heartbeat_at=now,
-                attempts=Job.attempts + 1, progress_step=0)
-        .returning(Job), execution_options={"populate_existing": True}
-    ).first()
+    params = {"job_id": job_id, "now": now, **_claim_params(now, stale_after, lease)}
+    if max_attempts is not None:
+        params["max_attempts"] = max_attempts
+    statement = _claim_statement(stale_after is not None, lease is not None,
+                                 max_attempts is not None)
+    return session.scalars(statement, params, execution_options={
+        "populate_existing": True, **_UNSYNCED}).first()
 
 
 def exhausted_error(attempts: int) -> str:
@@ -178,12 +211,14 @@ def fail_exhausted(session: Session, job_id: str, *, max_attempts: int,
     job = session.get(Job, job_id, populate_existing=True)
     if job is None or job.attempts < max_attempts:
         return None
+    now = utcnow()
     result = session.execute(
-        update(Job).where(Job.id == job_id, _claimable(stale_after, lease),
+        update(Job).where(Job.id == job_id,
+                          _claimable(stale_after is not None, lease is not None),
                           Job.attempts >= max_attempts)
-        .values(status=JobStatus.FAILED, finished_at=utcnow(),
-                error=exhausted_error(job.attempts), preview=None)
-    )
+        .values(status=JobStatus.FAILED, finished_at=now,
+                error=exhausted_error(job.attempts), preview=None),
+        _claim_params(now, stale_after, lease))
     if result.rowcount == 0:
         return None
     return session.get(Job, job_id, populate_existing=True)
@@ -195,11 +230,13 @@ def cancel_abandoned(session: Session, job_id: str, *, stale_after: float | None
 
     Returns the job if this call ended it.
     """
+    now = utcnow()
     result = session.execute(
         update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING,
-                          Job.cancel_requested.is_(True), _claimable(stale_after, lease))
-        .values(status=JobStatus.CANCELLED, finished_at=utcnow(), preview=None)
-    )
+                          Job.cancel_requested.is_(True),
+                          _claimable(stale_after is not None, lease is not None))
+        .values(status=JobStatus.CANCELLED, finished_at=now, preview=None),
+        _claim_params(now, stale_after, lease))
     if result.rowcount == 0:
         return None
     return session.get(Job, job_id, populate_existing=True)
@@ -208,7 +245,7 @@ def cancel_abandoned(session: Session, job_id: str, *, stale_after: float | None
 def heartbeat(session: Session, job_ids: list[str]) -> None:
     """This worker still holds these jobs: their leases start again."""
     session.execute(update(Job).where(Job.id.in_(job_ids), Job.status == JobStatus.RUNNING)
-                    .values(heartbeat_at=utcnow()))
+                    .values(heartbeat_at=utcnow()), execution_options=_UNSYNCED)
 
 
 def stale_queued(session: Session, lease: float, limit: int = 500) -> list[Job]:
@@ -271,17 +308,20 @@ def requeue_running(session: Session) -> list[Job]:
     return jobs
 
 
+# Interactive jobs before batch items, then oldest first.
+_CANDIDATES = (select(Job).where(Job.status == JobStatus.QUEUED, Job.model == bindparam("model"),
+                                 Job.cancel_requested.is_(False), Job.attempts == 0)
+               .order_by(Job.queue != INTERACTIVE_QUEUE, Job.created_at, Job.id)
+               .limit(bindparam("limit")))
+
+
 def queued_candidates(session: Session, model: str, limit: int) -> list[Job]:
     """The oldest queued jobs on ``model``: partners for a batch.
 
     Only jobs never tried before: one whose worker died may be what killed it, and it must
     not take a batch of innocent jobs down with it again.
     """
-    query = (select(Job).where(Job.status == JobStatus.QUEUED, Job.model == model,
-                               Job.cancel_requested.is_(False), Job.attempts == 0)
-             # Interactive jobs before batch items, then oldest first.
-             .order_by(Job.queue != INTERACTIVE_QUEUE, Job.created_at, Job.id).limit(limit))
-    return list(session.scalars(query))
+    return list(session.scalars(_CANDIDATES, {"model": model, "limit": limit}))
 
 
 def record_progress(session: Session, job_id: str, step: int, total: int,
@@ -292,7 +332,8 @@ def record_progress(session: Session, job_id: str, step: int, total: int,
     if preview is not None:
         values["preview"] = preview
     cancel = session.scalar(update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-                            .values(**values).returning(Job.cancel_requested))
+                            .values(**values).returning(Job.cancel_requested),
+                            execution_options=_UNSYNCED)
     return bool(cancel)
 
 
@@ -316,7 +357,8 @@ def finish_job(
         # Every step done, whether or not the last one was written as progress.
         total = progress[1] if progress is not None and progress[1] > 0 else Job.progress_total
         values.update(preview=None, progress_step=total, progress_total=total)
-    session.execute(update(Job).where(Job.id == job_id).values(**values))
+    session.execute(update(Job).where(Job.id == job_id).values(**values),
+                    execution_options=_UNSYNCED)
 
 
 def request_cancel(session: Session, job_id: str) -> Job | None:
