@@ -10,10 +10,13 @@ cancel, failure and record.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
+import math
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +76,10 @@ class WorkerContext:
     finished: Publisher | None = None
     # Set when the worker is shutting down: finish the jobs in hand, take no partners.
     stopping: threading.Event = field(default_factory=threading.Event)
+    heartbeat: Heartbeat = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.heartbeat = Heartbeat(self.database, self.lease, self.stale_after)
 
 
 def output_key(job_id: str, index: int, extension: str) -> str:
@@ -196,46 +203,76 @@ class _JobHooks:
         return self.cancelled
 
 
-class _Heartbeat:
+class Heartbeat:
     """Keeps the leases of the jobs in hand while they load, render and upload.
 
     Progress writes beat too, but a model load, one long step or an upload retried with
-    backoff writes nothing for a while. The beats stop at the hard time limit, so a worker
-    stuck past it loses its jobs to the reconciler even while its process lives on.
+    backoff writes nothing for a while. A job's beats stop at the hard time limit, so a
+    worker stuck past it loses the job to the reconciler even while its process lives on.
+    One thread per worker process beats for every job in hand, started with the first and
+    ended after a quiet interval: a thread of each job's own cost a start and a join on the
+    way to its answer.
     """
 
-    def __init__(self, context: WorkerContext, job_ids: list[str]) -> None:
-        self.context, self.job_ids = context, job_ids
-        self.done = threading.Event()
-        self.thread: threading.Thread | None = None
+    def __init__(self, database: Database, lease: float | None,
+                 stale_after: float | None) -> None:
+        self.database, self.lease, self.stale_after = database, lease, stale_after
+        self._lock = threading.Lock()
+        self._until: dict[str, float] = {}  # job id → when its beats stop
+        self._late: set[str] = set()  # past it: warned about, no longer beaten for
+        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> _Heartbeat:
-        if self.context.lease is not None:
-            self.thread = threading.Thread(target=self._run, name="job-heartbeat",
-                                           daemon=True)
-            self.thread.start()
-        return self
+    @contextlib.contextmanager
+    def holding(self, job_ids: list[str]) -> Iterator[None]:
+        if self.lease is None:
+            yield
+            return
+        until = time.monotonic() + (self.stale_after or math.inf)
+        with self._lock:
+            self._until.update(dict.fromkeys(job_ids, until))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="job-heartbeat",
+                                                daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                for job_id in job_ids:
+                    self._until.pop(job_id, None)
+                    self._late.discard(job_id)
 
-    def __exit__(self, *_: object) -> None:
-        self.done.set()
-        if self.thread is not None:
-            self.thread.join()
+    def _due(self) -> list[str] | None:
+        """The jobs to beat for now; None when none are held (the thread then ends)."""
+        now = time.monotonic()
+        with self._lock:
+            if not self._until:
+                self._thread = None
+                return None
+            due = []
+            for job_id, until in self._until.items():
+                if now <= until:
+                    due.append(job_id)
+                elif job_id not in self._late:
+                    self._late.add(job_id)
+                    logger.warning("job %s passed its time limit: heartbeat stopped", job_id)
+            return due
 
     def _run(self) -> None:
-        assert self.context.lease is not None
-        interval = max(0.1, self.context.lease / 3)
-        limit = self.context.stale_after
-        until = time.monotonic() + limit if limit is not None else None
-        while not self.done.wait(interval):
-            if until is not None and time.monotonic() > until:
-                logger.warning("jobs %s passed their time limit: heartbeat stopped",
-                               self.job_ids)
+        assert self.lease is not None
+        interval = max(0.1, self.lease / 3)
+        while True:
+            time.sleep(interval)
+            job_ids = self._due()
+            if job_ids is None:
                 return
+            if not job_ids:
+                continue
             try:
-                with self.context.database.session() as session:
-                    job_store.heartbeat(session, self.job_ids)
+                with self.database.session() as session:
+                    job_store.heartbeat(session, job_ids)
             except Exception:  # the database may be briefly away; the next beat may work
-                logger.exception("heartbeat for jobs %s failed", self.job_ids)
+                logger.exception("heartbeat for jobs %s failed", job_ids)
 
 
 @dataclass
@@ -348,7 +385,7 @@ def run_job(job_id: str, context: WorkerContext) -> str:
     jobs = [job, *_claim_partners(context, job)]
     if len(jobs) > 1:
         logger.info("job %s renders with %d partner(s)", job_id, len(jobs) - 1)
-    with _Heartbeat(context, [other.id for other in jobs]):
+    with context.heartbeat.holding([other.id for other in jobs]):
         outcomes = _render(context, jobs)
     for other, outcome in zip(jobs, outcomes, strict=True):
         _finish(context, other, outcome)

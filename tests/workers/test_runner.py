@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 from workers.db import JobStatus, get_database
@@ -50,3 +52,47 @@ def test_success_stores_image_and_record_then_marks_the_job(tmp_path: Path) -> N
     assert run_job(job_id, context) == JobStatus.SUCCEEDED
     with context.database.session() as session:
         assert job_store.get_job(session, job_id).attempts == 1
+
+
+def _heartbeat_at(context: WorkerContext, job_id: str) -> object:
+    with context.database.session() as session:
+        return job_store.get_job(session, job_id).heartbeat_at
+
+
+def test_one_heartbeat_thread_keeps_every_job_in_hand_alive_until_its_time_limit(
+        tmp_path: Path) -> None:
+    context = _context(tmp_path, lease=0.3, stale_after=0.6)
+    first, second = _job(context, {"prompt": "a"}), _job(context, {"prompt": "b"})
+    with context.database.session() as session:
+        for job_id in (first, second):
+            job_store.start_job(session, job_id)
+    claimed = {job_id: _heartbeat_at(context, job_id) for job_id in (first, second)}
+    before = set(threading.enumerate())
+    with context.heartbeat.holding([first]), context.heartbeat.holding([second]):
+        beaters = [thread for thread in set(threading.enumerate()) - before
+                   if thread.name == "job-heartbeat"]
+        assert len(beaters) == 1  # one thread for both jobs
+        time.sleep(0.35)
+        beaten = {job_id: _heartbeat_at(context, job_id) for job_id in (first, second)}
+        assert all(beaten[job_id] > claimed[job_id] for job_id in (first, second))
+        time.sleep(0.6)  # past the time limit: a stuck worker must lose its jobs
+        stopped = _heartbeat_at(context, first)
+        time.sleep(0.25)
+        assert _heartbeat_at(context, first) == stopped
+    beaters[0].join(1.0)  # nothing held: the thread ends after a quiet interval
+    assert not beaters[0].is_alive()
+
+
+def test_a_job_no_longer_held_gets_no_beats(tmp_path: Path) -> None:
+    context = _context(tmp_path, lease=0.3)
+    held, done = _job(context, {"prompt": "a"}), _job(context, {"prompt": "b"})
+    with context.database.session() as session:
+        for job_id in (held, done):
+            job_store.start_job(session, job_id)
+    with context.heartbeat.holding([held]):
+        with context.heartbeat.holding([done]):
+            pass
+        released = _heartbeat_at(context, done)
+        time.sleep(0.35)
+        assert _heartbeat_at(context, held) > released
+        assert _heartbeat_at(context, done) == released
