@@ -41,8 +41,8 @@ class UrlMaker:
         url = self.storage.url(key, self.expiry)
         return self.base + url if url.startswith("/") else url
 
-    def job(self, job_id: str, suffix: str = "") -> str:
-        return str(self.request.url_for("get_job", job_id=job_id)) + suffix
+    def job(self, job_id: str) -> str:
+        return str(self.request.url_for("get_job", job_id=job_id))
 
 
 def _public_request(request: dict) -> dict:
@@ -64,6 +64,7 @@ def job_out(job: Job, urls: UrlMaker) -> JobOut:
                   format=out["format"], record=out.get("record") or {})
         for out in (job.outputs or [])
     ] if status is JobStatus.SUCCEEDED else []
+    own = urls.job(job.id)  # a route lookup: once, not once per link
     return JobOut(
         id=job.id, status=status.value, model=display_name(job.model),
         output_format=job.output_format,
@@ -75,6 +76,5 @@ def job_out(job: Job, urls: UrlMaker) -> JobOut:
                         render_seconds=_seconds(started, finished)),
         outputs=outputs, error=job.error, attempts=job.attempts or 0,
         cancel_requested=bool(job.cancel_requested),
-        links={"self": urls.job(job.id), "events": urls.job(job.id, "/events"),
-               "cancel": urls.job(job.id, "/cancel")},
+        links={"self": own, "events": f"{own}/events", "cancel": f"{own}/cancel"},
     )
