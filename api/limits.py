@@ -9,7 +9,9 @@ RESULT_POLL_SECONDS = 0.003  # POST /generate looks at the job row this often ne
 RESULT_POLL_MID_RENDER_SECONDS = 0.025  # ... this often while the render is mid-way ...
 RESULT_POLL_FAST_SECONDS = 2.0  # ... for this long, ...
 RESULT_POLL_MAX_SECONDS = 0.1  # ... then backs off to this for long renders, to spare the DB
-RESULT_POLL_SIGNALLED_SECONDS = 0.25  # with workers' finish signals, looks are a fallback
+# With workers' finish signals, looks are only a fallback for a lost signal. Rare: each look
+# while a render runs takes a core from it (its threads use them all on a small machine).
+RESULT_POLL_SIGNALLED_SECONDS = 1.0
 EVENTS_POLL_SECONDS = 0.05  # GET /jobs/{id}/events
 EVENTS_PING_SECONDS = 15
 QUEUE_FULL_RETRY_AFTER = 30  # seconds, for 503s when max_queued_jobs is reached
