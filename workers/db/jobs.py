@@ -8,7 +8,17 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Update, and_, bindparam, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Update,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from workers.db.models import INTERACTIVE_QUEUE, Job, JobStatus, utcnow
@@ -40,10 +50,17 @@ __all__ = [
 
 
 # The hot path (admit, claim, progress, finish) runs a handful of statements per job. On a
-# small CPU, building an ORM statement costs several times what SQLite takes to run it, so
-# the fixed ones are built once with bound values; and no update asks the session to
-# mirror it into rows it holds: the callers hold none, or RETURNING refreshes them.
+# small CPU, building an ORM statement costs several times what SQLite takes to run it, and
+# the ORM's bookkeeping around it as much again. So the fixed statements are built once with
+# bound values, and the hot ones run on the session's connection, inside its transaction
+# but outside its bookkeeping: none of their rows is held in the session. Elsewhere, no
+# update asks the session to mirror it into rows it holds: the callers hold none.
 _UNSYNCED = {"synchronize_session": False}
+
+
+def _direct(session: Session) -> Connection:
+    """The session's connection, in its transaction: for the hot-path statements."""
+    return session.connection()
 
 
 def new_job_id() -> str:
@@ -122,12 +139,12 @@ _UNFINISHED_COUNT = (select(func.count()).select_from(Job)
 
 def count_queued(session: Session) -> int:
     """Interactive jobs waiting: the admission limit of /generate (batches have their own)."""
-    return session.scalar(_QUEUED_COUNT) or 0
+    return _direct(session).scalar(_QUEUED_COUNT) or 0
 
 
 def count_unfinished(session: Session, owner: str) -> int:
     """One key's interactive jobs queued or running: its concurrency quota."""
-    return session.scalar(_UNFINISHED_COUNT, {"owner": owner}) or 0
+    return _direct(session).scalar(_UNFINISHED_COUNT, {"owner": owner}) or 0
 
 
 def _claimable(stale: bool, silent: bool) -> ColumnElement[bool]:
@@ -185,6 +202,8 @@ def start_job(session: Session, job_id: str, *, stale_after: float | None = None
     reconciler's re-send, a batch partner's own message) exactly one claims it. A running
     job is claimed again only when its claim is dead (see :func:`_claimable`). A job that
     has had ``max_attempts`` attempts is not claimed: :func:`fail_exhausted` ends it.
+
+    The job comes back as claimed, detached: a copy to read, not a row of the session.
     """
     now = utcnow()
     params = {"job_id": job_id, "now": now, **_claim_params(now, stale_after, lease)}
@@ -192,8 +211,8 @@ def start_job(session: Session, job_id: str, *, stale_after: float | None = None
         params["max_attempts"] = max_attempts
     statement = _claim_statement(stale_after is not None, lease is not None,
                                  max_attempts is not None)
-    return session.scalars(statement, params, execution_options={
-        "populate_existing": True, **_UNSYNCED}).first()
+    row = _direct(session).execute(statement, params).mappings().first()
+    return Job(**row) if row is not None else None
 
 
 def exhausted_error(attempts: int) -> str:
@@ -324,6 +343,11 @@ def queued_candidates(session: Session, model: str, limit: int) -> list[Job]:
     return list(session.scalars(_CANDIDATES, {"model": model, "limit": limit}))
 
 
+# The columns to set come with each call's values; only the row is bound here.
+_PROGRESS = (update(Job).where(Job.id == bindparam("job_id"), Job.status == JobStatus.RUNNING)
+             .returning(Job.cancel_requested))
+
+
 def record_progress(session: Session, job_id: str, step: int, total: int,
                     preview: str | None) -> bool:
     """Write a running job's progress; whether a cancel was asked for (one round trip)."""
@@ -331,14 +355,16 @@ def record_progress(session: Session, job_id: str, step: int, total: int,
                               "heartbeat_at": utcnow()}
     if preview is not None:
         values["preview"] = preview
-    cancel = session.scalar(update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-                            .values(**values).returning(Job.cancel_requested),
-                            execution_options=_UNSYNCED)
-    return bool(cancel)
+    return bool(_direct(session).scalar(_PROGRESS, {"job_id": job_id, **values}))
 
 
 def is_cancel_requested(session: Session, job_id: str) -> bool:
     return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+_FINISH = update(Job).where(Job.id == bindparam("job_id"))
+# Succeeded with no steps reported from this render: every step of the total on the row.
+_FINISH_EVERY_STEP = _FINISH.values(progress_step=Job.progress_total)
 
 
 def finish_job(
@@ -353,12 +379,15 @@ def finish_job(
         values["outputs"] = outputs
     if progress is not None and progress[1] > 0:
         values.update(progress_step=progress[0], progress_total=progress[1])
+    statement = _FINISH
     if status is JobStatus.SUCCEEDED:
         # Every step done, whether or not the last one was written as progress.
-        total = progress[1] if progress is not None and progress[1] > 0 else Job.progress_total
-        values.update(preview=None, progress_step=total, progress_total=total)
-    session.execute(update(Job).where(Job.id == job_id).values(**values),
-                    execution_options=_UNSYNCED)
+        values["preview"] = None
+        if "progress_total" in values:
+            values["progress_step"] = values["progress_total"]
+        else:
+            statement = _FINISH_EVERY_STEP
+    _direct(session).execute(statement, {"job_id": job_id, **values})
 
 
 def request_cancel(session: Session, job_id: str) -> Job | None:
