@@ -280,14 +280,14 @@ def main() -> None:
     for name, values in rows:
         print(f"{name:<32} {statistics.median(values) * 1000:>8.1f} "
               f"{percentile(values, 99) * 1000:>8.1f}")
-    print(f"overhead at concurrency 1: p50 +{(p50_api - p50_direct) * 1000:.1f} ms, "
+    print(f"overhead at concurrency 1: p50 {(p50_api - p50_direct) * 1000:+.1f} ms, "
           f"x{p50_api / p50_direct:.3f}")
     # Each request and its library call ran back to back on the same seed: the median of
     # their differences is steadier than a difference of medians on a machine whose speed
     # drifts between runs.
     paired = [api - lib for api, lib in zip(serial, direct, strict=True)]
     ratios = [api / lib for api, lib in zip(serial, direct, strict=True)]
-    print(f"overhead, paired: median +{statistics.median(paired) * 1000:.1f} ms, "
+    print(f"overhead, paired: median {statistics.median(paired) * 1000:+.1f} ms, "
           f"x{statistics.median(ratios):.3f}")
     print("overhead at p50 by round (fresh processes each): " + ", ".join(
         f"{(api - lib) * 1000:+.1f}" for lib, api in rounds) + " ms")
