@@ -210,9 +210,8 @@ def database(tmp_path: Path) -> Database:
 def _job(database: Database, webhook_url: str | None, owner: str | None = None) -> str:
     job_id = job_store.new_job_id()
     with database.session() as session:
-        job = job_store.create_job(session, job_id=job_id, model="fractal",
-                                   request={"prompt": "x"}, owner=owner)
-        job.webhook_url = webhook_url
+        job_store.create_job(session, job_id=job_id, model="fractal", request={"prompt": "x"},
+                             owner=owner, webhook_url=webhook_url)
     return job_id
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     func,
+    insert,
     or_,
     select,
     update,
@@ -67,28 +68,39 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+# RETURNING: the new row as stored, defaults and all, in the same statement.
+_INSERT = insert(Job).returning(*Job.__table__.columns)
+
+
 def create_job(
     session: Session, *, job_id: str, model: str, request: dict[str, Any],
     input_key: str | None = None, output_format: str = "png", owner: str | None = None,
     webhook_url: str | None = None,
 ) -> Job:
-    job = Job(id=job_id, status=JobStatus.QUEUED, owner=owner, model=model, request=request,
-              input_key=input_key, output_format=output_format, created_at=utcnow(),
-              webhook_url=webhook_url,
-              progress_step=0, progress_total=0, cancel_requested=False, attempts=0, outputs=[],
-              # Sent right after this commits; if that send is lost, the reconciler sends
-              # again once the job has waited ``queued_lease``.
-              enqueued_at=utcnow())
-    session.add(job)
-    session.flush()
-    return job
+    """A new queued job, returned detached: a copy to read, not a row of the session."""
+    now = utcnow()
+    row = _direct(session).execute(_INSERT, {
+        "id": job_id, "status": JobStatus.QUEUED, "owner": owner, "model": model,
+        "request": request, "input_key": input_key, "output_format": output_format,
+        "created_at": now, "webhook_url": webhook_url, "progress_step": 0,
+        "progress_total": 0, "cancel_requested": False, "attempts": 0, "outputs": [],
+        # Sent right after this commits; if that send is lost, the reconciler sends
+        # again once the job has waited ``queued_lease``.
+        "enqueued_at": now,
+    }).mappings().one()
+    return Job(**row)
+
+
+_BY_ID = select(*Job.__table__.columns).where(Job.id == bindparam("job_id"))
 
 
 def get_job(session: Session, job_id: str, owner: str | None = None) -> Job | None:
-    job = session.get(Job, job_id)
-    if job is None or (owner is not None and job.owner != owner):
+    """The job as stored now, detached (a copy to read); None if it does not exist or
+    ``owner`` is given and does not own it."""
+    row = _direct(session).execute(_BY_ID, {"job_id": job_id}).mappings().first()
+    if row is None or (owner is not None and row["owner"] != owner):
         return None
-    return job
+    return Job(**row)
 
 
 def _encode_cursor(job: Job) -> str:
@@ -328,8 +340,9 @@ def requeue_running(session: Session) -> list[Job]:
 
 
 # Interactive jobs before batch items, then oldest first.
-_CANDIDATES = (select(Job).where(Job.status == JobStatus.QUEUED, Job.model == bindparam("model"),
-                                 Job.cancel_requested.is_(False), Job.attempts == 0)
+_CANDIDATES = (select(*Job.__table__.columns)
+               .where(Job.status == JobStatus.QUEUED, Job.model == bindparam("model"),
+                      Job.cancel_requested.is_(False), Job.attempts == 0)
                .order_by(Job.queue != INTERACTIVE_QUEUE, Job.created_at, Job.id)
                .limit(bindparam("limit")))
 
@@ -338,9 +351,10 @@ def queued_candidates(session: Session, model: str, limit: int) -> list[Job]:
     """The oldest queued jobs on ``model``: partners for a batch.
 
     Only jobs never tried before: one whose worker died may be what killed it, and it must
-    not take a batch of innocent jobs down with it again.
+    not take a batch of innocent jobs down with it again. The jobs come back detached.
     """
-    return list(session.scalars(_CANDIDATES, {"model": model, "limit": limit}))
+    rows = _direct(session).execute(_CANDIDATES, {"model": model, "limit": limit}).mappings()
+    return [Job(**row) for row in rows]
 
 
 # The columns to set come with each call's values; only the row is bound here.
