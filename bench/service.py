@@ -3,7 +3,7 @@
 Starts the real service (`spec2fractal serve`: API + worker child) on a loopback port, embedded
 (file queue) or with --broker redis (a redis-server it starts itself), and prints a table:
 p50/p99 at concurrency 1 and 8, the overhead over the library, and /health p99 while renders
-run. Run: python bench/service.py [--requests 100] [--rounds 4] [--steps 8] [--broker file|redis]
+run. Run: python bench/service.py [--requests 100] [--rounds 8] [--steps 8] [--broker file|redis]
 
 A process renders the same model a few per cent faster or slower than another, for the
 whole of its life (where its memory landed, much as pyperf finds); on a render of ~200 ms
@@ -217,7 +217,7 @@ def stop(processes: list[subprocess.Popen[bytes]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=4,
+    parser.add_argument("--rounds", type=int, default=8,
                         help="fresh service and direct-call processes the requests share")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--broker", choices=["file", "redis"], default="file")
@@ -289,8 +289,15 @@ def main() -> None:
     ratios = [api / lib for api, lib in zip(serial, direct, strict=True)]
     print(f"overhead, paired: median {statistics.median(paired) * 1000:+.1f} ms, "
           f"x{statistics.median(ratios):.3f}")
+    by_round = [(api - lib) * 1000 for lib, api in rounds]
     print("overhead at p50 by round (fresh processes each): " + ", ".join(
-        f"{(api - lib) * 1000:+.1f}" for lib, api in rounds) + " ms")
+        f"{overhead:+.1f}" for overhead in by_round) + " ms")
+    if len(by_round) > 1:
+        # Each round draws a new pair of processes, so the rounds are the independent
+        # samples of the overhead: their spread says how far the pooled figure can be trusted.
+        error = statistics.stdev(by_round) / len(by_round) ** 0.5
+        print(f"  mean of the rounds {statistics.mean(by_round):+.1f} ms, "
+              f"standard error {error:.1f} ms")
     # The third phase holds the difference between the worker's render and the direct
     # process's (same model, two processes): the rounds above show how far that moves.
     print("where the time goes, median per request at concurrency 1:")
