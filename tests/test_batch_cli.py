@@ -148,13 +148,19 @@ def test_resumes_after_kill_9_and_after_reordering(tmp_path: Path) -> None:
     print(f"resume run: {took:.1f} s")
 
 
+def _as_in_a_terminal() -> None:
+    # A shell starts background jobs with Ctrl-C ignored, and Python keeps an ignored SIGINT
+    # ignored: run from such a job (`.ci/run &`), the CLI would never see the test's Ctrl-C.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_cleanly_with_exit_130(tmp_path: Path) -> None:
     (tmp_path / "many.txt").write_text(
         "".join(f"scene {k}: a forest by a river\n" for k in range(30)))
     out = tmp_path / "out"
     process = subprocess.Popen(batch_command("many.txt", "-o", "out", "--size", "256x256"),
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, preexec_fn=_as_in_a_terminal)
     path = out / "manifest.jsonl"
     deadline = time.monotonic() + 60
     while not (path.exists() and path.read_bytes().count(b"\n") >= 2):
