@@ -18,7 +18,6 @@ from api.limits import MAX_BODY_BYTES, WORKER_WATCH_SECONDS
 from api.metrics import HttpMetrics, build_registry
 from api.openai_errors import OpenAIErrorShape
 from api.openapi import install_openapi
-from api.queue import TaskQueue
 from api.routers import batches, catalogue, files, generate, health, jobs, openai_images
 from api.routers.dashboard import install_dashboard
 from fractal import StyleLibrary
@@ -27,6 +26,7 @@ from workers.db import jobs as job_store
 from workers.notify import listener_for
 from workers.settings import Settings, get_settings
 from workers.storage import LocalStorage, get_storage
+from workers.task_queue import TaskQueue
 
 __all__ = ["create_app"]
 
@@ -53,7 +53,7 @@ async def _keep_alive(worker: EmbeddedWorker, database: Database, queue: TaskQue
 
 
 def create_app(settings: Settings | None = None, *, start_worker: bool | None = None) -> FastAPI:
-    """``start_worker``: run the embedded Celery worker as a child process; by default only
+    """``start_worker``: run the embedded worker as a child process; by default only
     in the embedded shape (no broker). Tests pass False to control workers themselves."""
     settings = settings or get_settings()
     run_worker = settings.embedded if start_worker is None else start_worker
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
         if run_worker:
             if settings.embedded:
                 # This server's own worker is the only one: a job still "running" lost its
-                # worker with the last server (the file queue had already handed it out).
+                # worker with the last server.
                 await asyncio.to_thread(_requeue_orphans, database, app.state.queue)
             app.state.worker = EmbeddedWorker(settings)
             app.state.worker.start()

@@ -20,7 +20,6 @@ from pydantic import ValidationError
 
 from api.errors import ApiError, field_error, invalid_request
 from api.generation import build_request, check_webhook
-from api.queue import EnqueueError, TaskQueue
 from api.schemas import BatchBody, GenerateBody
 from fractal import GenerationRequest, InvalidRequestError, StyleLibrary
 from fractal.images import decode_image
@@ -31,6 +30,7 @@ from workers.db.jobs import new_job_id
 from workers.runner import input_key
 from workers.settings import Settings
 from workers.storage import Storage, StorageError
+from workers.task_queue import EnqueueError, TaskQueue
 
 __all__ = ["BatchPlan", "create_batch", "expand_grid", "grid_size", "plan_batch"]
 

@@ -10,12 +10,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from api.queue import TaskQueue
 from fractal import StyleLibrary
 from workers.db import Database
 from workers.notify import FinishListener
 from workers.settings import Settings
 from workers.storage import Storage
+from workers.task_queue import TaskQueue
 
 __all__ = ["DatabaseDep", "FinishedDep", "QueueDep", "SettingsDep", "StorageDep", "StylesDep"]
 

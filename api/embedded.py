@@ -1,4 +1,4 @@
-"""The embedded shape's worker: a Celery child process on the file queue, owned by the API."""
+"""The embedded shape's worker: a child process on the job database's queue, owned by the API."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 
-from workers.celery_app import QUEUES
 from workers.settings import Settings
 
 __all__ = ["EmbeddedWorker", "settings_env"]
@@ -49,12 +48,7 @@ class EmbeddedWorker:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "--quiet", "worker",
-                   "--pool", "solo", "--concurrency", "1", "--loglevel", "WARNING",
-                   # One worker, no peers: skip the start-up search for neighbours.
-                   "--without-mingle", "--without-gossip",
-                   # Interactive jobs first: a batch item runs only when none waits.
-                   "-Q", ",".join(QUEUES)]
+        command = [sys.executable, "-m", "workers.embedded_worker", "--loglevel", "WARNING"]
         self.process = subprocess.Popen(
             command, env=settings_env(self.settings), stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
@@ -65,7 +59,8 @@ class EmbeddedWorker:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
-        """Terminate (Celery finishes nothing more), then kill if it does not go in time."""
+        """Terminate (the task in hand finishes, no other starts), then kill if it does not
+        go in time."""
         process = self.process
         if process is None or process.poll() is not None:
             return

@@ -23,7 +23,6 @@ from api.errors import ApiError, field_error, invalid_request
 from api.idempotency import Idempotency
 from api.limits import MAX_BODY_BYTES, MAX_FORM_FIELDS, QUEUE_FULL_RETRY_AFTER, QUOTA_RETRY_AFTER
 from api.model_access import resolve_model
-from api.queue import TaskQueue
 from api.schemas import GenerateBody
 from fractal import GenerationRequest, InvalidRequestError, StyleLibrary
 from fractal.images import MAX_IMAGE_BYTES, decode_image, load_image
@@ -34,6 +33,7 @@ from workers.db import jobs as job_store
 from workers.runner import input_key
 from workers.settings import Settings
 from workers.storage import Storage, StorageError
+from workers.task_queue import TaskQueue
 
 __all__ = ["Submission", "admit", "build_request", "check_webhook", "enqueue", "fetch_image",
            "job_failure", "read_body"]

@@ -1,9 +1,10 @@
 """POST /generate (sync) against a direct library call, on the tiny diffusers pipeline.
 
 Starts the real service (`spec2fractal serve`: API + worker child) on a loopback port, embedded
-(file queue) or with --broker redis (a redis-server it starts itself), and prints a table:
-p50/p99 at concurrency 1 and 8, the overhead over the library, and /health p99 while renders
-run. Run: python bench/service.py [--requests 100] [--rounds 8] [--steps 8] [--broker file|redis]
+(the queue in its SQLite database) or with --broker redis (a redis-server it starts itself),
+and prints a table: p50/p99 at concurrency 1 and 8, the overhead over the library, and
+/health p99 while renders run.
+Run: python bench/service.py [--requests 100] [--rounds 8] [--steps 8] [--broker embedded|redis]
 
 A process renders the same model a few per cent faster or slower than another, for the
 whole of its life (where its memory landed, much as pyperf finds); on a render of ~200 ms
@@ -220,7 +221,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8,
                         help="fresh service and direct-call processes the requests share")
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--broker", choices=["file", "redis"], default="file")
+    parser.add_argument("--broker", choices=["embedded", "redis"], default="embedded")
     parser.add_argument("--direct", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.direct is not None:

@@ -109,7 +109,7 @@ class RenderStack:
         return job_id
 
     def send(self, job_id: str, queue: str = "renders") -> None:
-        from workers.celery_app import RENDER_TASK
+        from workers.task_queue import RENDER_TASK
 
         self.producer.send_task(RENDER_TASK, args=[job_id], queue=queue)
 

@@ -35,6 +35,7 @@ __all__ = [
     "free_ports",
     "service_env",
     "start_celery_worker",
+    "start_embedded_worker",
     "start_redis",
     "start_seaweedfs",
     "wait_for",
@@ -442,3 +443,21 @@ def start_celery_worker(env: Mapping[str, str], folder: Path, *, name: str = "wo
         process.kill()
         raise
     return worker
+
+
+def start_embedded_worker(env: Mapping[str, str], folder: Path, *, name: str = "worker",
+                          timeout: float = 60) -> ManagedProcess:
+    """The embedded mode's worker (``python -m workers.embedded_worker``: no broker, the
+    queue in the job database) with ``env`` added to a clean copy of this environment; ready
+    once it says so, after it migrated the database and reached storage."""
+    process = ManagedProcess(f"embedded worker {name}",
+                             [sys.executable, "-m", "workers.embedded_worker",
+                              "--loglevel", "INFO"],
+                             folder / f"{name}.log", env=service_env(env), cwd=ROOT).start()
+    try:
+        wait_for(lambda: " ready." in process.log(), timeout=timeout,
+                 what=f"embedded worker {name} to say 'ready.'", process=process, interval=0.05)
+    except BaseException:
+        process.kill()
+        raise
+    return process

@@ -105,6 +105,11 @@ class DatagramWaker:
                 break
         return woken
 
+    def wake(self) -> None:
+        """End a ``wait`` from another thread or a signal handler."""
+        with contextlib.suppress(OSError):
+            self._socket.sendto(b"wake", self._socket.getsockname())
+
     def close(self) -> None:
         self.registration.unlink(missing_ok=True)
         self._socket.close()

@@ -3,7 +3,7 @@ answers the moment its image is stored instead of at its next look at the databa
 
 A signal is only a wake-up call: the database stays the truth, and an API that misses one
 (a restart, a dropped packet) still sees the job at its next look. With a Redis broker the
-signal is a Redis pub/sub message; on one machine (the file queue), a UDP datagram on
+signal is a Redis pub/sub message; on one machine (the embedded mode), a UDP datagram on
 loopback to every API process that registered a port under ``data_dir/notify``.
 """
 

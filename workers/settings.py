@@ -1,8 +1,8 @@
 """The service's one configuration, read from ``SPEC2FRACTAL_*`` variables when first asked for.
 
-Nothing configured means the embedded one-machine shape: SQLite, images and a file-based queue
-under ``data_dir``. Setting ``broker_url``, ``database_url`` and ``storage_url`` switches to
-Redis, PostgreSQL and S3 with no code change.
+Nothing configured means the embedded one-machine shape: SQLite (which holds the queue's
+messages too) and images under ``data_dir``. Setting ``broker_url``, ``database_url`` and
+``storage_url`` switches to Redis, PostgreSQL and S3 with no code change.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ class Settings(BaseSettings):
                            description="Home of the embedded mode: database, images, queue.")
     broker_url: str | None = Field(default=None,
                                    description="Celery broker, e.g. redis://host:6379/0. "
-                                               "Unset: a file queue under data_dir.")
+                                               "Unset: the queue is a table of the job "
+                                               "database, and no Celery runs.")
     database_url: str | None = Field(default=None,
                                      description="SQLAlchemy URL. Unset: SQLite in data_dir.")
     storage_url: str | None = Field(default=None,
@@ -148,7 +149,8 @@ class Settings(BaseSettings):
 
     @property
     def embedded(self) -> bool:
-        """No broker configured: the queue is a folder and the worker a child of the server."""
+        """No broker configured: the queue is a table of the job database and the worker a
+        child of the server."""
         return self.broker_url is None
 
     @property
@@ -159,13 +161,6 @@ class Settings(BaseSettings):
     def resolved_storage_url(self) -> str:
         return self.storage_url or str(self.data_dir / "images")
 
-    @property
-    def resolved_broker_url(self) -> str:
-        return self.broker_url or "filesystem://"
-
-    @property
-    def queue_dir(self) -> Path:
-        return self.data_dir / "queue"
 
 
 def is_loopback(host: str) -> bool:

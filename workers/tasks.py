@@ -1,121 +1,36 @@
-"""Celery tasks. Each worker process builds its context once and keeps its models loaded."""
+"""Celery tasks of the distributed mode: shells over :mod:`workers.handlers`. Each worker
+process builds its context once and keeps its models loaded."""
 
 from __future__ import annotations
-
-import logging
-import threading
-import time
-from functools import lru_cache
 
 from celery import Task
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
-from workers.celery_app import RENDER_TASK, app, enqueue_render
-from workers.db import get_database
-from workers.model_cache import ModelCache
-from workers.notify import publisher_for
-from workers.reconciler import Reconciler
-from workers.runner import BUSY, WorkerContext, run_job
-from workers.settings import get_settings
-from workers.storage import get_storage
+from workers import handlers
+from workers.celery_app import app
+from workers.task_queue import RENDER_TASK
 
-__all__ = ["reconciler", "render", "worker_context"]
-
-logger = logging.getLogger(__name__)
-
-# Set by Celery's warm shutdown; a signal handler only flips it, nothing more.
-_STOPPING = threading.Event()
-
-
-class _Activity:
-    """Whether this worker is rendering, and since when it has not: the reconciler re-sends
-    queued jobs only from a worker that has been waiting for work a while."""
-
-    def __init__(self) -> None:
-        self.running = 0
-        self.since = time.monotonic()
-        self.lock = threading.Lock()  # a threads pool renders several at once
-
-    def __enter__(self) -> None:
-        with self.lock:
-            self.running += 1
-
-    def __exit__(self, *_: object) -> None:
-        with self.lock:
-            self.running -= 1
-            self.since = time.monotonic()
-
-    def quiet_for(self, seconds: float) -> bool:
-        return self.running == 0 and time.monotonic() - self.since >= seconds
-
-
-_ACTIVITY = _Activity()
-
-
-@lru_cache(maxsize=1)
-def worker_context() -> WorkerContext:
-    settings = get_settings()
-    database = get_database(settings.resolved_database_url)
-    database.migrate()
-    return WorkerContext(
-        database=database,
-        storage=get_storage(settings),
-        models=ModelCache(settings.model_cache_size, device=settings.device),
-        png_level=settings.png_compress_level,
-        time_limit=settings.task_soft_time_limit,
-        stale_after=settings.task_time_limit,
-        lease=settings.job_lease,
-        max_attempts=settings.max_attempts,
-        max_batch=settings.max_batch_size,
-        batch_wait=settings.batch_wait_ms / 1000,
-        stopping=_STOPPING,
-        finished=publisher_for(settings),
-    )
-
-
-@lru_cache(maxsize=1)
-def reconciler() -> Reconciler:
-    settings = get_settings()
-    # Idle for a moment, not an instant: between two tasks the next message is on its way.
-    quiet = min(settings.reconcile_interval, 5.0)
-    return Reconciler(worker_context().database,
-                      lambda job_id, queue: enqueue_render(job_id, queue=queue),
-                      queued_lease=settings.queued_lease, job_lease=settings.job_lease,
-                      interval=settings.reconcile_interval,
-                      idle=lambda: _ACTIVITY.quiet_for(quiet))
+__all__ = ["render"]
 
 
 @worker_ready.connect
 def _warm_up(**_: object) -> None:
-    context = worker_context()
-    # Every worker looks for lost jobs: with one worker or many, distributed or embedded,
-    # a job whose message is gone is sent again.
-    reconciler().start()
-    model = get_settings().warmup_model
-    if model:
-        logger.info("warming up %s", model)
-        context.models.get(model)
+    handlers.start()
 
 
 @worker_shutting_down.connect
 def _finish_in_hand(**_: object) -> None:
     # Warm shutdown (SIGTERM): Celery lets the task at hand finish; it takes no partners.
-    _STOPPING.set()
+    handlers.STOPPING.set()
 
 
 @worker_shutdown.connect
 def _stop_reconciler(**_: object) -> None:
-    reconciler().stop()
+    handlers.reconciler().stop()
 
 
 @app.task(name=RENDER_TASK, bind=True, ignore_result=True, max_retries=None)
-def render(self: Task, job_id: str) -> str:
-    with _ACTIVITY:
-        status = run_job(job_id, worker_context())
-    if status == BUSY:
-        # Another live worker holds the job (in a batch, say). Look again once its claim
-        # could have gone stale; the reconciler would re-send it too, but later.
-        settings = get_settings()
-        raise self.retry(countdown=min(settings.task_time_limit, settings.job_lease))
-    return status
-
+def render(self: Task, job_id: str) -> None:
+    delay = handlers.render(job_id)
+    if delay is not None:
+        raise self.retry(countdown=delay)

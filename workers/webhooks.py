@@ -4,8 +4,8 @@ A finished job with a ``webhook_url`` gets ``job.succeeded``, ``job.failed`` or
 ``job.cancelled``; a batch with one gets ``batch.completed`` once, when its last item ends
 (``batches.notified_at`` is claimed by one atomic UPDATE, so many workers send it once).
 
-The worker that finishes a job only *schedules* the event: a Celery task
-(:data:`DELIVER_TASK`, in ``workers.webhook_tasks``) sends it, so a slow receiver never holds
+The worker that finishes a job only *schedules* the event: a task of its own
+(:data:`DELIVER_TASK`, on the same queue as renders) sends it, so a slow receiver never holds
 up a render and an undelivered event survives a worker restart (the message is acknowledged
 late). Each event keeps one ``webhook-id`` over all its attempts, derived from the job or
 batch, so a receiver can drop duplicates.
@@ -19,6 +19,7 @@ See docs/webhooks.md.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -29,6 +30,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
 
 from workers import netguard
@@ -43,6 +45,7 @@ __all__ = [
     "MAX_DELAY",
     "Event",
     "Outcome",
+    "attempt_delivery",
     "batch_event",
     "deliver_once",
     "job_event",
@@ -130,11 +133,12 @@ def batch_event(batch: Batch, counts: batch_store.BatchCounts, settings: Setting
             "owner": batch.owner, "type": kind, "body": _envelope(kind, data)}
 
 
-def _send_task(event: Event) -> None:
-    # Imported here: only a worker process sends, and it has the configured app.
-    from workers.celery_app import QUEUE, app
+def _send_task(event: Event, session: Session) -> None:
+    # Imported here: only a worker process sends, through its own queue. In the embedded
+    # mode the message joins the session's unit of work (SQLite has one writer at a time).
+    from workers.handlers import task_queue
 
-    app.send_task(DELIVER_TASK, kwargs=event, queue=QUEUE)
+    task_queue().send(DELIVER_TASK, dict(event), session=session)
 
 
 def notify_job_finished(database: Database, job_id: str, settings: Settings | None = None, *,
@@ -145,11 +149,11 @@ def notify_job_finished(database: Database, job_id: str, settings: Settings | No
     ``unstarted_only``: for a job a worker found already finished, notify only if it never
     ran (cancelled while queued); one that ran was notified by the worker that ran it.
     """
-    send = send or _send_task
     scheduled = 0
     try:
         settings = settings or get_settings()
         with database.session() as session:
+            send = send or functools.partial(_send_task, session=session)
             job = session.get(Job, job_id)
             if job is None or not JobStatus(job.status).finished:
                 return 0
@@ -209,3 +213,24 @@ def retry_delay(attempt: int, backoff: float, retry_after: float | None = None) 
     if retry_after is not None:
         delay = max(delay, retry_after)
     return min(delay, MAX_DELAY)
+
+
+def attempt_delivery(event: Event, attempt: int, settings: Settings,
+                     database: Database) -> float | None:
+    """Attempt ``attempt`` (from 1) at delivering ``event``; the seconds to wait before the
+    next one, or None when there is none (delivered, refused, or attempts used up)."""
+    # Looked up at each attempt: the secret never travels in a queue message.
+    secret = secret_for(database, event["owner"], settings)
+    outcome, detail, retry_after = deliver_once(
+        event, secret, timeout=settings.fetch_timeout,
+        allow_private=settings.webhook_allow_private)
+    logger.info("webhook %s (%s) attempt %d/%d to %s: %s", event["message_id"],
+                event["type"], attempt, settings.webhook_max_attempts, event["url"], detail)
+    if outcome is Outcome.RETRY:
+        if attempt < settings.webhook_max_attempts:
+            return retry_delay(attempt, settings.webhook_backoff, retry_after)
+        logger.warning("webhook %s: giving up after %d attempts (%s)", event["message_id"],
+                       attempt, detail)
+    elif outcome is Outcome.GIVE_UP:
+        logger.warning("webhook %s: not retried: %s", event["message_id"], detail)
+    return None

@@ -36,12 +36,12 @@ from api.openai_errors import ERROR_RESPONSES
 from api.openai_mapping import to_generate_body
 from api.openai_schemas import ImageData, ImageEditBody, ImageGenerationBody, ImagesResponse
 from api.polling import wait_for_job
-from api.queue import TaskQueue
 from fractal import StyleLibrary
 from workers.db import Database, Job, JobStatus
 from workers.notify import FinishListener
 from workers.settings import Settings
 from workers.storage import Storage
+from workers.task_queue import TaskQueue
 
 __all__ = ["router"]
 

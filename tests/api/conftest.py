@@ -1,4 +1,5 @@
-"""Real pieces only: a temp data folder, Celery workers as child processes on the file queue,
+"""Real pieces only: a temp data folder, embedded workers as child processes on the queue in
+its database,
 the app in-process (TestClient) or served by uvicorn through ``api.cli.serve``."""
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def env_for(data_dir: Path, **extra: str) -> dict[str, str]:
 
 def stop(process: subprocess.Popen, *, kill: bool = False) -> None:  # type: ignore[type-arg]
     if process.poll() is None:
-        # An idle Celery worker takes ~5 s over a warm shutdown; tests need no grace.
+        # Tests need no grace.
         process.kill() if kill else process.terminate()
         try:
             process.wait(10)
@@ -48,14 +49,12 @@ def stop(process: subprocess.Popen, *, kill: bool = False) -> None:  # type: ign
 
 @pytest.fixture(scope="module")
 def start_worker() -> Iterator:
-    """Starts Celery workers for a data folder; waits for 'ready'; stops them afterwards."""
+    """Starts embedded workers for a data folder; waits for 'ready'; stops them afterwards."""
     started: list[subprocess.Popen] = []  # type: ignore[type-arg]
 
     def start(data_dir: Path) -> subprocess.Popen:  # type: ignore[type-arg]
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-             "--pool", "solo", "--concurrency", "1", "--loglevel", "INFO",
-             "--without-mingle", "--without-gossip"],
+            [sys.executable, "-m", "workers.embedded_worker", "--loglevel", "INFO"],
             env=env_for(data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         started.append(process)
         ready = threading.Event()
@@ -67,7 +66,7 @@ def start_worker() -> Iterator:
                     ready.set()
 
         threading.Thread(target=read, daemon=True).start()
-        assert ready.wait(WORKER_READY_SECONDS), "the Celery worker did not become ready"
+        assert ready.wait(WORKER_READY_SECONDS), "the worker did not become ready"
         return process
 
     yield start
@@ -84,7 +83,7 @@ def offline(tmp_path: Path) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def rendering(tmp_path_factory: pytest.TempPathFactory, start_worker) -> Iterator[TestClient]:
-    """The app in-process, with a real worker (started by the fixture) on its file queue."""
+    """The app in-process, with a real worker (started by the fixture) on its queue."""
     data_dir = tmp_path_factory.mktemp("rendering")
     # The operator allows a model no worker can load, to see how that failure reads.
     settings = Settings(data_dir=data_dir, sync_timeout=30, models=[UNLOADABLE_MODEL])

@@ -1,5 +1,5 @@
 """POST /batches and friends: grid expansion, limits, results, cancel, and priority below
-interactive jobs with the real embedded worker (``-Q renders,batch``) on the file queue."""
+interactive jobs with the real embedded worker on the queue in its database."""
 
 from __future__ import annotations
 
@@ -13,13 +13,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from kombu import Connection, Consumer, Queue
 
 from api.app import create_app
 from api.batching import expand_grid, grid_size
 from tests.api.conftest import UNLOADABLE_MODEL
 from tests.api.helpers import README_BODY, data_url, decode, png_bytes
-from workers.celery_app import QUEUES, celery_config
 from workers.settings import Settings
 
 TINY = {"width": 64, "height": 64}
@@ -165,31 +163,6 @@ def test_pagination_and_unknown_ids(offline: TestClient) -> None:
     for path in ("/batches/nope", "/batches/nope/results"):
         assert offline.get(path).status_code == 404
     assert offline.post("/batches/nope/cancel").status_code == 404
-
-
-def test_the_file_queue_takes_the_first_queue_first(tmp_path: Path) -> None:
-    """kombu's virtual channels round-robin; ours honours queue_order_strategy=priority."""
-    config = celery_config(Settings(data_dir=tmp_path))
-    queues = [Queue(name, routing_key=name) for name in QUEUES]
-    with Connection(config["broker_url"], transport=config["broker_transport"],
-                    transport_options=config["broker_transport_options"]) as connection:
-        producer = connection.Producer()
-        for n in range(3):
-            producer.publish({"n": f"batch{n}"}, routing_key="batch", declare=queues)
-        for n in range(2):
-            producer.publish({"n": f"renders{n}"}, routing_key="renders", declare=queues)
-        got: list[str] = []
-
-        def take(body: dict, message) -> None:  # type: ignore[no-untyped-def]
-            got.append(body["n"])
-            message.ack()
-
-        with Consumer(connection, queues, callbacks=[take], accept=["json"]):
-            for _ in range(5):
-                connection.drain_events(timeout=2)
-    # (Within one queue the file transport orders by the millisecond only.)
-    assert sorted(got[:2]) == ["renders0", "renders1"]
-    assert sorted(got[2:]) == ["batch0", "batch1", "batch2"]
 
 
 # ------------------------------------------------------------------ with the real worker

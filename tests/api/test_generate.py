@@ -1,4 +1,4 @@
-"""POST /generate end to end in-process, with a real Celery worker on the file queue."""
+"""POST /generate end to end in-process, with a real embedded worker on its queue."""
 
 from __future__ import annotations
 

@@ -6,9 +6,11 @@ import time
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from api.app import create_app
 from tests.api.helpers import README_BODY, SMALL
+from workers.db import get_database
 from workers.settings import Settings
 from workers.storage import get_storage
 
@@ -135,9 +137,13 @@ def test_health_ready_metrics_docs(offline: TestClient) -> None:
 
 
 def test_ready_names_what_is_down(tmp_path: Path) -> None:
-    with TestClient(create_app(Settings(data_dir=tmp_path), start_worker=False)) as client:
-        (tmp_path / "queue" / "messages").rmdir()
+    settings = Settings(data_dir=tmp_path)
+    with TestClient(create_app(settings, start_worker=False)) as client:
+        # The embedded queue is a table of the job database: gone, while the database is up.
+        with get_database(settings.resolved_database_url).engine.begin() as connection:
+            connection.execute(text("DROP TABLE queue_messages"))
         response = client.get("/ready")
+        assert response.json()["checks"]["database"] == "ok"
         assert response.status_code == 503
         assert response.json()["checks"]["broker"] == "down"
         assert "broker" in response.json()["detail"]

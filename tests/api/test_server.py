@@ -72,7 +72,7 @@ def test_metrics_after_renders(served: str) -> None:
 
 
 def test_a_job_orphaned_by_a_dead_server_runs_when_it_starts_again(tmp_path) -> None:
-    """Embedded: the file queue hands a task out before it runs, so a job whose server (and
+    """Embedded: the queue hands a task out before it runs, so a job whose server (and
     worker) died mid-render must be queued again by the next server, not left running."""
     import subprocess
     import sys

@@ -37,7 +37,7 @@ class _Poisoned:
 
 @worker_ready.connect(weak=False)
 def _arm(**_: object) -> None:
-    from workers.tasks import worker_context
+    from workers.handlers import worker_context
 
     models = worker_context().models
     load = models.get

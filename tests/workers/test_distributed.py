@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-from celery import Celery
 from PIL import Image
 from sqlalchemy import update
 
@@ -29,14 +28,14 @@ from tests.services import (
     start_celery_worker,
     wait_for,
 )
-from workers import celery_app
-from workers.celery_app import celery_config, enqueue_render
+from workers.celery_app import celery_config
 from workers.db import Database, Job, JobStatus, get_database
 from workers.db import jobs as job_store
 from workers.model_cache import ModelCache
 from workers.runner import WorkerContext, run_job
 from workers.settings import Settings
 from workers.storage.s3 import S3Storage
+from workers.task_queue import TaskQueue
 
 BUCKET = "spec2fractal-test"
 # → Redis visibility_timeout 2 × 5 s: an orphaned task comes back quickly, and a 2048² render
@@ -67,20 +66,9 @@ class Stack:
         }
 
     def enqueue(self, job_id: str, redis_db: int = 0) -> None:
-        """``enqueue_render`` through a Celery app configured for this stack's Redis.
-
-        The process-wide app configures itself once, from whatever Settings were current then
-        (another test may have used the embedded queue), so it is swapped for the call.
-        """
+        """A render message through a sender configured for this stack's Redis."""
         settings = Settings(broker_url=self.redis.url(redis_db), task_time_limit=TIME_LIMIT)
-        app = Celery("spec2fractal-test-producer", set_as_current=False)
-        app.config_from_object(celery_config(settings))
-        try:
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(celery_app, "app", app)
-                enqueue_render(job_id)
-        finally:
-            app.close()
+        TaskQueue(settings).enqueue_render(job_id)
 
     def storage(self, *, readonly: bool = False, endpoint: str | None = None) -> S3Storage:
         """An S3Storage on the test bucket, as the admin, as the read-only identity, or

@@ -330,9 +330,9 @@ def test_the_owner_key_signs(database: Database, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Settings]]:
-    """The API in-process and a real Celery worker on its file queue, both allowed to reach
+    """The API in-process and a real embedded worker on its queue, both allowed to reach
     the receiver on 127.0.0.1, with a short backoff."""
-    from tests.services import start_celery_worker
+    from tests.services import start_embedded_worker
 
     data_dir = tmp_path_factory.mktemp("webhooks")
     options = {"webhook_allow_private": "true", "webhook_backoff": "0.3",
@@ -341,7 +341,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClie
     with TestClient(create_app(settings, start_worker=False)) as client:
         env = {"SPEC2FRACTAL_DATA_DIR": str(data_dir),
                **{f"SPEC2FRACTAL_{name.upper()}": value for name, value in options.items()}}
-        worker = start_celery_worker(env, data_dir, name="webhook-worker")
+        worker = start_embedded_worker(env, data_dir, name="webhook-worker")
         try:
             yield client, settings
         finally:
@@ -354,9 +354,9 @@ SMALL = {"width": 64, "height": 64, "steps": 2}
 def _submit(settings: Settings, webhook_url: str) -> str:
     """A job through the API's own submission path (row, then queue message)."""
     from api.generation import Submission
-    from api.queue import TaskQueue
     from fractal import GenerationRequest
     from workers.storage import get_storage
+    from workers.task_queue import TaskQueue
 
     submission = Submission(get_database(settings.resolved_database_url),
                             get_storage(settings), TaskQueue(settings))

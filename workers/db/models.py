@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "IdempotencyRecord",
     "Job",
     "JobStatus",
+    "QueueMessage",
     "utcnow",
 ]
 
@@ -131,3 +132,22 @@ class IdempotencyRecord(Base):
     response_headers: Mapped[dict[str, str] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
                                                  index=True)
+
+
+class QueueMessage(Base):
+    """A task message of the embedded mode's queue (see :mod:`workers.db.messages`): with no
+    broker, the job database carries the messages too."""
+
+    __tablename__ = "queue_messages"
+    # A worker takes the oldest available message of each queue in turn.
+    __table_args__ = (Index("ix_queue_messages_queue_available_at", "queue", "available_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    queue: Mapped[str] = mapped_column(String(16))
+    task: Mapped[str] = mapped_column(String(64))
+    kwargs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Not taken before this moment: a delayed retry (Celery's countdown).
+    available_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Taken by a worker until then; past it, the message is delivered again (at least once).
+    taken_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deliveries: Mapped[int] = mapped_column(Integer, default=0)
