@@ -1,11 +1,13 @@
 """Pytest fixtures over the real services of :mod:`tests.services`, for the whole suite
-(``pytest_plugins`` in ``tests/conftest.py``): ``redis_server`` and ``seaweedfs_s3`` (session),
+(``pytest_plugins`` in ``tests/conftest.py``): ``redis_server``, ``postgres_server`` and
+``seaweedfs_s3`` (session), ``database_url`` (each test once on SQLite and once on PostgreSQL),
 ``celery_worker`` and ``render_stack`` (factories), and service logs in the report of a test
 that fails."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +17,21 @@ from tests.render_stack import RenderStack
 from tests.services import (
     CeleryWorker,
     ManagedProcess,
+    PostgresServer,
     RedisServer,
     SeaweedS3,
     ServiceError,
     start_celery_worker,
+    start_postgres,
     start_redis,
     start_seaweedfs,
 )
 
-__all__ = ["celery_worker", "redis_server", "render_stack", "seaweedfs_s3",
-           "show_logs_on_failure"]
+__all__ = ["DATABASES", "celery_worker", "database_url", "new_database", "postgres_server",
+           "redis_server", "render_stack", "seaweedfs_s3", "show_logs_on_failure"]
+
+# The job store's databases: SQLite, the embedded default, and PostgreSQL, the production one.
+DATABASES = ("sqlite", "postgresql")
 
 _STARTED: pytest.StashKey[list[ManagedProcess]] = pytest.StashKey()
 
@@ -57,6 +64,39 @@ def _serve(start: Callable[[Path], Any], folder: Path) -> Iterator[Any]:
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One Redis for the session; tests isolate themselves by database number or key."""
     yield from _serve(start_redis, tmp_path_factory.mktemp("redis"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One PostgreSQL for the session; tests isolate themselves with databases of their own
+    (``database_url``, :func:`new_database`)."""
+    yield from _serve(start_postgres, tmp_path_factory.mktemp("postgres"))
+
+
+@contextmanager
+def new_database(kind: str, request: pytest.FixtureRequest, folder: Path) -> Iterator[str]:
+    """The URL of a new, empty job database of ``kind`` (one of :data:`DATABASES`): a SQLite
+    file in ``folder``, or a PostgreSQL database of its own in the session's server, dropped
+    afterwards. The server starts only when a test first asks for PostgreSQL."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'jobs.db'}"
+        return
+    assert kind == "postgresql", kind
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    show_logs_on_failure(request.node, server.process)
+    url = server.create_database()
+    try:
+        yield url
+    finally:
+        server.drop_database(url.rsplit("/", 1)[1])
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A new, empty job database for one test, on each kind in turn (``[sqlite]``,
+    ``[postgresql]``); nothing has migrated it yet."""
+    with new_database(request.param, request, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
