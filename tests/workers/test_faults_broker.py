@@ -106,8 +106,8 @@ def _age(database: Database, job_id: str, **columns: float) -> None:
         session.execute(update(Job).where(Job.id == job_id).values(**values))
 
 
-def test_reconcilers_resend_each_lost_job_once(tmp_path: Path) -> None:
-    database = get_database(f"sqlite:///{tmp_path / 'jobs.db'}")
+def test_reconcilers_resend_each_lost_job_once(database_url: str) -> None:
+    database = get_database(database_url)
     database.migrate()
     with database.session() as session:
         ids = [job_store.create_job(session, job_id=job_store.new_job_id(), model="fractal",
@@ -146,10 +146,10 @@ def test_reconcilers_resend_each_lost_job_once(tmp_path: Path) -> None:
     assert reconciler().run_once().queued == 1 and sent == [(lost_queued, "renders")]
 
 
-def test_a_busy_worker_does_not_resend_a_backlog(tmp_path: Path) -> None:
+def test_a_busy_worker_does_not_resend_a_backlog(database_url: str) -> None:
     """Jobs waiting their turn behind a busy worker are not lost: no duplicates for them.
     A dead worker's job is queued again whatever this worker is doing."""
-    database = get_database(f"sqlite:///{tmp_path / 'jobs.db'}")
+    database = get_database(database_url)
     database.migrate()
     with database.session() as session:
         waiting, orphan = (job_store.create_job(session, job_id=job_store.new_job_id(),
