@@ -7,7 +7,7 @@ that fails."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -136,18 +136,23 @@ def celery_worker(request: pytest.FixtureRequest,
 def render_stack(request: pytest.FixtureRequest, seaweedfs_s3: SeaweedS3,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., RenderStack]]:
     """A factory of :class:`RenderStack`: ``render_stack(appendonly=..., private_s3=...,
-    settings={...})``. Each stack has a Redis of its own (a fault test may crash or flush it)
-    and a bucket of its own in the session's SeaweedFS, or a SeaweedFS of its own with
-    ``private_s3=True`` (a test that stops storage). Everything is stopped when the test
-    ends; a failed test shows the logs of every service and worker it started.
+    settings={...}, database=...)``. Each stack has a Redis of its own (a fault test may
+    crash or flush it), a job database of its own (``database``: "postgresql", the
+    production shape, or "sqlite") and a bucket of its own in the session's SeaweedFS, or a
+    SeaweedFS of its own with ``private_s3=True`` (a test that stops storage). Everything is
+    stopped when the test ends; a failed test shows the logs of every service and worker it
+    started.
     """
     stacks: list[RenderStack] = []
     owned: list[Any] = []
+    databases = ExitStack()
     started = request.node.stash.setdefault(_STARTED, [])
 
     def build(*, appendonly: bool = False, private_s3: bool = False,
-              settings: Mapping[str, str] | None = None) -> RenderStack:
+              settings: Mapping[str, str] | None = None,
+              database: str = "postgresql") -> RenderStack:
         folder = tmp_path_factory.mktemp("stack")
+        database_url = databases.enter_context(new_database(database, request, folder))
         try:
             redis = start_redis(folder / "redis", appendonly=appendonly,
                                 appendfsync="always")
@@ -160,7 +165,8 @@ def render_stack(request: pytest.FixtureRequest, seaweedfs_s3: SeaweedS3,
             _fail(exc)
         started.extend(service.process for service in owned)
         stack = RenderStack(redis, s3, folder, bucket=f"faults-{len(stacks)}-"
-                            f"{folder.name.lower().replace('_', '-')}", settings=settings)
+                            f"{folder.name.lower().replace('_', '-')}", settings=settings,
+                            database_url=database_url)
         stack.on_worker = lambda worker: started.append(worker.process)
         stacks.append(stack)
         return stack
@@ -172,6 +178,7 @@ def render_stack(request: pytest.FixtureRequest, seaweedfs_s3: SeaweedS3,
             stack.close()
         for service in reversed(owned):
             service.stop()
+        databases.close()  # after the workers: nothing is connected any more
 
 
 @pytest.hookimpl(hookwrapper=True)
