@@ -1,6 +1,6 @@
 """The broker fails: Redis crashes (with its append-only file, or with nothing on disk), and
-the reconciler sends again whatever the broker lost — in the distributed and the embedded
-shape."""
+the reconciler sends again whatever the broker lost — in the distributed shape (PostgreSQL)
+and the embedded one (SQLite); the reconcilers' own tests run on both databases."""
 
 from __future__ import annotations
 
