@@ -351,7 +351,7 @@ def start_postgres(folder: Path, *, timeout: float = 60) -> PostgresServer:
     else:
         cluster = folder / "cluster"
         cluster.mkdir()
-    user, password = "spec2fractal", "pg-" + secrets.token_hex(12)
+    user, password = "postgres", "pg-" + secrets.token_hex(12)
     data, pwfile = cluster / "data", cluster / "password"
     pwfile.write_text(password + "\n")
     if as_user:
