@@ -1,6 +1,7 @@
 """A whole render stack for fault tests and the reliability bench: Redis, SeaweedFS, a job
-database and Celery workers (from :mod:`tests.services`), plus an audit of what became of the
-jobs in the job table, the bucket and the worker logs."""
+database (PostgreSQL in the fault tests, as in production) and Celery workers (from
+:mod:`tests.services`), plus an audit of what became of the jobs in the job table, the bucket
+and the worker logs."""
 
 from __future__ import annotations
 
@@ -54,13 +55,16 @@ class Audit:
 
 
 class RenderStack:
-    """The distributed shape on one machine: a job table (SQLite), Redis, a private bucket in
+    """The distributed shape on one machine: a job table, Redis, a private bucket in
     SeaweedFS and Celery workers, driven the way the API drives it (create the row, then send
     the id). For the fault tests and ``bench/reliability.py``.
+
+    ``database_url``: the job table's database, migrated here; None: SQLite in ``folder``.
     """
 
     def __init__(self, redis: RedisServer, s3: SeaweedS3, folder: Path, *, bucket: str,
-                 settings: Mapping[str, str] | None = None) -> None:
+                 settings: Mapping[str, str] | None = None,
+                 database_url: str | None = None) -> None:
         from celery import Celery
 
         from workers.celery_app import celery_config
@@ -70,7 +74,7 @@ class RenderStack:
         self.redis, self.s3, self.folder, self.bucket = redis, s3, folder, bucket
         self.settings = {**FAULT_SETTINGS, **(settings or {})}
         folder.mkdir(parents=True, exist_ok=True)
-        self.database = get_database(f"sqlite:///{folder / 'jobs.db'}")
+        self.database = get_database(database_url or f"sqlite:///{folder / 'jobs.db'}")
         self.database.migrate()
         self.producer = Celery("spec2fractal-test-producer", set_as_current=False)
         self.producer.config_from_object(celery_config(Settings(

@@ -1,7 +1,8 @@
 """The distributed shape, for real: Redis broker, SeaweedFS S3, Celery worker processes.
 
-The database is SQLite in a temporary folder (PostgreSQL is not needed for what is checked
-here); the test process and the workers share it through SPEC2FRACTAL_DATABASE_URL.
+The job database is each kind in turn: PostgreSQL, as in production, and SQLite in a
+temporary folder; the test process and the workers share it through
+SPEC2FRACTAL_DATABASE_URL.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import update
 
-from tests.service_fixtures import show_logs_on_failure
+from tests.service_fixtures import DATABASES, new_database, show_logs_on_failure
 from tests.services import (
     CeleryWorker,
     RedisServer,
@@ -112,14 +113,15 @@ def _client_for(endpoint: str, s3: SeaweedS3) -> Any:
                                       retries={"max_attempts": 1, "mode": "standard"}))
 
 
-@pytest.fixture(scope="module")
-def stack(redis_server: RedisServer, seaweedfs_s3: SeaweedS3,
+@pytest.fixture(scope="module", params=DATABASES)
+def stack(request: pytest.FixtureRequest, redis_server: RedisServer, seaweedfs_s3: SeaweedS3,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     folder = tmp_path_factory.mktemp("distributed")
-    database = get_database(f"sqlite:///{folder / 'jobs.db'}")
-    database.migrate()
-    stack = Stack(redis_server, seaweedfs_s3, folder, database, Settings(url_expiry=1))
-    with pytest.MonkeyPatch.context() as patch:
+    with new_database(request.param, request, folder) as url, \
+            pytest.MonkeyPatch.context() as patch:
+        database = get_database(url)
+        database.migrate()
+        stack = Stack(redis_server, seaweedfs_s3, folder, database, Settings(url_expiry=1))
         # boto3 in this process: the admin identity, nothing from ~/.aws or EC2 metadata.
         for key, value in {**seaweedfs_s3.aws_env, "AWS_EC2_METADATA_DISABLED": "true",
                            "AWS_CONFIG_FILE": os.devnull,

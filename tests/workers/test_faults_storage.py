@@ -1,7 +1,8 @@
 """Object storage fails: SeaweedFS stopped while jobs render and upload.
 
 Each test has a SeaweedFS of its own (``private_s3``), stopped with SIGKILL and started again
-on the same ports with the same data, like a storage node that crashes and comes back.
+on the same ports with the same data, like a storage node that crashes and comes back. The
+job database is PostgreSQL, as in production.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The job runner in-process: what it records for the outcomes a queue cannot see."""
+"""The job runner in-process: what it records for the outcomes a queue cannot see. On each
+job database (``database_url``: SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from workers.runner import WorkerContext, run_job
 from workers.storage.local import LocalStorage
 
 
-def _context(tmp_path: Path, **options: float) -> WorkerContext:
-    database = get_database(f"sqlite:///{tmp_path / 'jobs.db'}")
+def _context(tmp_path: Path, database_url: str, **options: float) -> WorkerContext:
+    database = get_database(database_url)
     database.migrate()
     return WorkerContext(database=database, storage=LocalStorage(tmp_path / "images",
                          secret=b"test"), models=ModelCache(1), **options)
@@ -26,8 +27,9 @@ def _job(context: WorkerContext, request: dict) -> str:
                                     request=request).id
 
 
-def test_a_render_over_the_time_limit_fails_saying_so(tmp_path: Path) -> None:
-    context = _context(tmp_path, time_limit=0.05)
+def test_a_render_over_the_time_limit_fails_saying_so(tmp_path: Path,
+                                                      database_url: str) -> None:
+    context = _context(tmp_path, database_url, time_limit=0.05)
     job_id = _job(context, {"prompt": "a lake", "width": 1024, "height": 1024, "n": 8,
                             "seed": 1})
     assert run_job(job_id, context) == JobStatus.FAILED
@@ -38,8 +40,9 @@ def test_a_render_over_the_time_limit_fails_saying_so(tmp_path: Path) -> None:
     assert not (tmp_path / "images" / "renders" / job_id).exists()
 
 
-def test_success_stores_image_and_record_then_marks_the_job(tmp_path: Path) -> None:
-    context = _context(tmp_path)
+def test_success_stores_image_and_record_then_marks_the_job(tmp_path: Path,
+                                                            database_url: str) -> None:
+    context = _context(tmp_path, database_url)
     job_id = _job(context, {"prompt": "a lake", "width": 64, "height": 48, "n": 2, "seed": 4})
     assert run_job(job_id, context) == JobStatus.SUCCEEDED
     with context.database.session() as session:
@@ -60,8 +63,8 @@ def _heartbeat_at(context: WorkerContext, job_id: str) -> object:
 
 
 def test_one_heartbeat_thread_keeps_every_job_in_hand_alive_until_its_time_limit(
-        tmp_path: Path) -> None:
-    context = _context(tmp_path, lease=0.3, stale_after=0.6)
+        tmp_path: Path, database_url: str) -> None:
+    context = _context(tmp_path, database_url, lease=0.3, stale_after=0.6)
     first, second = _job(context, {"prompt": "a"}), _job(context, {"prompt": "b"})
     with context.database.session() as session:
         for job_id in (first, second):
@@ -83,8 +86,8 @@ def test_one_heartbeat_thread_keeps_every_job_in_hand_alive_until_its_time_limit
     assert not beaters[0].is_alive()
 
 
-def test_a_job_no_longer_held_gets_no_beats(tmp_path: Path) -> None:
-    context = _context(tmp_path, lease=0.3)
+def test_a_job_no_longer_held_gets_no_beats(tmp_path: Path, database_url: str) -> None:
+    context = _context(tmp_path, database_url, lease=0.3)
     held, done = _job(context, {"prompt": "a"}), _job(context, {"prompt": "b"})
     with context.database.session() as session:
         for job_id in (held, done):
