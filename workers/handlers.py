@@ -105,7 +105,10 @@ def start() -> None:
 
 
 def render(job_id: str) -> float | None:
-    """Run the job (with partners); seconds after which to try again, or None when done."""
+    """Run the job (with partners); seconds after which to try again, or None when done.
+
+    No claimed job outlives this call still ``running`` (see :func:`run_job`), whatever
+    went wrong: the task shells need no clean-up of their own."""
     with _ACTIVITY:
         status = run_job(job_id, worker_context())
     if status == BUSY:

@@ -31,6 +31,7 @@ __all__ = [
     "create_job",
     "exhausted_error",
     "fail_exhausted",
+    "fail_running",
     "finish_job",
     "get_job",
     "heartbeat",
@@ -271,6 +272,18 @@ def cancel_abandoned(session: Session, job_id: str, *, stale_after: float | None
     if result.rowcount == 0:
         return None
     return session.get(Job, job_id, populate_existing=True)
+
+
+def fail_running(session: Session, job_ids: list[str], error: str) -> set[str]:
+    """Of ``job_ids``, those still running → failed with ``error``; returns their ids (those
+    already ended keep their outcome)."""
+    if not job_ids:
+        return set()
+    rows = session.execute(
+        update(Job).where(Job.id.in_(job_ids), Job.status == JobStatus.RUNNING)
+        .values(status=JobStatus.FAILED, finished_at=utcnow(), error=error, preview=None)
+        .returning(Job.id), execution_options=_UNSYNCED)
+    return {row.id for row in rows}
 
 
 def heartbeat(session: Session, job_ids: list[str]) -> None:
