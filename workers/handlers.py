@@ -77,6 +77,8 @@ def worker_context() -> WorkerContext:
         batch_wait=settings.batch_wait_ms / 1000,
         stopping=STOPPING,
         finished=publisher_for(settings),
+        requeue=lambda job_id, queue, delay: task_queue().enqueue_render(job_id, queue, delay),
+        requeue_delay=settings.requeue_delay,
     )
 
 

@@ -8,8 +8,9 @@ cancel, failure and record.
 
 Whatever goes wrong with one job (its input unreadable, its request unbuildable, its images
 unstorable, an exception of any type) ends that job, and that job only, at once: ``failed``
-with a caller-safe error. A claimed job is never left ``running`` for its lease to run out,
-unless the job database itself cannot be written.
+with a caller-safe error, or ``queued`` again when its input could not be read because
+storage did not answer (see :attr:`StorageError.transient`). A claimed job is never left
+``running`` for its lease to run out, unless the job database itself cannot be written.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,9 @@ INPUT_UNAVAILABLE = ("image storage unavailable: the input image could not be re
 INTERNAL_ERROR = "internal error while rendering"
 STORE_INTERNAL_ERROR = "internal error while storing the images"
 
+# (job id, queue name, delay in seconds) → a render message sent; raises if it cannot be.
+Requeue = Callable[[str, str, float], None]
+
 # Request fields that must match for jobs to share a pipeline call (style may set defaults).
 _BATCH_FIELDS = ("width", "height", "steps", "guidance", "scheduler", "strength", "style")
 
@@ -90,6 +94,10 @@ class WorkerContext:
     finished: Publisher | None = None
     # Set when the worker is shutting down: finish the jobs in hand, take no partners.
     stopping: threading.Event = field(default_factory=threading.Event)
+    # Sends a re-queued job's message (None: the reconciler re-sends it after queued_lease).
+    requeue: Requeue | None = None
+    # Seconds a job whose input storage did not answer waits before its next attempt.
+    requeue_delay: float = 10.0
     heartbeat: Heartbeat = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -344,6 +352,10 @@ def _failure(context: WorkerContext, job: Job, error: BaseException,
     if isinstance(error, Spec2FractalError):  # the library's errors are written for callers
         return _Outcome(JobStatus.FAILED, error=str(error), progress=hooks.reached)
     if isinstance(error, _InputUnreadable):
+        if error.transient and job.attempts < (context.max_attempts or 1):
+            # Nothing was rendered yet, so another try costs little: storage may be back.
+            logger.warning("job %s: input not read, queued again: %s", job.id, error)
+            return _Outcome(JobStatus.QUEUED)
         logger.error("job %s: input not read: %s", job.id, error)
         return _Outcome(JobStatus.FAILED,
                         error=INPUT_UNAVAILABLE if error.transient else INPUT_ERROR)
@@ -396,12 +408,34 @@ def _completed(context: WorkerContext, job_id: str, status: JobStatus,
 
 
 def _finish(context: WorkerContext, job: Job, outcome: _Outcome) -> JobStatus:
-    """Record the outcome; the job's status now."""
+    """Record the outcome (a re-queue included); the job's status now."""
+    if outcome.status is JobStatus.QUEUED:
+        if _requeue(context, job):
+            return JobStatus.QUEUED
+        # A cancel was asked for while it was in hand: it ends here instead.
+        outcome = _Outcome(JobStatus.CANCELLED)
     with context.database.session() as session:
         job_store.finish_job(session, job.id, outcome.status, outputs=outcome.outputs,
                              error=outcome.error, progress=outcome.progress)
     _completed(context, job.id, outcome.status, job)
     return outcome.status
+
+
+def _requeue(context: WorkerContext, job: Job) -> bool:
+    """Queue the job again and send its message, delayed; False if a cancel was asked for.
+
+    The claim counted an attempt, so ``max_attempts`` bounds the re-queues."""
+    with context.database.session() as session:
+        if not job_store.requeue_job(session, job.id):
+            return False
+    if context.requeue is None:
+        logger.warning("job %s queued again; the reconciler will send it", job.id)
+        return True
+    try:
+        context.requeue(job.id, job.queue, context.requeue_delay)
+    except Exception as exc:  # the broker is down: the job is queued, the reconciler sends it
+        logger.error("job %s queued again, but its message was not sent: %s", job.id, exc)
+    return True
 
 
 def _fail_claimed(context: WorkerContext, jobs: list[Job]) -> None:
@@ -444,7 +478,7 @@ def _claim(context: WorkerContext, job_id: str) -> Job | str:
 def run_job(job_id: str, context: WorkerContext) -> str:
     """Run the job (with compatible partners) if it wants running; returns its status.
 
-    Once jobs are claimed, this returns only with each of them ended: one
+    Once jobs are claimed, this returns only with each of them ended or queued again: one
     whose outcome could not be recorded, or whose run broke off, fails at once. It raises
     only when even that cannot be written (the job database is away); the leases of the
     jobs then bring them back.
