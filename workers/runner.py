@@ -44,7 +44,8 @@ from workers.storage import Storage, StorageError
 from workers.webhooks import notify_job_finished
 
 __all__ = ["BUSY", "INPUT_ERROR", "INPUT_UNAVAILABLE", "INTERNAL_ERROR", "STORAGE_ERROR",
-           "WorkerContext", "input_key", "output_key", "run_job"]
+           "STORE_INTERNAL_ERROR", "Requeue", "WorkerContext", "input_key", "output_key",
+           "run_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -486,7 +487,8 @@ def run_job(job_id: str, context: WorkerContext) -> str:
     job = _claim(context, job_id)
     if isinstance(job, str):
         return job
-    jobs, ended = [job], dict[str, str]()
+    jobs: list[Job] = [job]
+    ended: dict[str, str] = {}  # job id → its status, once recorded
     try:
         jobs += _claim_partners(context, job)
         if len(jobs) > 1:
