@@ -52,7 +52,8 @@ async def read_body(request: Request) -> tuple[GenerateBody, bytes | None]:
     upload: bytes | None = None
     strict = True  # JSON has numbers: "64" is not one (as OpenAI's API has it)
     if is_json(request):
-        data: Any = await read_json(request)
+        # A data URL arrives as the file's bytes, as a file part does.
+        data, upload = await read_json(request, image_field="image")
     elif media in FORM_TYPES:
         data, upload = await _read_form(request)
         strict = False  # every form field is text

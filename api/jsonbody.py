@@ -42,13 +42,15 @@ class JsonParser:
                                              mp_context=multiprocessing.get_context("spawn"))
         return self._pool
 
-    async def parse(self, raw: bytes) -> Any:
-        """The body's data; JsonRefused if it is not JSON the API takes."""
+    async def parse(self, raw: bytes, image_field: str | None = None
+                    ) -> tuple[Any, bytes | None]:
+        """The body's data, and the bytes of its image (see :func:`parse_json`); JsonRefused
+        if it is not JSON the API takes."""
         if len(raw) <= INLINE_BYTES:
-            return parse_json(raw)
+            return parse_json(raw, image_field)
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor(), parse_json, raw)
+            return await loop.run_in_executor(self._executor(), parse_json, raw, image_field)
         except BrokenProcessPool:
             # The child died (killed for memory, say): a new one for the next body.
             logger.error("the JSON parsing process died; starting another")
@@ -68,11 +70,13 @@ def is_json(request: Request) -> bool:
     return media in ("", "application/json") or media.endswith("+json")
 
 
-async def read_json(request: Request) -> Any:
-    """The request's JSON body, parsed by the app's parser; a 422 naming where if refused."""
+async def read_json(request: Request, image_field: str | None = None
+                    ) -> tuple[Any, bytes | None]:
+    """The request's JSON body (and image, see :func:`api.jsonparse.parse_json`), parsed by
+    the app's parser; a 422 naming where if refused."""
     parser: JsonParser = request.app.state.json_parser
     try:
-        return await parser.parse(await request.body())
+        return await parser.parse(await request.body(), image_field)
     except JsonRefused as exc:
         raise refused(exc) from None
 
@@ -80,7 +84,7 @@ async def read_json(request: Request) -> Any:
 class _JsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = await read_json(self)
+            self._json, _ = await read_json(self)
         return self._json
 
 
