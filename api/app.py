@@ -14,6 +14,7 @@ from api.auth import Gatekeeper
 from api.bodylimit import BodyLimit
 from api.embedded import EmbeddedWorker
 from api.errors import install_error_handlers
+from api.jsonbody import JsonParser
 from api.limits import MAX_BODY_BYTES, WORKER_WATCH_SECONDS
 from api.metrics import HttpMetrics, build_registry
 from api.openai_errors import OpenAIErrorShape
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
             if app.state.worker is not None:
                 await app.state.worker.astop()
             await app.state.finished.stop()
+            app.state.json_parser.close()
 
     app = FastAPI(title="Spec-2-Fractal", version="0.1.0", lifespan=lifespan,
                   description="Self-hostable image generation. POST /generate to render.")
@@ -93,6 +95,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     app.state.queue = TaskQueue(settings)
     app.state.styles = StyleLibrary()
     app.state.worker = None
+    app.state.json_parser = JsonParser()
     app.state.finished = listener_for(settings)  # workers' "job finished" signals
     registry, requests, latency = build_registry(database)
     app.state.registry = registry

@@ -5,7 +5,9 @@ No handler ever puts a traceback, an exception's repr or a server path in a resp
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -62,13 +64,31 @@ def invalid_request(exc: InvalidRequestError, *, where: str = "body",
 
 
 def _short(value: Any) -> Any:
-    if isinstance(value, (str, bytes)) and len(value) > MAX_ECHO_CHARS:
+    """What of a refused value goes back: short, and always valid JSON text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN or Infinity: echoed as text
+    if isinstance(value, str) and len(value) > MAX_ECHO_CHARS:
         return f"<{len(value)} characters>"
+    if isinstance(value, str) and not _unicode(value):
+        return "<invalid unicode>"
     if isinstance(value, (bytes, bytearray)):
         return f"<{len(value)} bytes>"
-    if isinstance(value, dict | list) and len(repr(value)) > MAX_ECHO_CHARS:
-        return f"<{type(value).__name__} of {len(value)} items>"
+    if isinstance(value, dict | list):
+        try:
+            text = json.dumps(value, allow_nan=False)
+        except (ValueError, TypeError, RecursionError):
+            text = None
+        if text is None or len(text) > MAX_ECHO_CHARS or not _unicode(text):
+            return f"<{type(value).__name__} of {len(value)} items>"
     return value
+
+
+def _unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _clean(error: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ exactly as the library would, and turn it into a stored input image plus a job r
 from __future__ import annotations
 
 import io
-import json
 import logging
 import re
 import secrets
@@ -21,6 +20,7 @@ from starlette.datastructures import UploadFile
 from api.auth import Caller
 from api.errors import ApiError, field_error, invalid_request
 from api.idempotency import Idempotency
+from api.jsonbody import is_json, read_json
 from api.limits import MAX_BODY_BYTES, MAX_FORM_FIELDS, QUEUE_FULL_RETRY_AFTER, QUOTA_RETRY_AFTER
 from api.model_access import resolve_model
 from api.schemas import GenerateBody
@@ -50,23 +50,17 @@ async def read_body(request: Request) -> tuple[GenerateBody, bytes | None]:
     """The body as a GenerateBody, and the bytes of an uploaded image file if there was one."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     upload: bytes | None = None
-    if media in ("", "application/json") or media.endswith("+json"):
-        raw = await request.body()
-        try:
-            data: Any = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            position = exc.pos if isinstance(exc, json.JSONDecodeError) else exc.start
-            raise field_error(["body", position], "JSON decode error", {},
-                              kind="json_invalid") from None
-        except (ValueError, RecursionError):  # a 5000-digit number; [[[[... nested too deep
-            raise field_error(["body"], "JSON decode error: a number too long or nesting "
-                              "too deep", {}, kind="json_invalid") from None
+    strict = True  # JSON has numbers: "64" is not one (as OpenAI's API has it)
+    if is_json(request):
+        # A data URL arrives as the file's bytes, as a file part does.
+        data, upload = await read_json(request, image_field="image")
     elif media in FORM_TYPES:
         data, upload = await _read_form(request)
+        strict = False  # every form field is text
     else:
         raise ApiError(415, "send application/json or multipart/form-data")
     try:
-        return GenerateBody.model_validate(data), upload
+        return GenerateBody.model_validate(data, strict=strict), upload
     except ValidationError as exc:
         errors = [dict(error, loc=("body", *error["loc"])) for error in exc.errors()]
         raise RequestValidationError(errors) from None

@@ -19,7 +19,9 @@ __all__ = ["ImageData", "ImageEditBody", "ImageGenerationBody", "ImagesResponse"
 
 
 class _ImageOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict for JSON (ImageGenerationBody, read by FastAPI); the edits form is validated
+    # with strict=False, since every form field is text.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     n: int = Field(default=1, description="How many images (the server caps it).")
     size: str | None = Field(default=None, description="`WIDTHxHEIGHT` (e.g. 1024x1024), or "

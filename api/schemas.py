@@ -44,7 +44,9 @@ def no_bools(value: Any) -> Any:
 class GenerateBody(BaseModel):
     """POST /generate: the product README's ``{"input_type", "content"}`` plus every option."""
 
-    model_config = ConfigDict(extra="forbid")
+    # JSON bodies are read strictly (no "64" for 64) and forms laxly, by model_validate's
+    # `strict`; FastAPI-read bodies take this config's.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     input_type: Literal["text", "image", "hybrid"] = "text"
     content: str | None = Field(default=None, description="The prompt (README name).")
@@ -176,7 +178,7 @@ GridValues = Annotated[list[Any], Field(min_length=1)]
 class BatchBody(BaseModel):
     """POST /batches: ``items`` (each a POST /generate body), or ``template`` plus ``grid``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     name: str | None = Field(default=None, max_length=255)
     output_format: OutputFormat | None = Field(

@@ -52,6 +52,7 @@ __all__ = [
     "MAX_IMAGE_BYTES",
     "MAX_IMAGE_PIXELS",
     "decode_image",
+    "image_bytes",
     "image_to_data_url",
     "load_image",
 ]
@@ -155,6 +156,12 @@ def _normalise(image: Image.Image) -> Image.Image:
 
 def decode_image(data: str, argument: str = "image") -> Image.Image:
     """A request's image: base64 text or a ``data:image/...;base64,`` URL."""
+    return _decode_bytes(image_bytes(data, argument), argument)
+
+
+def image_bytes(data: str, argument: str = "image") -> bytes:
+    """The file inside base64 text or a ``data:image/...;base64,`` URL, not yet decoded as an
+    image (that is :func:`load_image`'s)."""
     if not isinstance(data, str) or not data:
         raise InvalidRequestError(argument, data, "must be a base64 string or data URL")
     payload = data
@@ -166,10 +173,9 @@ def decode_image(data: str, argument: str = "image") -> Image.Image:
         raise InvalidRequestError(argument, f"<{len(payload)} characters>",
                                   f"is larger than {MAX_IMAGE_BYTES} bytes")
     try:
-        raw = base64.b64decode(payload, validate=True)
+        return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidRequestError(argument, data, "is not valid base64") from None
-    return _decode_bytes(raw, argument)
 
 
 def load_image(source: ImageSource, argument: str = "image") -> Image.Image:

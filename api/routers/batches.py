@@ -19,6 +19,7 @@ from api.errors import ApiError, field_error
 from api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from api.idempotency import Idempotency, fingerprint
 from api.jobview import UrlMaker, job_out, utc
+from api.jsonbody import JsonRoute
 from api.limits import BATCH_RESULTS_CHUNK
 from api.schemas import BatchBody, BatchCountsOut, BatchItemResult, BatchList, BatchOut
 from workers.db import Batch, Database, Job, JobStatus
@@ -27,7 +28,7 @@ from workers.db.batches import BatchCounts
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/batches", tags=["batches"])
+router = APIRouter(prefix="/batches", tags=["batches"], route_class=JsonRoute)
 
 NOT_FOUND = {404: {"description": "No such batch."}}
 CSV_COLUMNS = ("index", "job_id", "status", "seed", "seeds", "urls", "error", "job_url",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import SettingsDep, StylesDep
+from api.jsonbody import JsonRoute
 from api.model_access import allowed_models
 from api.schemas import ModelInfo, ModelList, StyleInfo, StyleList
 from fractal.catalogue import KNOWN_MODELS
@@ -12,7 +13,7 @@ from fractal.naming import display_name
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["catalogue"])
+router = APIRouter(tags=["catalogue"], route_class=JsonRoute)
 
 
 @router.get("/models", response_model=ModelList)

@@ -9,11 +9,12 @@ from fastapi.responses import FileResponse
 
 from api.deps import StorageDep
 from api.errors import ApiError
+from api.jsonbody import JsonRoute
 from workers.storage import FILES_ROUTE, LocalStorage, StorageError
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["files"])
+router = APIRouter(tags=["files"], route_class=JsonRoute)
 
 CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg",
                  "jpg": "image/jpeg", "json": "application/json"}

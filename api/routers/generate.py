@@ -14,6 +14,7 @@ from api.generation import Submission, enqueue, job_failure, read_body
 from api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from api.idempotency import Idempotency, fingerprint
 from api.jobview import UrlMaker, job_out
+from api.jsonbody import JsonRoute
 from api.polling import wait_for_job
 from api.schemas import GenerateBody, GenerateResult, JobOut
 from workers.db import Job, JobStatus
@@ -22,7 +23,7 @@ from workers.storage import Storage
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["generate"])
+router = APIRouter(tags=["generate"], route_class=JsonRoute)
 
 
 def _request_body_docs() -> dict[str, Any]:

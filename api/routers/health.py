@@ -12,11 +12,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import DatabaseDep, QueueDep, StorageDep
+from api.jsonbody import JsonRoute
 
 __all__ = ["router"]
 
 logger = logging.getLogger(__name__)
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=JsonRoute)
 
 CHECK_TIMEOUT = 5.0  # seconds each readiness check may take
 

@@ -14,6 +14,7 @@ from api.deps import DatabaseDep, SettingsDep, StorageDep
 from api.errors import ApiError, field_error
 from api.events import job_events
 from api.jobview import UrlMaker, job_out
+from api.jsonbody import JsonRoute
 from api.limits import EVENTS_PING_SECONDS
 from api.model_access import allowed_models
 from api.polling import load_job
@@ -25,7 +26,7 @@ from workers.settings import Settings
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=JsonRoute)
 
 StatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 NOT_FOUND = {404: {"description": "No such job."}}

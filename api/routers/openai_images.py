@@ -31,6 +31,7 @@ from api.generation import Submission, enqueue, job_failure
 from api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from api.idempotency import Idempotency, fingerprint
 from api.jobview import UrlMaker, utc
+from api.jsonbody import JsonRoute
 from api.limits import MAX_BODY_BYTES, MAX_FORM_FIELDS
 from api.openai_errors import ERROR_RESPONSES
 from api.openai_mapping import to_generate_body
@@ -45,7 +46,7 @@ from workers.task_queue import TaskQueue
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=JsonRoute)
 
 IMAGE_FIELDS = ("image", "image[]")  # the SDKs send one image as `image`, a list as `image[]`
 MAX_EDIT_FILES = 16  # as many as OpenAI takes, so more than one gets a clear message
@@ -146,7 +147,7 @@ async def _read_edit(request: Request) -> tuple[ImageEditBody, bytes]:
         if texts:
             fields[key] = texts if key == "colors" and len(texts) > 1 else texts[-1]
     try:
-        body = ImageEditBody.model_validate(fields)
+        body = ImageEditBody.model_validate(fields, strict=False)
     except ValidationError as exc:
         errors = [dict(error, loc=("body", *error["loc"])) for error in exc.errors()]
         raise RequestValidationError(errors) from None

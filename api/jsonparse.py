@@ -1,0 +1,114 @@
+"""JSON request bodies, read one guarded way, off the event loop.
+
+Every JSON body the API takes passes through :func:`parse_json` (``POST /generate`` reads its
+own; every FastAPI-parsed body comes through :class:`api.jsonroute.JsonRoute`). A body is
+refused, with where and why, when it holds
+
+- more than ``MAX_JSON_VALUES`` arrays, objects and list items (counted before parsing, from
+  the bytes: a 60 MB body of empty lists would take seconds and gigabytes to parse);
+- nesting deeper than ``MAX_JSON_DEPTH``;
+- a number that is not finite (``NaN``, ``Infinity``, ``1e999``): JSON has none, and no
+  field takes one;
+- a string that is not Unicode (a lone surrogate such as ``"\\ud800"``): it cannot be stored,
+  logged or sent back.
+
+Where the caller names it, an image given as base64 is decoded to its file's bytes here too.
+
+Bodies over ``INLINE_BYTES`` are parsed in a child process: json's C parser holds the GIL
+for the whole parse, so a large body parsed in a thread would still stall every other
+request the event loop serves. This module imports only the standard library: the child
+that imports it stays small.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+__all__ = ["INLINE_BYTES", "MAX_JSON_DEPTH", "MAX_JSON_VALUES", "JsonRefused", "parse_json"]
+
+INLINE_BYTES = 64 * 1024  # parsed on the caller's thread below this: well under a millisecond
+MAX_JSON_DEPTH = 32  # a batch item sits at depth 3; nothing the API takes nests deeper than 5
+# Commas, brackets and braces: ~ the values a body holds. A 10,000-item batch of full
+# POST /generate bodies has ~200,000; base64 image data has none.
+MAX_JSON_VALUES = 500_000
+
+
+class JsonRefused(ValueError):
+    """Where (``loc``, after ``body``) and why a body was refused, as data."""
+
+    def __init__(self, loc: list[str | int], msg: str, value: Any = None,
+                 kind: str = "json_invalid") -> None:
+        super().__init__(loc, msg, value, kind)
+        self.loc, self.msg, self.value, self.kind = loc, msg, value, kind
+
+
+def _count_values(raw: bytes) -> int:
+    return raw.count(b",") + raw.count(b"[") + raw.count(b"{")
+
+
+def _check(data: Any) -> None:
+    """Depth, finite numbers and Unicode strings, walked without recursion."""
+    stack: list[tuple[Any, list[str | int]]] = [(data, [])]
+    while stack:
+        value, loc = stack.pop()
+        if len(loc) > MAX_JSON_DEPTH:
+            raise JsonRefused(loc[:MAX_JSON_DEPTH], f"nesting deeper than {MAX_JSON_DEPTH} "
+                              "levels", kind="json_too_deep")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(key, loc)
+                stack.append((item, [*loc, key]))
+        elif isinstance(value, list):
+            stack.extend((item, [*loc, index]) for index, item in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise JsonRefused(loc, "must be a finite number (JSON has no NaN or Infinity)",
+                              str(value), kind="finite_number")
+        elif isinstance(value, str):
+            _check_text(value, loc)
+
+
+def _check_text(text: str, loc: list[str | int]) -> None:
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise JsonRefused(loc, "is not valid Unicode: it holds a lone surrogate (\\ud800-"
+                          "\\udfff escapes must come in pairs)", "<invalid unicode>",
+                          kind="string_unicode") from None
+
+
+def parse_json(raw: bytes, image_field: str | None = None) -> tuple[Any, bytes | None]:
+    """The body as Python data; JsonRefused (picklable, to cross from a child) if it is not
+    JSON the API takes. Blocking: runs in the caller or in a child process.
+
+    ``image_field``: a top-level field holding an image as base64 or a data URL, taken out
+    of the data and returned as the file's bytes (base64 decoding also holds the GIL: ~0.6 s
+    for a 60 MB data URL here).
+    """
+    if _count_values(raw) > MAX_JSON_VALUES:
+        raise JsonRefused([], f"holds more than {MAX_JSON_VALUES} values",
+                          kind="json_too_large")
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise JsonRefused([exc.pos], f"JSON decode error: {exc.msg}") from None
+    except UnicodeDecodeError as exc:
+        raise JsonRefused([exc.start], "JSON decode error: the body is not UTF-8") from None
+    except (ValueError, RecursionError):  # a 5000-digit number; [[[[... nested too deep
+        raise JsonRefused([], "JSON decode error: a number too long or nesting too deep",
+                          kind="json_too_deep") from None
+    _check(data)
+    if image_field is None or not isinstance(data, dict) \
+            or not isinstance(data.get(image_field), str):
+        return data, None
+    from fractal.errors import InvalidRequestError  # the child imports these once
+    from fractal.images import image_bytes
+
+    try:
+        return data, image_bytes(data.pop(image_field), image_field)
+    except InvalidRequestError as exc:
+        value = exc.value if isinstance(exc.value, str) and len(exc.value) <= 200 else None
+        raise JsonRefused([image_field], str(exc), value, kind="value_error") from None
