@@ -31,6 +31,9 @@ class ModelDefaults:
     guidance: float
     # Text encoders understand words; the built-in engine reads the controls directly.
     controls_in_prompt: bool = True
+    # Sides the model can render are multiples of this (its latent's scale, times its
+    # patch size for a transformer that packs latent patches).
+    size_multiple: int = 8
 
 
 @dataclass(frozen=True)
@@ -58,15 +61,10 @@ class RenderPlan:
         return len(self.seeds)
 
 
-def _snap(value: float) -> int:
-    return max(8, int(value) // 8 * 8)
-
-
-def _fit(size: tuple[int, int], area: int) -> tuple[int, int]:
-    """An input image's size scaled to about ``area`` pixels, sides multiples of 8."""
-    width, height = size
-    scale = min(math.sqrt(area / (width * height)), MAX_SIDE / max(width, height))
-    return _snap(width * scale), _snap(height * scale)
+def _snap(value: float, multiple: int = 8) -> int:
+    """The nearest multiple of ``multiple`` to ``value``, within 1 … MAX_SIDE multiples."""
+    top = MAX_SIDE // multiple * multiple
+    return min(top, max(multiple, math.floor(value / multiple + 0.5) * multiple))
 
 
 def _size(
@@ -75,13 +73,16 @@ def _size(
     if request.width and request.height:
         return request.width, request.height
     if init is not None:
-        if request.width:  # keep the input's aspect ratio
-            return request.width, _snap(request.width * init.height / init.width)
+        # Image-to-image keeps the input's size (as AUTOMATIC1111, ComfyUI, diffusers and
+        # OpenAI's edits do), rounded to what the model renders, and its aspect ratio when
+        # one side is given; no side over MAX_SIDE.
+        multiple = defaults.size_multiple
+        if request.width:
+            return request.width, _snap(request.width * init.height / init.width, multiple)
         if request.height:
-            return _snap(request.height * init.width / init.height), request.height
-        if not defaults.controls_in_prompt:  # the engine paints at the input's own size
-            return _fit(init.size, min(init.width * init.height, MAX_SIDE * MAX_SIDE))
-        return _fit(init.size, defaults.width * defaults.height)
+            return _snap(request.height * init.width / init.height, multiple), request.height
+        scale = min(1.0, MAX_SIDE / max(init.size))
+        return _snap(init.width * scale, multiple), _snap(init.height * scale, multiple)
     return request.width or defaults.width, request.height or defaults.height
 
 

@@ -31,6 +31,15 @@ def native_size(pipeline: Any) -> int:
     return int(sample) * int(scale)
 
 
+def size_multiple(pipeline: Any) -> int:
+    """Sides the pipeline accepts are multiples of this: its VAE's scale, doubled for the
+    transformers that pack 2×2 latent patches (SD3, FLUX)."""
+    # At least 8: the request checks (and older pipelines) want multiples of 8.
+    scale = max(8, int(getattr(pipeline, "vae_scale_factor", 8)))
+    packs = type(pipeline).__name__.startswith(("Flux", "StableDiffusion3"))
+    return scale * 2 if packs else scale
+
+
 def defaults_for(model: str, pipeline: Any) -> ModelDefaults:
     side = native_size(pipeline)
     class_name = type(pipeline).__name__
@@ -42,4 +51,5 @@ def defaults_for(model: str, pipeline: Any) -> ModelDefaults:
     scheduler = type(pipeline.scheduler).__name__
     if any(marker in model.lower() for marker in _FEW_STEP_MARKERS) or scheduler == "LCMScheduler":
         steps, guidance = 4, (1.0 if scheduler == "LCMScheduler" else 0.0)
-    return ModelDefaults(width=side, height=side, steps=steps, guidance=guidance)
+    return ModelDefaults(width=side, height=side, steps=steps, guidance=guidance,
+                         size_multiple=size_multiple(pipeline))
