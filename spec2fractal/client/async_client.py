@@ -7,6 +7,7 @@ here is the asyncio I/O that carries the calls out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -52,9 +53,11 @@ class Jobs(Resource):
         return await self._client._run(calls.wait_for_job(self._config, job_id, timeout))
 
     async def stream(self, job_id: str) -> AsyncIterator[JobEvent]:
-        async for event in calls.astream(calls.job_events(self._config, job_id),
-                                         self._client._perform):
-            yield event
+        # aclosing: a caller that stops early closes the stream's response now, not at exit.
+        async with contextlib.aclosing(calls.astream(calls.job_events(self._config, job_id),
+                                                     self._client._perform)) as events:
+            async for event in events:
+                yield event
 
 
 @docs_from(sync_client.Batches)
