@@ -238,12 +238,14 @@ def test_busy_server_is_retried_honouring_retry_after() -> None:
     """503/429 with Retry-After and a dropped connection, then the job: retried, not failed."""
     from fractal import GenerationRequest
     from spec2fractal.batch.items import Item
-    from spec2fractal.batch.render import ServiceRenderer
+    from spec2fractal.batch.service import ServiceRenderer
 
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buffer, format="PNG")
     calls: list[str] = []
     answers = iter(["drop", 503, 429, "job"])
+    # The fields every job answer of the API has (the client reads jobs as typed objects).
+    job = {"id": "j1", "model": "fractal", "timings": {"created_at": "2025-01-01T00:00:00Z"}}
 
     def handle(request: httpx.Request) -> httpx.Response:
         calls.append(f"{request.method} {request.url.path}")
@@ -257,12 +259,13 @@ def test_busy_server_is_retried_honouring_retry_after() -> None:
                 return httpx.Response(answer, headers={"Retry-After": "0"},
                                       json={"detail": "busy"})
             return httpx.Response(202, json={
-                "id": "j1", "status": "queued",
+                **job, "status": "queued",
                 "links": {"self": "http://s/jobs/j1", "cancel": "http://s/jobs/j1/cancel"}})
         if request.url.path == "/jobs/j1":
             return httpx.Response(200, json={
-                "id": "j1", "status": "succeeded", "links": {},
-                "outputs": [{"index": 0, "url": "http://s/files/a.png", "seed": 5}]})
+                **job, "status": "succeeded", "links": {},
+                "outputs": [{"index": 0, "url": "http://s/files/a.png", "seed": 5,
+                             "width": 8, "height": 8, "format": "png"}]})
         return httpx.Response(200, content=buffer.getvalue())
 
     renderer = ServiceRenderer("http://s", None, 1, transport=httpx.MockTransport(handle))
@@ -284,7 +287,7 @@ def test_a_lost_answer_to_a_post_makes_no_second_job_and_keys_are_sent(tmp_path:
     from fractal import GenerationRequest
     from spec2fractal.batch.items import Item
     from spec2fractal.batch.manifest import BatchError
-    from spec2fractal.batch.render import ServiceRenderer
+    from spec2fractal.batch.service import ServiceRenderer
     from tests.api.auth_helpers import make_key
     from workers.settings import Settings
 

@@ -24,7 +24,6 @@ import hashlib
 import hmac
 import json
 import logging
-import random
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -33,6 +32,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
 
+from spec2fractal.client.backoff import exponential_backoff
 from workers import netguard
 from workers.db import ApiKey, Batch, Database, Job, JobStatus
 from workers.db import batches as batch_store
@@ -209,7 +209,7 @@ def retry_delay(attempt: int, backoff: float, retry_after: float | None = None) 
     """Seconds before attempt ``attempt + 1``: ``backoff`` doubled per attempt, times a
     random factor in [0.5, 1.5) so receivers that failed together are not hit together;
     at least the receiver's Retry-After; at most MAX_DELAY."""
-    delay = backoff * 2 ** (attempt - 1) * (0.5 + random.random())
+    delay = exponential_backoff(attempt - 1, backoff, MAX_DELAY, jitter=0.5)
     if retry_after is not None:
         delay = max(delay, retry_after)
     return min(delay, MAX_DELAY)

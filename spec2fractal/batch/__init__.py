@@ -5,6 +5,6 @@ file is reordered) and retries failures. ``manifest.jsonl`` in the output folder
 finished attempt; images are renamed into place before their line is written, so an
 interrupted run never leaves a line pointing at a missing or partial file.
 
-The typer command lives in :mod:`spec2fractal.batch.command`; it imports the rest (and httpx,
-for ``--server``) only when it runs.
+The typer command lives in :mod:`spec2fractal.batch.command`; it imports the rest (and the HTTP
+client, for ``--server``) only when it runs.
 """

@@ -84,7 +84,7 @@ def check_file(path: Path) -> None:
 
 def make_renderer(options: BatchOptions, workers: int) -> Renderer:
     if options.server:
-        from spec2fractal.batch.render import ServiceRenderer
+        from spec2fractal.batch.service import ServiceRenderer
 
         return ServiceRenderer(options.server, options.model, workers,
                                api_key=options.api_key)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import email.utils
 import io
 import os
-import random
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 from PIL import Image, PngImagePlugin
 
+from spec2fractal.client.backoff import exponential_backoff
 from spec2fractal.client.errors import (
     APIStatusError,
     JobCancelledError,
@@ -117,11 +117,6 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     return min(max(when.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER)
 
 
-def _backoff(attempt: int) -> float:
-    """Exponential with jitter: about 0.5 s, 1 s, 2 s ... at most 8 s."""
-    return min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** attempt) * random.uniform(0.75, 1.25)
-
-
 def retry_delay(attempt: int, max_retries: int, *, response: httpx.Response | None = None,
                 error: Exception | None = None) -> float | None:
     """Seconds to wait before trying again, or None to stop. Retried: 429 and 503 (after
@@ -134,10 +129,11 @@ def retry_delay(attempt: int, max_retries: int, *, response: httpx.Response | No
         if response.headers.get("x-should-retry", "").lower() == "false":
             return None
         after = _retry_after(response.headers)
-        return after if after is not None else _backoff(attempt)
-    if isinstance(error, httpx.TransportError):
-        return _backoff(attempt)
-    return None
+        if after is not None:
+            return after
+    elif not isinstance(error, httpx.TransportError):
+        return None
+    return exponential_backoff(attempt, BACKOFF_FIRST, BACKOFF_MAX)
 
 
 def parse_body(response: httpx.Response) -> Any:

@@ -8,6 +8,7 @@ from pathlib import Path
 from PIL import Image
 from pydantic import BaseModel, PrivateAttr
 
+from spec2fractal.client._calls import docs_from
 from spec2fractal.client._core import open_image
 from spec2fractal.client.types import Job
 
@@ -30,10 +31,16 @@ class _Result(BaseModel):
     def seeds(self) -> list[int | None]:
         return [output.seed for output in sorted(self.job.outputs, key=lambda out: out.index)]
 
-    def _names(self, folder: Path, prefix: str | None) -> list[Path]:
+    def _save(self, folder: str | Path, prefix: str | None, files: list[bytes]) -> list[Path]:
+        """Write the downloaded ``files`` as ``<folder>/<prefix or job id>-<index>.<format>``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
         stem = prefix or self.job.id
-        return [folder / f"{stem}-{out.index}.{'jpg' if out.format == 'jpeg' else out.format}"
-                for out in sorted(self.job.outputs, key=lambda out: out.index)]
+        paths = [folder / f"{stem}-{out.index}.{'jpg' if out.format == 'jpeg' else out.format}"
+                 for out in sorted(self.job.outputs, key=lambda out: out.index)]
+        for path, data in zip(paths, files, strict=True):
+            path.write_bytes(data)
+        return paths
 
 
 class ImageResult(_Result):
@@ -52,14 +59,11 @@ class ImageResult(_Result):
         return [open_image(data) for data in self.download()]
 
     def save(self, folder: str | Path, prefix: str | None = None) -> list[Path]:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = self._names(folder, prefix)
-        for path, data in zip(paths, self.download(), strict=True):
-            path.write_bytes(data)
-        return paths
+        """The images as files in ``folder``, named ``<prefix or job id>-<index>.<format>``."""
+        return self._save(folder, prefix, self.download())
 
 
+@docs_from(ImageResult)
 class AsyncImageResult(_Result):
     _fetch: Callable[[str], Awaitable[bytes]] = PrivateAttr()
 
@@ -74,9 +78,4 @@ class AsyncImageResult(_Result):
         return [open_image(data) for data in await self.download()]
 
     async def save(self, folder: str | Path, prefix: str | None = None) -> list[Path]:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = self._names(folder, prefix)
-        for path, data in zip(paths, await self.download(), strict=True):
-            path.write_bytes(data)
-        return paths
+        return self._save(folder, prefix, await self.download())

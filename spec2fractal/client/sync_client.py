@@ -1,28 +1,20 @@
-"""``Spec2FractalClient``: the service from Python, blocking. See ``async_client`` for asyncio."""
+"""``Spec2FractalClient``: the service from Python, blocking. See ``async_client`` for asyncio.
+
+Each method is one line: the calls are written once, for both clients, in ``_calls``; what is
+here is the blocking I/O that carries them out.
+"""
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
 
-from spec2fractal.client._core import (
-    DEFAULT_MAX_RETRIES,
-    ClientConfig,
-    ImageInput,
-    SSEDecoder,
-    batch_body,
-    check_finished,
-    generate_request,
-    idempotency_key,
-    poll_interval,
-    raise_error,
-    retry_delay,
-)
-from spec2fractal.client.errors import APIConnectionError, APITimeoutError
+from spec2fractal.client import _calls as calls
+from spec2fractal.client._calls import ClientBase, Outgoing, Resource
+from spec2fractal.client._core import ImageInput
 from spec2fractal.client.results import ImageResult
 from spec2fractal.client.types import Batch, BatchItemResult, BatchPage, Job, JobEvent, JobPage
 
@@ -31,22 +23,76 @@ __all__ = ["Spec2FractalClient"]
 T = TypeVar("T")
 
 
-def _wait(read: Callable[[], T], done: Callable[[T], bool], describe: Callable[[T], str],
-          timeout: float | None) -> T:
-    """``read()`` again, backing off, until ``done``; APITimeoutError after ``timeout`` s."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    interval: float | None = None
-    while True:
-        value = read()
-        if done(value):
-            return value
-        interval = poll_interval(interval)
-        if deadline is not None and time.monotonic() + interval > deadline:
-            raise APITimeoutError(f"{describe(value)} after {timeout} s")
-        time.sleep(interval)
+class Images(Resource):
+    def generate(self, prompt: str | None = None, *, image: ImageInput | None = None,
+                 wait: bool = True, wait_timeout: float | None = None,
+                 idempotency_key: str | None = None, **options: Any) -> ImageResult:
+        """Render a prompt, an image, or both (``image``: PIL image, bytes or path).
+
+        ``options`` are POST /generate's fields: ``n``, ``width``, ``height``, ``steps``,
+        ``guidance``, ``seed``, ``style``, ``strength``, ``model``, ``output_format`` ...
+        With ``wait`` (the default) the call returns once the images exist, raising
+        JobFailedError or JobCancelledError if the job ends otherwise; else at once, with
+        the job as it is (``client.jobs.wait`` finishes it). ``idempotency_key``: the POST's
+        Idempotency-Key, for a caller that may send the same render again (default: a new
+        one per call, kept over its retries).
+        """
+        job = self._client._run(calls.generate(
+            self._config, prompt, image, options, wait=wait, wait_timeout=wait_timeout,
+            idempotency_key=idempotency_key))
+        return ImageResult(job=job).bind(self._client._fetch)
 
 
-class Spec2FractalClient:
+class Jobs(Resource):
+    def get(self, job_id: str) -> Job:
+        return self._client._run(calls.get_job(self._config, job_id))
+
+    def list(self, *, status: str | None = None, limit: int = 20,
+             cursor: str | None = None) -> JobPage:
+        return self._client._run(calls.list_jobs(self._config, status, limit, cursor))
+
+    def cancel(self, job_id: str) -> Job:
+        return self._client._run(calls.cancel_job(self._config, job_id))
+
+    def wait(self, job_id: str, *, timeout: float | None = None) -> Job:
+        """The job once it has finished (succeeded, failed or cancelled)."""
+        return self._client._run(calls.wait_for_job(self._config, job_id, timeout))
+
+    def stream(self, job_id: str) -> Iterator[JobEvent]:
+        """The job's events as they happen (GET /jobs/{id}/events), ending with succeeded,
+        failed or cancelled, whose ``job`` is the finished job."""
+        return calls.stream(calls.job_events(self._config, job_id), self._client._perform)
+
+
+class Batches(Resource):
+    def create(self, items: Sequence[Mapping[str, Any]] | None = None, *,
+               template: Mapping[str, Any] | None = None,
+               grid: Mapping[str, Sequence[Any]] | None = None, name: str | None = None,
+               output_format: str | None = None, webhook: str | None = None) -> Batch:
+        """Queue many renders: ``items`` (POST /generate bodies), or a ``template`` and a
+        ``grid`` whose combinations make the items."""
+        return self._client._run(calls.create_batch(self._config, items, template, grid, name,
+                                                    output_format, webhook))
+
+    def get(self, batch_id: str) -> Batch:
+        return self._client._run(calls.get_batch(self._config, batch_id))
+
+    def list(self, *, limit: int = 20, cursor: str | None = None) -> BatchPage:
+        return self._client._run(calls.list_batches(self._config, limit, cursor))
+
+    def cancel(self, batch_id: str) -> Batch:
+        return self._client._run(calls.cancel_batch(self._config, batch_id))
+
+    def results(self, batch_id: str) -> list[BatchItemResult]:
+        """One result per item, in order, with fresh image URLs."""
+        return self._client._run(calls.batch_results(self._config, batch_id))
+
+    def wait(self, batch_id: str, *, timeout: float | None = None) -> Batch:
+        """The batch once every item has ended (or it was cancelled)."""
+        return self._client._run(calls.wait_for_batch(self._config, batch_id, timeout))
+
+
+class Spec2FractalClient(ClientBase[httpx.Client]):
     """A Spec-2-Fractal server's API.
 
     ``api_key`` defaults to ``$SPEC2FRACTAL_API_KEY``, ``base_url`` to
@@ -56,20 +102,11 @@ class Spec2FractalClient:
     POST carries an Idempotency-Key, so a retry never makes a second job.
     """
 
-    def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
-                 timeout: float | httpx.Timeout | None = None,
-                 max_retries: int = DEFAULT_MAX_RETRIES,
-                 http_client: httpx.Client | None = None) -> None:
-        self.config = ClientConfig.of(base_url, api_key, timeout, max_retries)
-        self._http = http_client or httpx.Client(timeout=self.config.timeout,
-                                                 follow_redirects=True)
-        self.images = Images(self)
-        self.jobs = Jobs(self)
-        self.batches = Batches(self)
-
-    @property
-    def base_url(self) -> str:
-        return self.config.base_url
+    _http_class = httpx.Client
+    _resources = (Images, Jobs, Batches)
+    images: Images
+    jobs: Jobs
+    batches: Batches
 
     def close(self) -> None:
         self._http.close()
@@ -83,139 +120,31 @@ class Spec2FractalClient:
     def request(self, method: str, path: str, *, stream: bool = False,
                 headers: Mapping[str, str] | None = None, **kwargs: Any) -> httpx.Response:
         """One call, retried as the class says; an error answer raises its APIError."""
-        url = self.config.url(path)
-        sent = {**self.config.headers_for(url), **(headers or {})}
-        if method.upper() == "POST":
-            sent.setdefault("Idempotency-Key", idempotency_key())
-        attempt = 0
-        while True:
-            request = self._http.build_request(method, url, headers=sent, **kwargs)
-            try:
-                response = self._http.send(request, stream=stream)
-            except httpx.TransportError as exc:
-                delay = retry_delay(attempt, self.config.max_retries, error=exc)
-                if delay is None:
-                    kind = APITimeoutError if isinstance(exc, httpx.TimeoutException) \
-                        else APIConnectionError
-                    raise kind(f"{method} {url}: {exc or type(exc).__name__}") from exc
-            else:
-                if response.status_code < 400:
-                    return response
-                delay = retry_delay(attempt, self.config.max_retries, response=response)
-                if delay is None:
-                    response.read()
-                    response.close()
-                    raise_error(response)
-                response.close()
-            attempt += 1
-            time.sleep(delay)
+        return self._run(calls.request(self.config, method, path, stream=stream,
+                                       headers=headers, **kwargs))
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.request(method, path, **kwargs).json()
+        return self._run(calls.call_json(self.config, method, path, **kwargs))
 
     def _fetch(self, url: str) -> bytes:
-        return self.request("GET", url).content
+        return self._run(calls.fetch(self.config, url))
 
+    # -- the effects, blocking ------------------------------------------------------------
 
-class Images:
-    def __init__(self, client: Spec2FractalClient) -> None:
-        self._client = client
+    def _run(self, call: calls.Call[T]) -> T:
+        return calls.run(call, self._perform)
 
-    def generate(self, prompt: str | None = None, *, image: ImageInput | None = None,
-                 wait: bool = True, wait_timeout: float | None = None,
-                 **options: Any) -> ImageResult:
-        """Render a prompt, an image, or both (``image``: PIL image, bytes or path).
+    def _send(self, request: Outgoing) -> httpx.Response:
+        return self._http.send(request.build(self._http), stream=request.stream)
 
-        ``options`` are POST /generate's fields: ``n``, ``width``, ``height``, ``steps``,
-        ``guidance``, ``seed``, ``style``, ``strength``, ``model``, ``output_format`` ...
-        With ``wait`` (the default) the call returns once the images exist, raising
-        JobFailedError or JobCancelledError if the job ends otherwise; else at once, with
-        the job as it is (``client.jobs.wait`` finishes it).
-        """
-        headers = {"Prefer": "respond-async"}
-        if wait and self._client.config.prefer_wait():
-            headers = {"Prefer": str(self._client.config.prefer_wait())}
-        answer = self._client._json("POST", "/generate", headers=headers,
-                                    **generate_request(prompt, image, options))
-        job = Job.model_validate(answer["job"] if "job_id" in answer else answer)
-        if wait and not job.finished:
-            job = self._client.jobs.wait(job.id, timeout=wait_timeout)
-        if wait:
-            check_finished(job)
-        return ImageResult(job=job).bind(self._client._fetch)
+    def _read(self, response: httpx.Response) -> bytes:
+        return response.read()
 
+    def _sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
+    def _lines(self, response: httpx.Response) -> Iterator[str]:
+        return response.iter_lines()
 
-class Jobs:
-    def __init__(self, client: Spec2FractalClient) -> None:
-        self._client = client
-
-    def get(self, job_id: str) -> Job:
-        return Job.model_validate(self._client._json("GET", f"/jobs/{job_id}"))
-
-    def list(self, *, status: str | None = None, limit: int = 20,
-             cursor: str | None = None) -> JobPage:
-        params = {"limit": limit, "status": status, "cursor": cursor}
-        return JobPage.model_validate(self._client._json(
-            "GET", "/jobs", params={k: v for k, v in params.items() if v is not None}))
-
-    def cancel(self, job_id: str) -> Job:
-        return Job.model_validate(self._client._json("POST", f"/jobs/{job_id}/cancel"))
-
-    def wait(self, job_id: str, *, timeout: float | None = None) -> Job:
-        """The job once it has finished (succeeded, failed or cancelled)."""
-        return _wait(lambda: self.get(job_id), lambda job: job.finished,
-                     lambda job: f"job {job_id} still {job.status}", timeout)
-
-    def stream(self, job_id: str) -> Iterator[JobEvent]:
-        """The job's events as they happen (GET /jobs/{id}/events), ending with succeeded,
-        failed or cancelled, whose ``job`` is the finished job."""
-        response = self._client.request("GET", f"/jobs/{job_id}/events", stream=True,
-                                        headers={"Accept": "text/event-stream"})
-        decoder = SSEDecoder()
-        try:
-            for line in response.iter_lines():
-                event = decoder.feed(line)
-                if event is not None:
-                    yield event
-                    if event.final:
-                        return
-        except httpx.TransportError as exc:
-            raise APIConnectionError(f"the event stream of job {job_id} broke: {exc}") from exc
-        finally:
-            response.close()
-
-
-class Batches:
-    def __init__(self, client: Spec2FractalClient) -> None:
-        self._client = client
-
-    def create(self, items: Sequence[Mapping[str, Any]] | None = None, *,
-               template: Mapping[str, Any] | None = None,
-               grid: Mapping[str, Sequence[Any]] | None = None, name: str | None = None,
-               output_format: str | None = None, webhook: str | None = None) -> Batch:
-        """Queue many renders: ``items`` (POST /generate bodies), or a ``template`` and a
-        ``grid`` whose combinations make the items."""
-        body = batch_body(items, template, grid, name, output_format, webhook)
-        return Batch.model_validate(self._client._json("POST", "/batches", json=body))
-
-    def get(self, batch_id: str) -> Batch:
-        return Batch.model_validate(self._client._json("GET", f"/batches/{batch_id}"))
-
-    def list(self, *, limit: int = 20, cursor: str | None = None) -> BatchPage:
-        params = {"limit": limit, "cursor": cursor}
-        return BatchPage.model_validate(self._client._json(
-            "GET", "/batches", params={k: v for k, v in params.items() if v is not None}))
-
-    def cancel(self, batch_id: str) -> Batch:
-        return Batch.model_validate(self._client._json("POST", f"/batches/{batch_id}/cancel"))
-
-    def results(self, batch_id: str) -> list[BatchItemResult]:
-        """One result per item, in order, with fresh image URLs."""
-        text = self._client.request("GET", f"/batches/{batch_id}/results").text
-        return [BatchItemResult.model_validate(json.loads(line))
-                for line in text.splitlines() if line.strip()]
-
-    def wait(self, batch_id: str, *, timeout: float | None = None) -> Batch:
-        return _wait(lambda: self.get(batch_id), lambda batch: batch.done,
-                     lambda _: f"batch {batch_id} still running", timeout)
+    def _next_line(self, lines: Iterator[str]) -> str | None:
+        return next(lines, None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -19,15 +19,14 @@ __all__ = ["S3Storage"]
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MAX_BACKOFF = 8.0  # seconds: the longest pause between two tries
 # S3 answers that say "not now" rather than "never": worth another try.
 _TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout",
                     "RequestTimeTooSkewed", "Throttling", "ThrottlingException"}
 
 
 def _transient(exc: BotoCoreError | ClientError) -> bool:
-    """Connection failures and 5xx/throttling are; a refusal (403, 404, ...) is not. Retried
-    here within the budget, and told to callers as ``StorageError.transient`` after it."""
+    """Connection failures and 5xx/throttling are; a refusal (403, 404, ...) is not. Told to
+    callers as ``StorageError.transient`` once botocore's retries are spent."""
     if isinstance(exc, BotoCoreError):
         return True
     error = exc.response.get("Error", {})
@@ -40,24 +39,33 @@ class S3Storage:
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
                  public_endpoint_url: str | None = None, region: str = "us-east-1",
-                 create_bucket: bool = True, retries: int = 0, backoff: float = 0.5) -> None:
+                 create_bucket: bool = True, retries: int = 0) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        # Uploads and downloads are tried ``retries`` more times, pausing ``backoff`` s,
-        # doubled each time (with jitter, at most MAX_BACKOFF): an outage of storage shorter
-        # than that budget costs a job nothing.
-        self.retries, self.backoff = retries, backoff
+        self.retries = retries
         # Path-style addressing: MinIO and SeaweedFS serve buckets under the endpoint's path.
-        # botocore does not retry on its own: the loop in _retrying is the whole budget.
-        config = Config(signature_version="s3v4", s3={"addressing_style": "path"},
-                        retries={"total_max_attempts": 1, "mode": "standard"},
-                        connect_timeout=5, read_timeout=30)
+        base = Config(signature_version="s3v4", s3={"addressing_style": "path"},
+                      connect_timeout=5, read_timeout=30)
+        # Uploads and downloads: botocore's standard retry mode tries a connection failure,
+        # a 5xx, a throttling or timeout answer ``retries`` more times, pausing a random part
+        # of 1 s, 2 s, 4 s ... (at most 20 s); a refusal (403, 404 ...) is not retried. An
+        # outage of storage shorter than that costs a job nothing.
         self.client: Any = boto3.client("s3", endpoint_url=endpoint_url, region_name=region,
-                                        config=config)
+                                        config=base.merge(Config(retries={
+                                            "mode": "standard", "max_attempts": retries})))
+        # Creating the bucket and readiness checks try once: /ready must answer in seconds.
+        self._once: Any = boto3.client("s3", endpoint_url=endpoint_url, region_name=region,
+                                       config=base.merge(Config(retries={
+                                           "mode": "standard", "total_max_attempts": 1})))
         # The host is part of a presigned URL's signature: sign for the address clients use
         # (outside a compose network, say), which may differ from the one workers use.
         self.signer: Any = self.client if not public_endpoint_url else boto3.client(
-            "s3", endpoint_url=public_endpoint_url, region_name=region, config=config)
+            "s3", endpoint_url=public_endpoint_url, region_name=region, config=base)
+        # botocore retries inside one call; these hooks tell the log about each retry and
+        # count the attempts for the error (state per thread: the client is shared).
+        self._call_state = threading.local()
+        self.client.meta.events.register("needs-retry.s3", self._note_outcome)
+        self.client.meta.events.register("request-created.s3", self._note_attempt)
         if create_bucket:
             self._ensure_bucket()
 
@@ -66,10 +74,10 @@ class S3Storage:
 
     def _ensure_bucket(self) -> None:
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            self._once.head_bucket(Bucket=self.bucket)
         except ClientError:
             try:
-                self.client.create_bucket(Bucket=self.bucket)
+                self._once.create_bucket(Bucket=self.bucket)
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") not in (
                         "BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
@@ -77,22 +85,41 @@ class S3Storage:
         except BotoCoreError as exc:
             raise StorageError(f"cannot reach S3 storage: {exc}", transient=True) from exc
 
+    def _note_outcome(self, attempts: int, response: Any = None,
+                      caught_exception: Exception | None = None, **_: Any) -> None:
+        """needs-retry: what this attempt came to, should botocore try again."""
+        if caught_exception is not None:
+            outcome = str(caught_exception)
+        else:
+            http, parsed = response
+            code = (parsed.get("Error") or {}).get("Code")
+            outcome = f"HTTP {http.status_code}" + (f" {code}" if code else "")
+        self._call_state.failed = (attempts, outcome, time.monotonic())
+
+    def _note_attempt(self, request: Any, **_: Any) -> None:
+        """request-created: an attempt starts; after the first, botocore is retrying."""
+        state = self._call_state
+        if getattr(state, "what", None) is None:
+            return  # not an upload or download (a presigned URL, say)
+        state.attempts += 1
+        if state.attempts > 1 and state.failed is not None:
+            attempt, outcome, when = state.failed
+            logger.warning("%s: attempt %d of %d failed (%s); trying again after %.1f s",
+                           state.what, attempt, self.retries + 1, outcome,
+                           time.monotonic() - when)
+
     def _retrying(self, what: str, call: Callable[[], T]) -> T:
-        delay = self.backoff
-        for attempt in range(1, self.retries + 2):
-            try:
-                return call()
-            except (BotoCoreError, ClientError) as exc:
-                if not _transient(exc) or attempt > self.retries:
-                    tries = f" after {attempt} attempts" if attempt > 1 else ""
-                    raise StorageError(f"image storage unavailable: {what} failed{tries}: "
-                                       f"{exc}", transient=_transient(exc)) from exc
-                pause = delay * random.uniform(0.5, 1.0)
-                logger.warning("%s failed (attempt %d of %d), trying again in %.1f s: %s",
-                               what, attempt, self.retries + 1, pause, exc)
-                time.sleep(pause)
-                delay = min(delay * 2, MAX_BACKOFF)
-        raise AssertionError("unreachable")
+        """``call()`` with botocore's retries; StorageError once they are spent."""
+        state = self._call_state
+        state.what, state.attempts, state.failed = what, 0, None
+        try:
+            return call()
+        except (BotoCoreError, ClientError) as exc:
+            tries = f" after {state.attempts} attempts" if state.attempts > 1 else ""
+            raise StorageError(f"image storage unavailable: {what} failed{tries}: "
+                               f"{exc}", transient=_transient(exc)) from exc
+        finally:
+            state.what = None
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         self._retrying(f"upload of {key!r}", lambda: self.client.put_object(
@@ -110,7 +137,7 @@ class S3Storage:
 
     def check(self) -> None:
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            self._once.head_bucket(Bucket=self.bucket)
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"S3 bucket {self.bucket!r} is not reachable: {exc}",
                                transient=_transient(exc)) from exc
