@@ -27,6 +27,7 @@ from workers.db import Database
 from workers.db import batches as batch_store
 from workers.db.batches import NewItem
 from workers.db.jobs import new_job_id
+from workers.job_errors import NOT_QUEUED
 from workers.runner import input_key
 from workers.settings import Settings
 from workers.storage import Storage, StorageError
@@ -241,7 +242,7 @@ def create_batch(plan: BatchPlan, database: Database, storage: Storage,
     except EnqueueError as exc:
         logger.error("batch %s: %d of %d items queued: %s", batch_id, exc.sent, len(items), exc)
         with database.session() as session:
-            batch_store.fail_unsent(session, batch_id, exc.sent, "the job could not be queued")
+            batch_store.fail_unsent(session, batch_id, exc.sent, NOT_QUEUED)
         raise ApiError(503, "the job queue is unavailable; try again later",
                        headers={"Retry-After": "10"}, batch_id=batch_id) from None
     return batch_id

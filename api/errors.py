@@ -9,6 +9,7 @@ import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,9 +23,12 @@ from starlette.routing import compile_path
 
 from api.bodylimit import BodyTooLarge
 from fractal import InvalidRequestError
+from workers import job_errors
+from workers.job_errors import JobError
 from workers.storage import StorageError
 
-__all__ = ["ApiError", "field_error", "install_error_handlers", "invalid_request"]
+__all__ = ["JOB_ERROR_STATUS", "ApiError", "field_error", "install_error_handlers",
+           "invalid_request", "job_error_entry"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +60,39 @@ def field_error(loc: Sequence[str | int], msg: str, value: Any = None, *,
 def invalid_request(exc: InvalidRequestError, *, where: str = "body",
                     rename: dict[str, str] | None = None) -> RequestValidationError:
     """The library's InvalidRequestError as a 422 naming the request field."""
+    error = JobError.of(exc)
     field = (rename or {}).get(exc.argument, exc.argument)
-    message = str(exc)
     if field != exc.argument:  # the message names the field the caller sent (`content`)
-        message = message.replace(f"`{exc.argument}`", f"`{field}`", 1)
-    return field_error([where, field], message, exc.value, choices=exc.choices)
+        error = replace(error, field=field,
+                        message=error.message.replace(f"`{exc.argument}`", f"`{field}`", 1))
+    return RequestValidationError([job_error_entry(error, where)])
+
+
+# A failed job's answer, by its error's code (workers.job_errors): the status, and headers.
+JOB_ERROR_STATUS: dict[str, tuple[int, dict[str, str] | None]] = {
+    job_errors.INVALID_REQUEST: (422, None),
+    job_errors.INPUT_MISSING: (422, None),  # the caller sends the request again
+    job_errors.MODEL_UNAVAILABLE: (502, None),
+    job_errors.RENDER_FAILED: (502, None),
+    job_errors.TIMEOUT: (504, None),
+    job_errors.INPUT_UNAVAILABLE: (503, {"Retry-After": "10"}),
+    job_errors.STORAGE_UNAVAILABLE: (503, {"Retry-After": "10"}),
+    job_errors.QUEUE_UNAVAILABLE: (503, {"Retry-After": "10"}),
+    job_errors.WORKER_LOST: (502, None),
+    job_errors.INTERNAL: (502, None),
+}
+
+
+def job_error_entry(error: JobError, where: str = "body") -> dict[str, Any]:
+    """An error about one field as one 422 entry in FastAPI's shape; ``ctx`` carries the rest
+    of it as data (its code, the bare reason, the valid choices), for clients to read."""
+    ctx: dict[str, Any] = {"code": error.code}
+    if error.reason is not None:
+        ctx["reason"] = error.reason
+    if error.choices is not None:
+        ctx["choices"] = list(error.choices)
+    return {"loc": [where, error.field] if error.field else [where], "msg": error.message,
+            "type": "value_error", "input": error.value, "ctx": ctx}
 
 
 def _short(value: Any) -> Any:

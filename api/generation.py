@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import secrets
+from dataclasses import replace
 from typing import Any
 
 from fastapi import Request
@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from api.auth import Caller
-from api.errors import ApiError, field_error, invalid_request
+from api.errors import JOB_ERROR_STATUS, ApiError, field_error, invalid_request, job_error_entry
 from api.idempotency import Idempotency
 from api.jsonbody import is_json, read_json
 from api.limits import MAX_BODY_BYTES, MAX_FORM_FIELDS, QUEUE_FULL_RETRY_AFTER, QUOTA_RETRY_AFTER
@@ -27,9 +27,10 @@ from api.schemas import GenerateBody
 from fractal import GenerationRequest, InvalidRequestError, StyleLibrary
 from fractal.images import MAX_IMAGE_BYTES, decode_image, load_image
 from fractal.validation import MAX_SEED, check_request
-from workers import netguard
+from workers import job_errors, netguard
 from workers.db import Database, Job, JobStatus
 from workers.db import jobs as job_store
+from workers.job_errors import NOT_QUEUED, JobError
 from workers.runner import input_key
 from workers.settings import Settings
 from workers.storage import Storage, StorageError
@@ -41,9 +42,6 @@ __all__ = ["Submission", "admit", "build_request", "check_webhook", "enqueue", "
 logger = logging.getLogger(__name__)
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-# The worker stores an InvalidRequestError as "`argument` reason (got ...)": the caller's fault.
-_CALLER_ERROR = re.compile(r"^`(?P<argument>[a-z_]+)` ")
-_MODEL_ERROR = re.compile(r"^model .* could not be loaded")
 
 
 async def read_body(request: Request) -> tuple[GenerateBody, bytes | None]:
@@ -223,7 +221,7 @@ class Submission:
             self.queue.enqueue_render(job_id)
         except Exception as exc:  # kombu/redis errors: the broker is down or refused
             logger.error("job %s: not queued: %s", job_id, exc)
-            self._fail(job_id, "the job could not be queued")
+            self._fail(job_id, NOT_QUEUED)
             raise ApiError(503, "the job queue is unavailable; try again later",
                            headers={"Retry-After": "10"}, job_id=job_id) from None
         return job_id
@@ -239,7 +237,7 @@ class Submission:
             raise ApiError(503, "image storage is unavailable; try again later",
                            headers={"Retry-After": "10"}) from None
 
-    def _fail(self, job_id: str, error: str) -> None:
+    def _fail(self, job_id: str, error: JobError) -> None:
         with self.database.session() as session:
             job_store.finish_job(session, job_id, JobStatus.FAILED, error=error)
 
@@ -283,15 +281,15 @@ async def enqueue(body: GenerateBody, upload: bytes | None, submission: Submissi
 
 
 def job_failure(job: Job, settings_model: str, body: dict[str, Any]) -> ApiError:
-    """A failed job as an HTTP error: 422 naming the field when the request was at fault
-    (the worker's check refused it, or the caller chose a model that cannot load), else 502."""
-    error = job.error or "the render failed"
-    caller = _CALLER_ERROR.match(error)
-    if caller:
-        detail = [{"loc": ["body", caller["argument"]], "msg": error, "type": "value_error"}]
-        return ApiError(422, detail, **body)
-    if _MODEL_ERROR.match(error) and job.model != settings_model:
+    """A failed job as an HTTP error, its status chosen by its error's code
+    (:data:`api.errors.JOB_ERROR_STATUS`): a 422 names the field the request got wrong."""
+    error = JobError.from_dict(job.error_detail) if job.error_detail else \
+        JobError(job_errors.INTERNAL, job.error or "the render failed")
+    if error.code == job_errors.MODEL_UNAVAILABLE and job.model != settings_model:
         # The caller chose a model this server cannot load; the default failing is ours.
-        detail = [{"loc": ["body", "model"], "msg": error, "type": "value_error"}]
-        return ApiError(422, detail, **body)
-    return ApiError(502, error, **body)
+        error = replace(error, code=job_errors.INVALID_REQUEST, field="model",
+                        value=job.model)
+    status, headers = JOB_ERROR_STATUS.get(error.code, (502, None))
+    if status == 422:
+        return ApiError(422, [job_error_entry(error)], **body)
+    return ApiError(status, error.message, headers=headers, code=error.code, **body)

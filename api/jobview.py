@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from fastapi import Request
 
-from api.schemas import JobOut, OutputOut, Progress, Timings
+from api.schemas import ErrorDetail, JobOut, OutputOut, Progress, Timings
 from fractal.naming import display_name
 from workers.db import Job, JobStatus
 from workers.settings import Settings
@@ -75,6 +75,7 @@ def job_out(job: Job, urls: UrlMaker) -> JobOut:
                         queue_seconds=_seconds(created, started),
                         render_seconds=_seconds(started, finished)),
         outputs=outputs, error=job.error, attempts=job.attempts or 0,
+        error_detail=ErrorDetail(**job.error_detail) if job.error_detail else None,
         cancel_requested=bool(job.cancel_requested),
         links={"self": own, "events": f"{own}/events", "cancel": f"{own}/cancel"},
     )

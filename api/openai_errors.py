@@ -82,7 +82,8 @@ def openai_error(status: int, body: Any) -> dict[str, Any]:
     detail = extra.pop("detail", body)
     extra.pop("job", None)  # the full job row does not belong in an error
     param: str | None = None
-    code = _STATUS_CODES.get(status)
+    # A failed job's answer names its error's code (workers.job_errors): OpenAI's `code`.
+    code = extra.pop("code", None) or _STATUS_CODES.get(status)
     if isinstance(detail, list) and detail and all(isinstance(e, dict) for e in detail):
         first = detail[0]
         param = _param(list(first.get("loc") or []))

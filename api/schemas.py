@@ -16,6 +16,7 @@ __all__ = [
     "BatchItemResult",
     "BatchList",
     "BatchOut",
+    "ErrorDetail",
     "GenerateBody",
     "GenerateResult",
     "JobList",
@@ -112,6 +113,21 @@ class OutputOut(BaseModel):
     record: dict[str, Any]
 
 
+class ErrorDetail(BaseModel):
+    """Why a job failed, as data (the same as ``error``, which is its ``message``)."""
+
+    code: str = Field(description="invalid_request, model_unavailable, render_failed, "
+                                  "timeout, input_missing, input_unavailable, "
+                                  "storage_unavailable, queue_unavailable, worker_lost or "
+                                  "internal.")
+    message: str
+    field: str | None = Field(default=None, description="The request field at fault.")
+    value: Any = Field(default=None, description="What that field held (shortened).")
+    choices: list[str] | None = Field(default=None, description="Its valid values.")
+    reason: str | None = Field(default=None, description="The message without the field "
+                                                         "and the value.")
+
+
 class JobOut(BaseModel):
     id: str
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -122,6 +138,7 @@ class JobOut(BaseModel):
     timings: Timings
     outputs: list[OutputOut]
     error: str | None
+    error_detail: ErrorDetail | None = None
     attempts: int
     cancel_requested: bool
     links: dict[str, str]
@@ -238,4 +255,5 @@ class BatchItemResult(BaseModel):
     seeds: list[int | None]
     urls: list[str]
     error: str | None
+    error_detail: ErrorDetail | None = None
     job_url: str

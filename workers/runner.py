@@ -35,9 +35,11 @@ from fractal import (
     Spec2FractalError,
     read_record,
 )
+from workers import job_errors
 from workers.db import Database, Job, JobStatus
 from workers.db import jobs as job_store
 from workers.encoding import CONTENT_TYPES, encode_image, preview_data_url
+from workers.job_errors import JobError
 from workers.model_cache import ModelCache
 from workers.notify import Publisher, publish_quietly
 from workers.storage import Storage, StorageError
@@ -56,15 +58,17 @@ PREVIEW_INTERVAL = 0.25  # seconds between preview images: a JPEG each step woul
 CANCEL_INTERVAL = 1.5 * PROGRESS_INTERVAL
 BATCH_POLL = 0.005  # seconds between looks for batch partners while the wait window is open
 BUSY = "busy"  # run_job's answer when another live worker holds the job
-STORAGE_ERROR = "image storage unavailable: the image could not be stored; try again later"
+STORAGE_ERROR = JobError(job_errors.STORAGE_UNAVAILABLE, "image storage unavailable: the "
+                         "image could not be stored; try again later")
 # A job's input could not be read: missing or refused (its row is written only once it is
 # stored), or storage did not answer on the job's last attempt.
-INPUT_ERROR = "the input image could not be read from image storage; send the request again"
-INPUT_UNAVAILABLE = ("image storage unavailable: the input image could not be read; "
-                     "try again later")
+INPUT_ERROR = JobError(job_errors.INPUT_MISSING, "the input image could not be read from "
+                       "image storage; send the request again", field="image")
+INPUT_UNAVAILABLE = JobError(job_errors.INPUT_UNAVAILABLE, "image storage unavailable: the "
+                             "input image could not be read; try again later", field="image")
 # Anything else unexpected: the details go to the worker's log, never to the caller.
-INTERNAL_ERROR = "internal error while rendering"
-STORE_INTERNAL_ERROR = "internal error while storing the images"
+INTERNAL_ERROR = JobError(job_errors.INTERNAL, "internal error while rendering")
+STORE_INTERNAL_ERROR = JobError(job_errors.INTERNAL, "internal error while storing the images")
 
 # (job id, queue name, delay in seconds) → a render message sent; raises if it cannot be.
 Requeue = Callable[[str, str, float], None]
@@ -322,7 +326,7 @@ class Heartbeat:
 class _Outcome:
     status: JobStatus
     outputs: list[dict[str, Any]] | None = None
-    error: str | None = None
+    error: JobError | None = None
     progress: tuple[int, int] | None = None  # (step, total) the render reached
 
 
@@ -347,11 +351,12 @@ def _failure(context: WorkerContext, job: Job, error: BaseException,
     """The outcome of a job that ended in ``error`` before it had images."""
     if isinstance(error, GenerationCancelled):
         if hooks.timed_out:
-            return _Outcome(JobStatus.FAILED, error=f"the render took longer than "
-                            f"{context.time_limit:g} s and was stopped", progress=hooks.reached)
+            message = f"the render took longer than {context.time_limit:g} s and was stopped"
+            return _Outcome(JobStatus.FAILED, error=JobError(job_errors.TIMEOUT, message),
+                            progress=hooks.reached)
         return _Outcome(JobStatus.CANCELLED, progress=hooks.reached)
     if isinstance(error, Spec2FractalError):  # the library's errors are written for callers
-        return _Outcome(JobStatus.FAILED, error=str(error), progress=hooks.reached)
+        return _Outcome(JobStatus.FAILED, error=JobError.of(error), progress=hooks.reached)
     if isinstance(error, _InputUnreadable):
         if error.transient and job.attempts < (context.max_attempts or 1):
             # Nothing was rendered yet, so another try costs little: storage may be back.
@@ -388,12 +393,11 @@ def _render(context: WorkerContext, jobs: list[Job]) -> list[_Outcome]:
                 results[index] = result
         except ModelLoadError as exc:
             for index in ready:
-                results[index] = Spec2FractalError(
+                results[index] = ModelLoadError(
                     f"model {jobs[0].model!r} could not be loaded: {exc}")
-        except Exception:
-            logger.exception("jobs %s failed", [jobs[i].id for i in ready])
+        except Exception as exc:  # each job's internal error, logged by _failure
             for index in ready:
-                results[index] = Spec2FractalError(INTERNAL_ERROR)
+                results[index] = exc
     return [_outcome(context, job, result, hook)
             for job, result, hook in zip(jobs, results, hooks, strict=True)]
 

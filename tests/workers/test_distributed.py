@@ -303,7 +303,7 @@ def test_a_job_whose_input_storage_does_not_answer_fails_on_its_last_attempt(
     job_id = _input_job(stack)
     assert run_job(job_id, context) == JobStatus.FAILED
     job = stack.get(job_id)
-    assert job.error == INPUT_UNAVAILABLE and job.attempts == 1
+    assert job.error_detail == INPUT_UNAVAILABLE.to_dict() and job.attempts == 1
     assert _messages_for(stack, job_id, after=3600) == []
 
 
@@ -315,7 +315,7 @@ def test_a_missing_input_fails_the_job_at_once(stack: Stack) -> None:
     job_id = _input_job(stack, stored=False)
     assert run_job(job_id, context) == JobStatus.FAILED
     job = stack.get(job_id)
-    assert job.error == INPUT_ERROR and job.attempts == 1
+    assert job.error_detail == INPUT_ERROR.to_dict() and job.attempts == 1
     assert _messages_for(stack, job_id, after=3600) == []
 
 

@@ -51,7 +51,7 @@ def test_a_job_fails_cleanly_when_storage_stays_down(
     doomed = stack.submit({**SMALL, "seed": 1})
     [job] = stack.wait([doomed], timeout=30)
     assert job.status == JobStatus.FAILED
-    assert job.error == STORAGE_ERROR
+    assert (job.error, job.error_detail) == (STORAGE_ERROR.message, STORAGE_ERROR.to_dict())
     assert job.outputs == []
     assert job.attempts == 1
     assert "image storage unavailable: upload of" in worker.log()

@@ -89,7 +89,7 @@ def test_a_poison_job_fails_after_max_attempts_and_the_queue_drains(
     job = stack.job(poison)
     assert job.status == JobStatus.FAILED
     assert job.attempts == 3 == deaths  # max_attempts, one worker lost on each
-    assert job.error == exhausted_error(3)
+    assert job.error == exhausted_error(3) and job.error_detail["code"] == "worker_lost"
     assert not [key for key in stack.objects() if poison in key]
     # Every other job succeeded, at most once more than needed (when it shared the first,
     # fatal batch), and a worker is still there, serving.

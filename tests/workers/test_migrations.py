@@ -137,6 +137,16 @@ ROWS: dict[str, dict[str, list[dict[str, Any]]]] = {
              "taken_until": T0 + timedelta(minutes=22), "deliveries": 1},
         ],
     },
+    "0005": {"jobs": [
+        _job("j-refused", status="failed", created_at=T0 + timedelta(seconds=30),
+             started_at=T0 + timedelta(seconds=31), finished_at=T0 + timedelta(seconds=31),
+             attempts=1, batch_id=None, batch_index=None, queue="renders", webhook_url=None,
+             enqueued_at=T0 + timedelta(seconds=30), heartbeat_at=None,
+             error="`scheduler` is not a known sampler (got 'warp')",
+             error_detail={"code": "invalid_request", "field": "scheduler", "value": "warp",
+                           "message": "`scheduler` is not a known sampler (got 'warp')",
+                           "choices": ["ddim", "euler"], "reason": "is not a known sampler"}),
+    ]},
 }
 ORDER = ["batches", "jobs", "api_keys", "idempotency_keys", "queue_messages"]  # FKs first
 

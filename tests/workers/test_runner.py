@@ -149,7 +149,7 @@ def test_a_job_whose_input_cannot_be_read_fails_at_once_and_its_partners_render(
     assert run_job(first, context) == JobStatus.SUCCEEDED
     assert time.monotonic() - started < 10
     failed = _get(context, lost)
-    assert failed.status == JobStatus.FAILED and failed.error == INPUT_ERROR
+    assert failed.status == JobStatus.FAILED and failed.error_detail == INPUT_ERROR.to_dict()
     assert failed.attempts == 1 and failed.outputs == []
     assert "inputs/" not in failed.error  # no key, no path: the caller sees this text
     for job_id in (first, last):  # rendered in the same call, untouched by their partner
@@ -168,7 +168,7 @@ def test_an_unexpected_error_storing_one_job_fails_it_at_once(tmp_path: Path,
     assert run_job(first, context) == JobStatus.SUCCEEDED
     assert time.monotonic() - started < 10
     job = _get(context, odd)
-    assert job.status == JobStatus.FAILED and job.error == STORE_INTERNAL_ERROR
+    assert job.status == JobStatus.FAILED and job.error_detail == STORE_INTERNAL_ERROR.to_dict()
     assert "bmp" not in job.error  # the details are for the worker's log
     assert _get(context, first).status == JobStatus.SUCCEEDED
 
@@ -188,5 +188,5 @@ def test_a_job_whose_outcome_cannot_be_recorded_fails_and_its_partner_succeeds(
             f"BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
     assert run_job(refused, context) == JobStatus.FAILED
     job = _get(context, refused)
-    assert job.status == JobStatus.FAILED and job.error == INTERNAL_ERROR
+    assert job.status == JobStatus.FAILED and job.error_detail == INTERNAL_ERROR.to_dict()
     assert _get(context, first).status == JobStatus.SUCCEEDED

@@ -23,6 +23,7 @@ from workers.db import batches as batch_store
 from workers.db import jobs as job_store
 from workers.db.batches import NewItem
 from workers.db.models import utcnow
+from workers.job_errors import RENDER_FAILED, JobError
 from workers.settings import Settings
 from workers.webhooks import Outcome
 
@@ -226,7 +227,8 @@ def _finish(database: Database, job_id: str, status: JobStatus, *, ran: bool = T
                                        "width": 8, "height": 8, "format": "png",
                                        "record": {"seed": 7}}]
                              if status is JobStatus.SUCCEEDED else None,
-                             error="boom" if status is JobStatus.FAILED else None)
+                             error=JobError(RENDER_FAILED, "boom")
+                             if status is JobStatus.FAILED else None)
 
 
 def test_a_finished_job_schedules_its_event(database: Database, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import ColumnElement, and_, case, func, insert, or_, select, upd
 from sqlalchemy.orm import Session
 
 from workers.db.models import BATCH_QUEUE, Batch, Job, JobStatus, utcnow
+from workers.job_errors import JobError
 
 __all__ = [
     "BatchCounts",
@@ -173,12 +174,13 @@ def cancel_batch(session: Session, batch_id: str) -> Batch | None:
     return batch
 
 
-def fail_unsent(session: Session, batch_id: str, first_index: int, error: str) -> int:
+def fail_unsent(session: Session, batch_id: str, first_index: int, error: JobError) -> int:
     """Items from ``first_index`` on never reached the queue: failed, so the batch still ends."""
     result = session.execute(
         update(Job).where(Job.batch_id == batch_id, Job.batch_index >= first_index,
                           Job.status == JobStatus.QUEUED)
-        .values(status=JobStatus.FAILED, finished_at=utcnow(), error=error))
+        .values(status=JobStatus.FAILED, finished_at=utcnow(), error=error.message,
+                error_detail=error.to_dict()))
     return result.rowcount
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from workers.db.models import INTERACTIVE_QUEUE, Job, JobStatus, utcnow
+from workers.job_errors import WORKER_LOST, JobError
 
 __all__ = [
     "cancel_abandoned",
@@ -250,7 +251,8 @@ def fail_exhausted(session: Session, job_id: str, *, max_attempts: int,
                           _claimable(stale_after is not None, lease is not None),
                           Job.attempts >= max_attempts)
         .values(status=JobStatus.FAILED, finished_at=now,
-                error=exhausted_error(job.attempts), preview=None),
+                error=exhausted_error(job.attempts), preview=None,
+                error_detail=JobError(WORKER_LOST, exhausted_error(job.attempts)).to_dict()),
         _claim_params(now, stale_after, lease))
     if result.rowcount == 0:
         return None
@@ -286,14 +288,15 @@ def requeue_job(session: Session, job_id: str) -> bool:
     return result.rowcount == 1
 
 
-def fail_running(session: Session, job_ids: list[str], error: str) -> set[str]:
+def fail_running(session: Session, job_ids: list[str], error: JobError) -> set[str]:
     """Of ``job_ids``, those still running → failed with ``error``; returns their ids (those
     already ended keep their outcome)."""
     if not job_ids:
         return set()
     rows = session.execute(
         update(Job).where(Job.id.in_(job_ids), Job.status == JobStatus.RUNNING)
-        .values(status=JobStatus.FAILED, finished_at=utcnow(), error=error, preview=None)
+        .values(status=JobStatus.FAILED, finished_at=utcnow(), error=error.message,
+                error_detail=error.to_dict(), preview=None)
         .returning(Job.id), execution_options=_UNSYNCED)
     return {row.id for row in rows}
 
@@ -408,12 +411,14 @@ _FINISH_EVERY_STEP = _FINISH.values(progress_step=Job.progress_total)
 
 def finish_job(
     session: Session, job_id: str, status: JobStatus, *,
-    outputs: list[dict[str, Any]] | None = None, error: str | None = None,
+    outputs: list[dict[str, Any]] | None = None, error: JobError | None = None,
     progress: tuple[int, int] | None = None,
 ) -> None:
     """End a job. ``progress``: the last (step, total) its render reached, which a worker
     writes only now and then (a short render may not have written it at all)."""
-    values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error}
+    values: dict[str, Any] = {"status": status, "finished_at": utcnow(),
+                              "error": error.message if error else None,
+                              "error_detail": error.to_dict() if error else None}
     if outputs is not None:
         values["outputs"] = outputs
     if progress is not None and progress[1] > 0:

@@ -87,6 +87,8 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    # The same as data: code, field, value, message, choices (workers.job_errors.JobError).
+    error_detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     outputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     # Set for the items of a batch: which batch, and the item's place in it (from 0).
     batch_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("batches.id"),
