@@ -47,6 +47,15 @@ class JobError:
         names = cls.__dataclass_fields__
         return cls(**{key: value for key, value in data.items() if key in names})
 
+    def to_exception(self) -> Spec2FractalError:
+        """The library's exception this error stands for (what a remote render raises)."""
+        if self.code == INVALID_REQUEST and self.field is not None:
+            return InvalidRequestError(self.field, self.value, self.reason or self.message,
+                                       choices=self.choices)
+        if self.code == MODEL_UNAVAILABLE:
+            return ModelLoadError(self.message)
+        return Spec2FractalError(self.message)
+
     @classmethod
     def of(cls, exc: Spec2FractalError) -> JobError:
         """The library's own errors are written for callers: kept whole, as data."""

@@ -147,6 +147,12 @@ class JobFailedError(APIError):
         super().__init__(message)
         self.job = job
 
+    @property
+    def code(self) -> str | None:
+        """Why, as the server's error code (e.g. ``invalid_request``, ``timeout``)."""
+        detail = getattr(self.job, "error_detail", None) or {}
+        return detail.get("code")
+
 
 class JobCancelledError(JobFailedError):
     pass

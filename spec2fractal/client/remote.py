@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image
 
-from fractal.errors import GenerationCancelled, InvalidRequestError
+from fractal.errors import GenerationCancelled, Spec2FractalError
 from fractal.request import GenerationRequest
 from spec2fractal.client._core import ImageInput, check_finished
 from spec2fractal.client.errors import (
@@ -29,11 +29,10 @@ from spec2fractal.client.errors import (
 )
 from spec2fractal.client.results import ImageResult
 from spec2fractal.client.sync_client import Spec2FractalClient
+from workers.job_errors import INVALID_REQUEST, JobError
 
 __all__ = ["RemoteSpec2Fractal"]
 
-_LEADING_NAME = re.compile(r"^`[^`]+` ")
-_TRAILING_GOT = re.compile(r" \(got .*$", re.DOTALL)
 
 
 class RemoteSpec2Fractal:
@@ -137,12 +136,17 @@ class RemoteSpec2Fractal:
         return ImageResult(job=job).bind(self.client._fetch)
 
 
-def _invalid(exc: UnprocessableEntityError) -> InvalidRequestError:
+def _invalid(exc: UnprocessableEntityError) -> Spec2FractalError:
+    """A 422 as the library's exception. The server's own checks send their reason and
+    choices as data (``ctx``); a schema error's message is its reason."""
     first = exc.errors[0] if exc.errors else {}
-    reason = _TRAILING_GOT.sub("", _LEADING_NAME.sub("", str(first.get("msg") or exc.message)))
-    choices = (first.get("ctx") or {}).get("choices")
-    return InvalidRequestError(exc.field or "request", first.get("input"), reason,
-                               choices=choices if isinstance(choices, Sequence) else None)
+    ctx = first.get("ctx") or {}
+    choices = ctx.get("choices")
+    return JobError(str(ctx.get("code") or INVALID_REQUEST), str(first.get("msg") or
+                    exc.message), exc.field or "request", first.get("input"),
+                    choices=list(choices) if isinstance(choices, Sequence) else None,
+                    reason=ctx.get("reason") or str(first.get("msg") or exc.message)
+                    ).to_exception()
 
 
 def _preview(data_url: str | None) -> Image.Image | None:

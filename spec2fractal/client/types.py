@@ -66,6 +66,8 @@ class Job(_Model):
     timings: Timings
     outputs: list[Output] = Field(default_factory=list)
     error: str | None = None
+    # Why it failed, as data: code, field, value, message, choices, reason.
+    error_detail: dict[str, Any] | None = None
     attempts: int = 0
     cancel_requested: bool = False
     links: dict[str, str] = Field(default_factory=dict)
