@@ -12,7 +12,7 @@ from PIL import Image
 
 from fractal.backends.base import Backend, StepCallback
 from fractal.backends.engine import ENGINE_NAME, EngineBackend
-from fractal.batching import group_plans
+from fractal.corender import group_plans
 from fractal.errors import GenerationCancelled, InvalidRequestError, Spec2FractalError
 from fractal.images import ImageSource, decode_image, load_image
 from fractal.plan import ModelDefaults, RenderPlan, build_plan

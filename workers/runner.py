@@ -2,8 +2,8 @@
 
 Celery calls this through ``workers.tasks``; nothing here knows about the queue, so the same
 code runs in a distributed worker and in the embedded one. A worker that picks up a job also
-claims compatible queued jobs (same model, size, steps, ...) and renders them in one pipeline
-call: a GPU renders more images per second that way, and each job keeps its own progress,
+claims compatible queued jobs (same model, size, steps, ...) and co-renders them: one pipeline
+call for all, a GPU renders more images per second that way, and each job keeps its own progress,
 cancel, failure and record.
 
 Whatever goes wrong with one job (its input unreadable, its request unbuildable, its images
@@ -56,7 +56,7 @@ PREVIEW_INTERVAL = 0.25  # seconds between preview images: a JPEG each step woul
 # Seconds between looks at a job's cancel flag. Each progress write reads it too, so with
 # writes every PROGRESS_INTERVAL no look of its own falls due.
 CANCEL_INTERVAL = 1.5 * PROGRESS_INTERVAL
-BATCH_POLL = 0.005  # seconds between looks for batch partners while the wait window is open
+PARTNER_POLL = 0.005  # seconds between looks for partners while the wait window is open
 BUSY = "busy"  # run_job's answer when another live worker holds the job
 STORAGE_ERROR = JobError(job_errors.STORAGE_UNAVAILABLE, "image storage unavailable: the "
                          "image could not be stored; try again later")
@@ -74,7 +74,7 @@ STORE_INTERNAL_ERROR = JobError(job_errors.INTERNAL, "internal error while stori
 Requeue = Callable[[str, str, float], None]
 
 # Request fields that must match for jobs to share a pipeline call (style may set defaults).
-_BATCH_FIELDS = ("width", "height", "steps", "guidance", "scheduler", "strength", "style")
+_CORENDER_FIELDS = ("width", "height", "steps", "guidance", "scheduler", "strength", "style")
 
 
 @dataclass
@@ -93,8 +93,10 @@ class WorkerContext:
     lease: float | None = None
     # A job whose worker was lost this many times fails instead of running again.
     max_attempts: int | None = None
-    max_batch: int = 1
-    batch_wait: float = 0.0
+    # Co-rendering: up to this many compatible jobs in one pipeline call, waiting this long
+    # (seconds) for partners.
+    max_corender: int = 1
+    corender_wait: float = 0.0
     # Tells API processes the moment a job ends (None: they find out by looking).
     finished: Publisher | None = None
     # Set when the worker is shutting down: finish the jobs in hand, take no partners.
@@ -134,20 +136,20 @@ class _Throttled:
         return False
 
 
-def _batch_key(job: Job) -> tuple[Any, ...]:
+def _corender_key(job: Job) -> tuple[Any, ...]:
     request = job.request or {}
     kind = "text" if request.get("input_type", "text") == "text" else "image"
-    return (job.model, kind, *(request.get(name) for name in _BATCH_FIELDS))
+    return (job.model, kind, *(request.get(name) for name in _CORENDER_FIELDS))
 
 
 def _claim_partners(context: WorkerContext, first: Job) -> list[Job]:
-    """Compatible queued jobs, claimed for this batch, waiting up to the window for more."""
-    wanted = context.max_batch - 1
+    """Compatible queued jobs, claimed to render with it, waiting up to the window for more."""
+    wanted = context.max_corender - 1
     # A job tried before may be the one that killed its worker: it runs alone.
     if wanted <= 0 or first.attempts > 1 or context.stopping.is_set():
         return []
-    key, partners = _batch_key(first), []
-    deadline = time.monotonic() + context.batch_wait
+    key, partners = _corender_key(first), []
+    deadline = time.monotonic() + context.corender_wait
     while True:
         looked, found = time.monotonic(), []
         try:
@@ -156,14 +158,14 @@ def _claim_partners(context: WorkerContext, first: Job) -> list[Job]:
                                                              4 * wanted):
                     if len(partners) + len(found) == wanted:
                         break
-                    if _batch_key(candidate) == key:
+                    if _corender_key(candidate) == key:
                         claimed = job_store.start_job(session, candidate.id)
                         if claimed is not None:
                             found.append(claimed)
         except Exception:
             # Partners are a bonus: render with those whose claims committed. A look that
             # failed rolled its own claims back, so no job is left claimed and unrendered.
-            logger.exception("job %s: the look for batch partners failed", first.id)
+            logger.exception("job %s: the look for partners failed", first.id)
             return partners
         partners += found
         # The window is a promise: the next look must also end before it closes.
@@ -171,7 +173,7 @@ def _claim_partners(context: WorkerContext, first: Job) -> list[Job]:
         left = deadline - time.monotonic() - look
         if len(partners) == wanted or left <= 0:
             return partners
-        time.sleep(min(BATCH_POLL, left))
+        time.sleep(min(PARTNER_POLL, left))
 
 
 class _InputUnreadable(Exception):
@@ -472,7 +474,7 @@ def _claim(context: WorkerContext, job_id: str) -> Job | str:
             logger.error("job %s: %s", job_id, ended.error)
         _completed(context, job_id, JobStatus(answer))
     elif answer == JobStatus.RUNNING:
-        return BUSY  # a live worker has it, perhaps in a batch of its own
+        return BUSY  # a live worker has it, perhaps co-rendering it with its own
     else:
         logger.info("job %s is not runnable (cancelled, finished or unknown)", job_id)
         # A job cancelled while queued ends with no worker: its webhooks go out from here.

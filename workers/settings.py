@@ -13,14 +13,23 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings", "is_loopback"]
 
+ENV_PREFIX = "SPEC2FRACTAL_"
+
+
+def _renamed(name: str, old: str) -> AliasChoices:
+    """A setting's name and its former one, as keyword arguments and as variables (an alias
+    is matched as given: the prefix is not added to it)."""
+    return AliasChoices(name, f"{ENV_PREFIX}{name}", old, f"{ENV_PREFIX}{old}")
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SPEC2FRACTAL_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore",
+                                      populate_by_name=True)
 
     data_dir: Path = Field(default=Path.home() / ".spec2fractal",
                            description="Home of the embedded mode: database, images, queue.")
@@ -68,12 +77,16 @@ class Settings(BaseSettings):
                                  description="Hard limit; Redis re-delivers a task whose worker "
                                              "went silent for twice this long.")
     png_compress_level: int = Field(default=1, ge=0, le=9)
-    max_batch_size: int = Field(default=4, ge=1, le=64,
-                                description="A worker renders up to this many compatible "
-                                            "queued jobs in one pipeline call (1: off).")
-    batch_wait_ms: int = Field(default=0, ge=0, le=10_000,
-                               description="How long a worker waits for compatible jobs to "
-                                           "fill a batch; 0 batches only what is queued.")
+    # Co-rendering: several compatible queued jobs in one pipeline call (not the batches of
+    # POST /batches). The old names (max_batch_size, batch_wait_ms) still work.
+    max_corender_size: int = Field(
+        default=4, ge=1, le=64, validation_alias=_renamed("max_corender_size", "max_batch_size"),
+        description="A worker renders up to this many compatible queued jobs in one pipeline "
+                    "call (1: off). Alias: SPEC2FRACTAL_MAX_BATCH_SIZE.")
+    corender_wait_ms: int = Field(
+        default=0, ge=0, le=10_000, validation_alias=_renamed("corender_wait_ms", "batch_wait_ms"),
+        description="How long a worker waits for compatible jobs to render with; 0 takes "
+                    "only what is queued. Alias: SPEC2FRACTAL_BATCH_WAIT_MS.")
 
     # --- security (who may call, and how much) ---
     host: str = Field(default="127.0.0.1",

@@ -31,4 +31,4 @@ class Backend(Protocol):
 
     def render_many(self, plans: list[RenderPlan], on_step: StepCallback
                     ) -> list[list[Image.Image]]:
-        """Render compatible plans (see fractal.batching) as one batch where it pays."""
+        """Render compatible plans (see fractal.corender) as one batch where it pays."""

@@ -142,7 +142,7 @@ def _get(context: WorkerContext, job_id: str) -> Job:
 def test_a_job_whose_input_cannot_be_read_fails_at_once_and_its_partners_render(
         tmp_path: Path, database_url: str) -> None:
     # The default lease: a job left running would sit there for two minutes.
-    context = _context(tmp_path, database_url, lease=120, max_batch=4, max_attempts=3)
+    context = _context(tmp_path, database_url, lease=120, max_corender=4, max_attempts=3)
     first, lost, last = (_image_job(context, seed) for seed in range(3))
     (tmp_path / "images" / input_key(lost)).unlink()  # gone from storage: no retry brings it
     started = time.monotonic()
@@ -161,7 +161,7 @@ def test_an_unexpected_error_storing_one_job_fails_it_at_once(tmp_path: Path,
                                                               database_url: str) -> None:
     # An output format this worker cannot encode (a row from a newer API, say): the encoder
     # raises a ValueError, not a StorageError nor a library error.
-    context = _context(tmp_path, database_url, lease=120, max_batch=4)
+    context = _context(tmp_path, database_url, lease=120, max_corender=4)
     first = _image_job(context, 1)
     odd = _image_job(context, 2, output_format="bmp")
     started = time.monotonic()
@@ -176,7 +176,7 @@ def test_an_unexpected_error_storing_one_job_fails_it_at_once(tmp_path: Path,
 def test_a_job_whose_outcome_cannot_be_recorded_fails_and_its_partner_succeeds(
         tmp_path: Path) -> None:
     # SQLite: the trigger below is written in its dialect.
-    context = _context(tmp_path, f"sqlite:///{tmp_path / 'jobs.db'}", lease=120, max_batch=4)
+    context = _context(tmp_path, f"sqlite:///{tmp_path / 'jobs.db'}", lease=120, max_corender=4)
     first, refused = _job(context, {"prompt": "a", "seed": 1}), \
         _job(context, {"prompt": "b", "seed": 2})
     # The job database refuses to record one job's success (a constraint, a trigger, a

@@ -30,3 +30,13 @@ def test_bad_values_name_the_setting() -> None:
         Settings(auth="sometimes")
     with pytest.raises(ValidationError, match="max_jobs_per_key"):
         Settings(max_jobs_per_key=0)
+
+
+def test_co_rendering_settings_keep_their_former_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPEC2FRACTAL_MAX_BATCH_SIZE", "7")
+    monkeypatch.setenv("SPEC2FRACTAL_BATCH_WAIT_MS", "20")
+    settings = Settings()
+    assert (settings.max_corender_size, settings.corender_wait_ms) == (7, 20)
+    monkeypatch.setenv("SPEC2FRACTAL_MAX_CORENDER_SIZE", "2")  # the new name wins
+    assert Settings().max_corender_size == 2
+    assert Settings(max_corender_size=3).max_corender_size == 3

@@ -1,4 +1,5 @@
-"""Which plans can share one pipeline call: same size, steps, guidance, sampler and input kind.
+"""Co-rendering: which plans can share one pipeline call (same size, steps, guidance, sampler
+and input kind). Not to be confused with batches, the service's many-jobs-at-once resource.
 
 Prompts, seeds, styles and input images may all differ within a call; what the denoising loop
 runs in lockstep may not.

@@ -1,9 +1,9 @@
-"""Worker throughput with dynamic batching off and on, on the tiny diffusers pipeline.
+"""Worker throughput with co-rendering off and on, on the tiny diffusers pipeline.
 
 Offered load ≥ capacity: N jobs are queued at once and one worker (in-process, the same
 runner Celery calls) drains them. Then the latency a wait window adds at low load: one job
 alone, window 0 against window W. Prints a table; not a test.
-Run: python bench/batching.py [--jobs 48] [--steps 8] [--window-ms 20]
+Run: python bench/corender.py [--jobs 48] [--steps 8] [--window-ms 20]
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from workers.runner import WorkerContext, _claim_partners, run_job
 from workers.storage.local import LocalStorage
 
 
-def make_context(folder: Path, name: str, models: ModelCache, max_batch: int,
+def make_context(folder: Path, name: str, models: ModelCache, max_corender: int,
                  window: float) -> WorkerContext:
     database = get_database(f"sqlite:///{folder / f'{name}.db'}")
     database.migrate()
     return WorkerContext(database=database, storage=LocalStorage(folder / name, secret=b"b"),
-                         models=models, max_batch=max_batch, batch_wait=window,
+                         models=models, max_corender=max_corender, corender_wait=window,
                          stale_after=600)
 
 
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="s2f-batching-"))
+    folder = Path(tempfile.mkdtemp(prefix="s2f-corender-"))
     model = str(build_tiny_sd(folder / "tiny-sd", folder))
     models = ModelCache(1)
     models.get(model)
@@ -77,8 +77,8 @@ def main() -> None:
     print(f"tiny SD 64x64, {args.steps} steps, {args.jobs} jobs queued at once, one worker; "
           f"median of {args.rounds} rounds")
     print(f"{'max batch':>9}  {'images/s':>9}  {'speed-up':>8}")
-    for max_batch, rate in rows:
-        print(f"{max_batch:>9}  {rate:>9.2f}  {rate / base:>7.2f}x")
+    for max_corender, rate in rows:
+        print(f"{max_corender:>9}  {rate:>9.2f}  {rate / base:>7.2f}x")
 
     window = args.window_ms / 1000
     labels = {0.0: "window 0", window: f"window {args.window_ms:g} ms"}

@@ -1,4 +1,4 @@
-"""Dynamic batching in the worker: compatible queued jobs share one pipeline call. On each
+"""Co-rendering in the worker: compatible queued jobs share one pipeline call. On each
 job database (``database_url``: SQLite and PostgreSQL)."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def context(tmp_path: Path, tiny_sd: Path, database_url: str) -> WorkerContext:
     database = get_database(database_url)
     database.migrate()
     return WorkerContext(database=database, storage=LocalStorage(tmp_path / "images",
-                         secret=b"t"), models=ModelCache(1), max_batch=4, stale_after=60)
+                         secret=b"t"), models=ModelCache(1), max_corender=4, stale_after=60)
 
 
 def _job(context: WorkerContext, model: Path, **request: object) -> str:
@@ -94,8 +94,8 @@ def test_cancel_and_failure_stay_per_job(context: WorkerContext, tiny_sd: Path) 
     assert "`style` is not a known style" in _status(context, bad).error
 
 
-def test_batching_off_renders_one_job(context: WorkerContext, tiny_sd: Path) -> None:
-    context.max_batch = 1
+def test_corendering_off_renders_one_job(context: WorkerContext, tiny_sd: Path) -> None:
+    context.max_corender = 1
     ids = [_job(context, tiny_sd, prompt="a lake", seed=k) for k in range(2)]
     run_job(ids[0], context)
     assert [_status(context, job_id).status for job_id in ids] == ["succeeded", "queued"]
