@@ -137,3 +137,50 @@ def test_numbers_sent_as_text_are_refused_in_json(client: httpx.Client, field: s
     response = client.post("/generate", data={"content": "a", **TINY, field: value},
                            headers={"Prefer": "respond-async"})
     assert response.status_code == 202, response.text
+
+
+# -- every JSON body the schema documents, every property, every hostile value ---------------
+
+# Refused wherever they stand: no field takes them.
+REFUSED = {
+    "nan": b"NaN", "infinity": b"-Infinity", "overflow": b"1e999",
+    "surrogate": b'"\\udcff"', "deep": b"[" * 40 + b"]" * 40,
+    "huge-array": b"[" + b"0," * 600_000 + b"0]",
+}
+# Some field may take them (a prompt of "64"): never a 5xx, always a JSON answer.
+ODD = {"huge-string": b'"' + b"x" * 2_000_000 + b'"', "number-as-text": b'"64"',
+       "object": b'{"$ref": "#/x", "__proto__": {"a": 1}}', "null": b"null", "empty": b'""'}
+
+
+def _json_operations(client: httpx.Client) -> list[tuple[str, str, list[str]]]:
+    """(method, path, property names) of every operation whose body may be JSON."""
+    schema = client.get("/openapi.json").json()
+    found = []
+    for path, operations in schema["paths"].items():
+        if "{" in path:
+            continue  # the operations with a path parameter take no JSON body
+        for method, operation in operations.items():
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is None:
+                continue
+            ref = body["schema"].get("$ref", "")
+            shape = schema["components"]["schemas"][ref.rsplit("/", 1)[-1]] if ref else \
+                body["schema"]
+            found.append((method.upper(), path, sorted(shape.get("properties", {}))))
+    return found
+
+
+def test_the_schemas_json_bodies_refuse_hostile_values(client: httpx.Client) -> None:
+    operations = _json_operations(client)
+    assert {path for _, path, _ in operations} >= {"/generate", "/batches",
+                                                   "/v1/images/generations"}
+    for method, path, names in operations:
+        for name in names:
+            for kind, raw in {**REFUSED, **ODD}.items():
+                body = b'{"' + name.encode() + b'": ' + raw + b"}"
+                response = client.request(method, path, content=body, headers=JSON)
+                refused = 400 <= response.status_code < 500
+                assert refused or (kind in ODD and response.status_code < 500), \
+                    (path, name, kind, response.status_code, response.text[:300])
+                response.json()  # always a JSON answer
+    assert client.get("/health").status_code == 200
