@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from workers.db.models import BATCH_QUEUE, Batch, Job, JobStatus, utcnow
@@ -182,10 +182,20 @@ def fail_unsent(session: Session, batch_id: str, first_index: int, error: str) -
     return result.rowcount
 
 
+# A batch with a webhook not yet sent: one look by primary key.
+_PENDING_NOTICE = select(Batch.id).where(Batch.id == bindparam("batch_id"),
+                                         Batch.webhook_url.is_not(None),
+                                         Batch.notified_at.is_(None))
+
+
 def claim_notification(session: Session, batch_id: str) -> bool:
     """True once per batch with a webhook: when no item is left queued or running, the first
     caller sets ``notified_at`` and sends ``batch.completed``. One UPDATE, so of many workers
     finishing the last items at once exactly one wins."""
+    # Every item's end asks; most batches have no webhook or have sent it, and then the
+    # look at their items (the UPDATE below) is not made.
+    if session.connection().execute(_PENDING_NOTICE, {"batch_id": batch_id}).first() is None:
+        return False
     unfinished = select(Job.id).where(
         Job.batch_id == batch_id,
         Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value])).exists()
