@@ -358,7 +358,7 @@ def _claim(context: WorkerContext, job_id: str) -> Job | str:
         job = job_store.start_job(session, job_id, max_attempts=context.max_attempts, **leases)
         if job is not None:
             return job
-        current = job_store.get_job(session, job_id)
+        current = job_store.get_state(session, job_id)
         # Only a queued or running row can be a dead worker's to end. A finished one (each
         # item of a cancelled batch, thousands of messages) is skipped after this one look.
         if current is not None and not JobStatus(current.status).finished:
@@ -367,8 +367,7 @@ def _claim(context: WorkerContext, job_id: str) -> Job | str:
             if ended is None and context.max_attempts is not None:
                 ended = job_store.fail_exhausted(session, job_id,
                                                  max_attempts=context.max_attempts, **leases)
-            current = ended or current
-        answer = current.status if current is not None else "missing"
+        answer = (ended or current).status if current is not None else "missing"
     if ended is not None:
         if ended.error:
             logger.error("job %s: %s", job_id, ended.error)
@@ -378,9 +377,7 @@ def _claim(context: WorkerContext, job_id: str) -> Job | str:
     else:
         logger.info("job %s is not runnable (cancelled, finished or unknown)", job_id)
         # A job cancelled while queued ends with no worker: its webhooks go out from here.
-        # The row just read says whether there can be any (a job's own, or its batch's).
-        if current is not None and current.started_at is None and \
-                (current.webhook_url or current.batch_id):
+        if current is not None and current.notice_due:
             notify_job_finished(context.database, job_id, unstarted_only=True)
     return answer
 
