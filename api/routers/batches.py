@@ -24,6 +24,7 @@ from api.schemas import BatchBody, BatchCountsOut, BatchItemResult, BatchList, B
 from workers.db import Batch, Database, Job, JobStatus
 from workers.db import batches as batch_store
 from workers.db.batches import BatchCounts
+from workers.webhooks import DELIVER_TASK, notify_batch_finished
 
 __all__ = ["router"]
 
@@ -213,7 +214,8 @@ async def batch_results(batch_id: str, request: Request, settings: SettingsDep,
              responses={**NOT_FOUND,
                         202: {"description": "Items still running stop at their next step."},
                         409: {"description": "Every item had already finished."}})
-async def cancel_batch(batch_id: str, request: Request, database: DatabaseDep,
+async def cancel_batch(batch_id: str, request: Request, settings: SettingsDep,
+                       database: DatabaseDep, queue: QueueDep,
                        caller: CallerDep) -> JSONResponse:
     """Queued items are cancelled at once and never run; running ones stop soon; finished
     ones keep their images."""
@@ -227,6 +229,14 @@ async def cancel_batch(batch_id: str, request: Request, database: DatabaseDep,
             if before.remaining == 0 and not batch.cancel_requested:
                 return batch, before, False
             batch_store.cancel_batch(session, batch_id)
+            # Its queued work leaves the queue with it (embedded mode), so no worker spends
+            # minutes taking thousands of messages only to skip them. In the same unit of
+            # work: a message is gone only if its item is cancelled.
+            queue.withdraw(session, batch_store.cancelled_items(batch_id))
+            # With nothing left running, no worker will end an item and send the batch's
+            # webhook: it goes from here (claimed once, whoever gets there first).
+            notify_batch_finished(session, batch_id, settings, lambda event: queue.send(
+                DELIVER_TASK, dict(event), session=session))
             return batch, batch_store.counts_for(session, [batch_id])[batch_id], True
 
     found = await run_in_threadpool(cancel)

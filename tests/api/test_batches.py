@@ -13,12 +13,17 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from api.app import create_app
 from api.batching import expand_grid, grid_size
 from tests.api.conftest import UNLOADABLE_MODEL
 from tests.api.helpers import README_BODY, data_url, decode, png_bytes
+from workers.db import get_database
+from workers.db.models import QueueMessage
 from workers.settings import Settings
+from workers.task_queue import RENDER_TASK
+from workers.webhooks import DELIVER_TASK
 
 TINY = {"width": 64, "height": 64}
 ACTIVE = {"queued", "running"}
@@ -144,6 +149,39 @@ def test_cancel_without_a_worker_cancels_every_item(offline: TestClient) -> None
         job = offline.get(line["job_url"]).json()
         assert job["cancel_requested"] and job["timings"]["started_at"] is None
     assert offline.post(f"/batches/{batch['id']}/cancel").status_code == 200  # idempotent
+
+
+def _messages(settings: Settings) -> list[tuple[str, dict]]:
+    database = get_database(settings.resolved_database_url)
+    with database.session() as session:
+        return [(task, kwargs) for task, kwargs in session.execute(
+            select(QueueMessage.task, QueueMessage.kwargs).order_by(QueueMessage.id))]
+
+
+def test_cancel_takes_the_batch_off_the_queue_and_sends_its_webhook(tmp_path: Path) -> None:
+    """Embedded: a cancelled batch's messages leave the queue table with it, so no worker
+    takes thousands of them only to skip each; and with nothing left running, its
+    batch.completed is scheduled by the cancel itself."""
+    settings = Settings(data_dir=tmp_path, webhook_allow_private=True)
+    with TestClient(create_app(settings, start_worker=False)) as client:
+        lone = client.post("/generate", json={**README_BODY, **TINY},
+                           headers={"Prefer": "respond-async"}).json()["id"]
+        keep = client.post("/batches", json={"items": _items(3)}).json()["id"]
+        batch = client.post("/batches", json={"items": _items(500),
+                                              "webhook": "http://127.0.0.1:9/hook"}).json()
+        assert len(_messages(settings)) == 504
+        response = client.post(f"/batches/{batch['id']}/cancel")
+        assert response.status_code == 200 and response.json()["counts"]["cancelled"] == 500
+        left = _messages(settings)
+        renders = [kwargs["job_id"] for task, kwargs in left if task == RENDER_TASK]
+        kept = [line["job_id"] for line in _lines(client, keep)]
+        assert renders == [lone, *kept]  # the other work is untouched
+        [(task, event)] = [(task, kwargs) for task, kwargs in left if task != RENDER_TASK]
+        assert task == DELIVER_TASK and event["type"] == "batch.completed"
+        assert json.loads(event["body"])["data"]["counts"]["cancelled"] == 500
+        # Once: a second cancel, or a worker meeting an item, sends nothing more.
+        assert client.post(f"/batches/{batch['id']}/cancel").status_code == 200
+        assert _messages(settings) == left
 
 
 def test_pagination_and_unknown_ids(offline: TestClient) -> None:

@@ -8,7 +8,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from workers.db.models import BATCH_QUEUE, Batch, Job, JobStatus, utcnow
@@ -18,6 +29,7 @@ __all__ = [
     "NewItem",
     "batch_jobs",
     "cancel_batch",
+    "cancelled_items",
     "claim_notification",
     "counts_for",
     "create_batch",
@@ -171,6 +183,11 @@ def cancel_batch(session: Session, batch_id: str) -> Batch | None:
         batch.cancelled_at = now
     session.flush()
     return batch
+
+
+def cancelled_items(batch_id: str) -> Select[Any]:
+    """The ids of the batch's cancelled items, as a query to use in another statement."""
+    return select(Job.id).where(Job.batch_id == batch_id, Job.status == JobStatus.CANCELLED)
 
 
 def fail_unsent(session: Session, batch_id: str, first_index: int, error: str) -> int:
