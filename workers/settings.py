@@ -56,6 +56,10 @@ class Settings(BaseSettings):
                                  description="Above this, new jobs get 503 and Retry-After.")
     max_batch_items: int = Field(default=10_000, ge=1,
                                  description="Most items one POST /batches may create.")
+    max_queued_batch_items: int = Field(default=20_000, ge=1,
+                                        description="Batch items waiting, all keys together; "
+                                                    "a batch that would pass it gets 503 "
+                                                    "and Retry-After.")
     model_cache_size: int = Field(default=1, ge=1,
                                   description="Models a worker keeps loaded (LRU).")
     device: str | None = Field(default=None, description="Worker device; unset: auto.")
@@ -87,6 +91,10 @@ class Settings(BaseSettings):
     max_jobs_per_key: int = Field(default=16, ge=1,
                                   description="Unfinished interactive jobs one key may have; "
                                               "more gets 429.")
+    max_batch_items_per_key: int = Field(default=10_000, ge=1,
+                                         description="Unfinished batch items one key may "
+                                                     "have; a batch that would pass it gets "
+                                                     "429.")
     idempotency_ttl: int = Field(default=24 * 3600, ge=60,
                                  description="Seconds an Idempotency-Key is remembered.")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list,

@@ -86,8 +86,12 @@ async def _batch_or_404(database: Database, batch_id: str,
                         409: {"description": "A request with this Idempotency-Key is still "
                                              "in progress."},
                         413: {"description": "Body too large."},
-                        429: {"description": "Rate limit reached; see Retry-After."},
-                        503: {"description": "A backend is down; see Retry-After."}})
+                        429: {"description": "Rate limit reached, or the key's quota of "
+                                             "batch items (max_batch_items_per_key); see "
+                                             "Retry-After."},
+                        503: {"description": "The batch queue is full "
+                                             "(max_queued_batch_items), or a backend is "
+                                             "down; see Retry-After."}})
 async def post_batch(body: BatchBody, request: Request, settings: SettingsDep,
                      database: DatabaseDep, storage: StorageDep, queue: QueueDep,
                      styles: StylesDep, caller: CallerDep,
@@ -101,9 +105,10 @@ async def post_batch(body: BatchBody, request: Request, settings: SettingsDep,
                                  fingerprint(body))
 
     async def work(guard: Idempotency) -> JSONResponse:
-        plan = await run_in_threadpool(plan_batch, body, settings, styles)
+        plan = await run_in_threadpool(plan_batch, body, settings, styles,
+                                       caller.owner is not None)
         batch_id = await run_in_threadpool(create_batch, plan, database, storage, queue,
-                                           caller.owner)
+                                           settings, caller.owner)
         await guard.attach(batch_id)
         batch, counts = await _batch_or_404(database, batch_id, caller)
         shown = batch_out(batch, counts, request)

@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from workers.db.models import BATCH_QUEUE, Batch, Job, JobStatus, utcnow
+from workers.db.models import BATCH_QUEUE, ApiKey, Batch, Job, JobStatus, utcnow
 
 __all__ = [
     "BatchCounts",
@@ -31,6 +31,8 @@ __all__ = [
     "cancel_batch",
     "cancelled_items",
     "claim_notification",
+    "count_queued_items",
+    "count_unfinished_items",
     "counts_for",
     "create_batch",
     "fail_unsent",
@@ -86,6 +88,29 @@ def create_batch(session: Session, *, batch_id: str, name: str | None, output_fo
             for index, item in enumerate(items)
         ])
     return batch
+
+
+_QUEUED_ITEMS = (select(func.count()).select_from(Job)
+                 .where(Job.status == JobStatus.QUEUED, Job.queue == BATCH_QUEUE))
+_UNFINISHED_ITEMS = (select(func.count()).select_from(Job)
+                     .where(Job.owner == bindparam("owner"),
+                            Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)),
+                            Job.queue == BATCH_QUEUE))
+_LOCK_KEY = select(ApiKey.id).where(ApiKey.id == bindparam("owner")).with_for_update()
+
+
+def count_queued_items(session: Session) -> int:
+    """Batch items waiting, every key's: the batch queue's admission limit."""
+    return session.connection().scalar(_QUEUED_ITEMS) or 0
+
+
+def count_unfinished_items(session: Session, owner: str, *, lock: bool = False) -> int:
+    """One key's batch items queued or running: its quota of batch work. ``lock``: hold the
+    key's row until the transaction ends (PostgreSQL), so that two batches of one key sent
+    to two API replicas at once are admitted one after the other, each seeing the other."""
+    if lock:
+        session.connection().execute(_LOCK_KEY, {"owner": owner})
+    return session.connection().scalar(_UNFINISHED_ITEMS, {"owner": owner}) or 0
 
 
 def get_batch(session: Session, batch_id: str, owner: str | None = None) -> Batch | None:
