@@ -14,6 +14,7 @@ from api.auth import Gatekeeper
 from api.bodylimit import BodyLimit
 from api.embedded import EmbeddedWorker
 from api.errors import install_error_handlers
+from api.events import JobFeeds, StreamSlots
 from api.limits import MAX_BODY_BYTES, WORKER_WATCH_SECONDS
 from api.metrics import HttpMetrics, build_registry
 from api.openai_errors import OpenAIErrorShape
@@ -23,7 +24,7 @@ from api.routers.dashboard import install_dashboard
 from fractal import StyleLibrary
 from workers.db import Database, get_database
 from workers.db import jobs as job_store
-from workers.notify import listener_for
+from workers.notify import listener_for, publisher_for
 from workers.settings import Settings, get_settings
 from workers.storage import LocalStorage, get_storage
 from workers.task_queue import TaskQueue
@@ -94,6 +95,9 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     app.state.styles = StyleLibrary()
     app.state.worker = None
     app.state.finished = listener_for(settings)  # workers' "job finished" signals
+    app.state.signals = publisher_for(settings)  # the same signals, for jobs ended here
+    app.state.feeds = JobFeeds(database, app.state.finished)  # rows read for event streams
+    app.state.streams = StreamSlots(settings.max_streams_per_key)  # open streams per key
     registry, requests, latency = build_registry(database)
     app.state.registry = registry
 

@@ -33,7 +33,7 @@ from workers.db import Database, Job, JobStatus
 from workers.db import jobs as job_store
 from workers.encoding import CONTENT_TYPES, encode_image, preview_data_url
 from workers.model_cache import ModelCache
-from workers.notify import Publisher, publish_quietly
+from workers.notify import Publisher, progress_signal, publish_quietly
 from workers.storage import Storage, StorageError
 from workers.webhooks import notify_job_finished
 
@@ -187,6 +187,9 @@ class _JobHooks:
         with self.context.database.session() as session:
             cancelled = job_store.record_progress(session, self.job_id, step, total,
                                                   preview_data_url(shown) if shown else None)
+        # Its event streams look at the row now, not at a poll of their own (as throttled
+        # as the write: a datagram or a Redis PUBLISH at most every PROGRESS_INTERVAL).
+        publish_quietly(self.context.finished, [progress_signal(self.job_id)])
         # The write read the cancel flag too: no separate look is due for a while.
         self.cancelled = self.cancelled or cancelled
         self.cancel_gate.last = time.monotonic()
@@ -390,6 +393,8 @@ def run_job(job_id: str, context: WorkerContext) -> str:
     jobs = [job, *_claim_partners(context, job)]
     if len(jobs) > 1:
         logger.info("job %s renders with %d partner(s)", job_id, len(jobs) - 1)
+    # Started: their event streams say so now, not at the first progress (after a model load).
+    publish_quietly(context.finished, [progress_signal(other.id) for other in jobs])
     with context.heartbeat.holding([other.id for other in jobs]):
         outcomes = _render(context, jobs)
     for other, outcome in zip(jobs, outcomes, strict=True):

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     max_jobs_per_key: int = Field(default=16, ge=1,
                                   description="Unfinished interactive jobs one key may have; "
                                               "more gets 429.")
+    max_streams_per_key: int = Field(default=32, ge=1,
+                                     description="Event streams (GET /jobs/{id}/events) one "
+                                                 "key may hold open in one API process; "
+                                                 "more gets 429.")
     max_batch_items_per_key: int = Field(default=10_000, ge=1,
                                          description="Unfinished batch items one key may "
                                                      "have; a batch that would pass it gets "

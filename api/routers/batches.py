@@ -248,6 +248,8 @@ async def cancel_batch(batch_id: str, request: Request, settings: SettingsDep,
     if found is None:
         raise ApiError(404, "batch not found", batch_id=batch_id)
     batch, counts, cancelled = found
+    if cancelled:
+        request.app.state.feeds.wake_batch(batch_id)  # its items' streams here end now
     shown = batch_out(batch, counts, request).model_dump(mode="json")
     if not cancelled:
         raise ApiError(409, "every item of the batch has already finished",
