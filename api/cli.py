@@ -22,6 +22,7 @@ def serve(
     import uvicorn
 
     from api.app import create_app
+    from api.server import uvicorn_options
     from workers.settings import get_settings
 
     # Through the environment, so the embedded worker child sees the same settings.
@@ -35,4 +36,4 @@ def serve(
         logging.getLogger(__name__).info(
             "API keys required; make one with `spec2fractal keys create --name NAME`")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
-                timeout_graceful_shutdown=10)
+                timeout_graceful_shutdown=10, **uvicorn_options(settings))

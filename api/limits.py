@@ -24,3 +24,4 @@ QUEUE_FULL_RETRY_AFTER = 30  # seconds, for 503s when max_queued_jobs is reached
 QUOTA_RETRY_AFTER = 5  # seconds, for 429s when a key has max_jobs_per_key unfinished jobs
 BATCH_RESULTS_CHUNK = 500  # job rows read per query while streaming a batch's results
 WORKER_WATCH_SECONDS = 1.0  # how often the embedded server checks its worker is alive
+MAX_HEADER_BYTES = 64 * 1024  # a request's line and headers; more gets 431 (h11: 400)

@@ -99,6 +99,16 @@ class Settings(BaseSettings):
                                          description="Unfinished batch items one key may "
                                                      "have; a batch that would pass it gets "
                                                      "429.")
+    header_timeout: float = Field(default=10.0, gt=0, le=300,
+                                  description="Seconds a connection has to send a request's "
+                                              "headers (from opening, or from the request's "
+                                              "first byte); then 408 and closed.")
+    keep_alive_timeout: int = Field(default=5, ge=1, le=300,
+                                    description="Seconds an idle kept-alive connection stays "
+                                                "open between requests.")
+    max_connections: int = Field(default=1000, ge=1,
+                                 description="Open connections (event streams included) "
+                                             "past which new requests get 503.")
     idempotency_ttl: int = Field(default=24 * 3600, ge=60,
                                  description="Seconds an Idempotency-Key is remembered.")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list,
