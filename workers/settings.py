@@ -12,6 +12,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -47,8 +48,9 @@ class Settings(BaseSettings):
     url_expiry: int = Field(default=3600, ge=1, le=7 * 24 * 3600,
                             description="Seconds an image URL stays valid.")
     public_url: str | None = Field(default=None,
-                                   description="Base URL clients reach the API at, for links "
-                                               "to locally stored images.")
+                                   description="Base URL clients reach the API at, for every "
+                                               "link it hands out; required when `host` is "
+                                               "not a loopback address.")
     secret_key: str | None = Field(default=None,
                                    description="Signs local image URLs. Unset: generated once "
                                                "and kept in data_dir.")
@@ -157,6 +159,19 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [item.strip() for item in text.split(",") if item.strip()]
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        # Every link the API hands out starts with it: an origin and an optional path.
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+                or parts.fragment or parts.username is not None:
+            raise ValueError("give the URL clients reach the API at, like "
+                             "https://images.example.com or http://host:8000/prefix")
+        return value.strip().rstrip("/")
 
     @field_validator("data_dir")
     @classmethod

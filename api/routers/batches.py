@@ -18,7 +18,7 @@ from api.deps import DatabaseDep, QueueDep, SettingsDep, StorageDep, StylesDep
 from api.errors import ApiError, field_error
 from api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from api.idempotency import Idempotency, fingerprint
-from api.jobview import UrlMaker, job_out, utc
+from api.jobview import UrlMaker, job_out, link, utc
 from api.limits import BATCH_RESULTS_CHUNK
 from api.schemas import BatchBody, BatchCountsOut, BatchItemResult, BatchList, BatchOut
 from workers.db import Batch, Database, Job, JobStatus
@@ -51,15 +51,15 @@ def batch_out(batch: Batch, counts: BatchCounts, request: Request) -> BatchOut:
         eta = None
     else:  # one worker's view: the mean render time for every item still to come
         eta = round(counts.mean_seconds * counts.remaining, 3)
-    link = str(request.url_for("get_batch", batch_id=batch.id))
+    own = link(request, "get_batch", batch_id=batch.id)
     return BatchOut(
         id=batch.id, name=batch.name, status=_status(batch, counts), created_at=created,
         output_format=batch.output_format, total=batch.total,
         counts=BatchCountsOut(**counts.by_status), finished=finished,
         progress=round(finished / batch.total, 4) if batch.total else 1.0,
         images=counts.images, eta_seconds=eta, cancel_requested=bool(batch.cancel_requested),
-        links={"self": link, "results": link + "/results",
-               "results_csv": link + "/results?format=csv", "cancel": link + "/cancel"},
+        links={"self": own, "results": own + "/results",
+               "results_csv": own + "/results?format=csv", "cancel": own + "/cancel"},
     )
 
 

@@ -123,7 +123,8 @@ def test_auth_is_on_by_default_beyond_localhost(tmp_path: Path) -> None:
     for host in ("0.0.0.0", "::", "192.168.1.20", "example.org"):
         assert Settings(data_dir=tmp_path, host=host).auth_required is True, host
     assert Settings(data_dir=tmp_path, host="0.0.0.0", auth="off").auth_required is False
-    with TestClient(create_app(Settings(data_dir=tmp_path, host="0.0.0.0"),
+    with TestClient(create_app(Settings(data_dir=tmp_path, host="0.0.0.0",
+                                        public_url="http://api.example"),
                                start_worker=False)) as client:
         assert client.get("/jobs").status_code == 401
 
