@@ -19,9 +19,11 @@ CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg",
                  "jpg": "image/jpeg", "json": "application/json"}
 
 
-@router.get(FILES_ROUTE + "/{key:path}", responses={403: {"description": "Bad or expired "
-                                                                          "signature."},
-                                                    404: {"description": "No such file."}})
+# HEAD too: clients and caches ask for a file's size and type before (or instead of)
+# fetching it; the answer is GET's headers without the body.
+@router.api_route(FILES_ROUTE + "/{key:path}", methods=["GET", "HEAD"],
+                  responses={403: {"description": "Bad or expired signature."},
+                             404: {"description": "No such file."}})
 async def get_file(key: str, storage: StorageDep,
                    expires: Annotated[int | None, Query()] = None,
                    signature: Annotated[str | None, Query(max_length=128)] = None

@@ -36,6 +36,10 @@ def test_a_client_naming_another_host_gets_links_to_this_server(served: str) -> 
         made = client.post("/generate", json={**README_BODY, **SMALL})
         assert made.status_code == 200, made.text
         assert made.json()["image_url"].startswith(served + "/files/")
+        head = httpx.head(made.json()["image_url"], timeout=10)  # through uvicorn
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-type"] == "image/png"
+        assert int(head.headers["content-length"]) > 0
         job_id = made.json()["job_id"]
         job = client.get(f"/jobs/{job_id}").json()
         links = _all_links(job)
