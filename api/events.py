@@ -3,7 +3,8 @@
 The database stays the one truth; what changed is *when* the row is read. Every stream of a
 job follows one shared :class:`JobFeed`, which reads the row once when a worker signals the
 job's start, progress or end (:mod:`workers.notify`), and otherwise only every
-``EVENTS_FALLBACK_SECONDS`` in case a signal was lost. So an open stream costs nothing while
+``EVENTS_FALLBACK_SECONDS`` (``EVENTS_QUEUED_FALLBACK_SECONDS`` while the job is queued) in
+case a signal was lost. So an open stream costs nothing while
 its job waits, sixty streams of one job cost what one does, and a stream nobody reads holds
 no more than the latest row. A late client is caught up from the row (queued, started, the
 latest progress, the end).
@@ -26,7 +27,12 @@ from starlette.types import Receive, Scope, Send
 
 from api.errors import ApiError
 from api.jobview import UrlMaker, job_out
-from api.limits import EVENTS_FALLBACK_SECONDS, EVENTS_MIN_GAP_SECONDS, STREAM_RETRY_AFTER
+from api.limits import (
+    EVENTS_FALLBACK_SECONDS,
+    EVENTS_MIN_GAP_SECONDS,
+    EVENTS_QUEUED_FALLBACK_SECONDS,
+    STREAM_RETRY_AFTER,
+)
 from api.polling import load_job
 from workers.db import Database, Job, JobStatus
 from workers.notify import FinishListener
@@ -75,9 +81,10 @@ class JobFeeds:
 
     def __init__(self, database: Database, listener: FinishListener, *,
                  fallback: float = EVENTS_FALLBACK_SECONDS,
+                 queued_fallback: float = EVENTS_QUEUED_FALLBACK_SECONDS,
                  gap: float = EVENTS_MIN_GAP_SECONDS) -> None:
         self.database, self.listener = database, listener
-        self.fallback, self.gap = fallback, gap
+        self.fallback, self.queued_fallback, self.gap = fallback, queued_fallback, gap
         self._feeds: dict[str, JobFeed] = {}
         self.reads = 0  # rows read, all feeds together (tests, benches)
 
@@ -124,8 +131,10 @@ class JobFeeds:
                         feed.publish(job)
                     if JobStatus(job.status).finished:
                         return
+                queued = feed.job.status == JobStatus.QUEUED
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(signalled.wait(), self.fallback)
+                    await asyncio.wait_for(signalled.wait(),
+                                           self.queued_fallback if queued else self.fallback)
                 signalled.clear()
                 # Signals that come close together (a batch's progress, a flood) make one read.
                 await asyncio.sleep(self.gap)

@@ -15,6 +15,10 @@ RESULT_POLL_SIGNALLED_SECONDS = 1.0
 # GET /jobs/{id}/events reads a job's row when a worker signals its start, progress or end;
 # this often otherwise, in case a signal was lost (Redis reconnecting, a dropped datagram).
 EVENTS_FALLBACK_SECONDS = 2.0
+# ... and this often while it is queued: then only a claim (signalled, and followed by
+# progress signals that would catch a lost one up) or a cancel moves it, and streams on
+# queued jobs are the many (a key's whole backlog), so their looks are what add up.
+EVENTS_QUEUED_FALLBACK_SECONDS = 10.0
 EVENTS_MIN_GAP_SECONDS = 0.05  # signals closer than this make one read
 EVENTS_PING_SECONDS = 15
 # A stream whose client reads nothing (its socket buffers full) is cut off after this long.

@@ -174,7 +174,7 @@ def test_sixty_streams_of_one_job_read_its_row_once_per_signal(tmp_path: Path) -
         listener = listener_for(settings)
         await listener.start()
         try:
-            feeds = JobFeeds(database, listener, fallback=30)
+            feeds = JobFeeds(database, listener, fallback=30, queued_fallback=30)
             seen: list[str] = []
             tasks = [asyncio.create_task(follower(feeds, seen)) for _ in range(60)]
             await asyncio.sleep(1.0)  # a second with no signal
@@ -200,3 +200,31 @@ def test_sixty_streams_of_one_job_read_its_row_once_per_signal(tmp_path: Path) -
     assert during == 5  # one read per signal, for all 60 streams together
     assert total == 7 and seen == ["succeeded"] * 60
     assert left == 0  # the last stream gone, its feed is gone
+
+
+def test_without_signals_a_running_job_is_looked_at_more_often_than_a_queued_one(
+        tmp_path: Path) -> None:
+    """The looks for a lost signal: every EVENTS_FALLBACK_SECONDS while a job runs, rarer
+    while it waits (a key's whole backlog may be followed, and nothing but a signalled claim
+    or a cancel moves a queued job)."""
+    settings = Settings(data_dir=tmp_path)
+    database = Database(f"sqlite:///{tmp_path / 'jobs.db'}")
+    database.migrate()
+    with database.session() as session:
+        waiting = job_store.create_job(session, job_id="waiting", model="fractal", request={})
+        job_store.create_job(session, job_id="running", model="fractal", request={})
+        running = job_store.start_job(session, "running")
+
+    async def reads_in_a_second(job) -> int:  # type: ignore[no-untyped-def]
+        listener = listener_for(settings)
+        await listener.start()
+        try:
+            feeds = JobFeeds(database, listener, fallback=0.2, queued_fallback=30)
+            async with feeds.follow(job):
+                await asyncio.sleep(1.0)
+            return feeds.reads
+        finally:
+            await listener.stop()
+
+    assert asyncio.run(reads_in_a_second(waiting)) == 1
+    assert asyncio.run(reads_in_a_second(running)) >= 3
