@@ -1,5 +1,5 @@
 """POST /generate's work before the queue: read the body (JSON or multipart), check it
-exactly as the library would, and turn it into a job row plus a stored input image."""
+exactly as the library would, and turn it into a stored input image plus a job row."""
 
 from __future__ import annotations
 
@@ -181,7 +181,12 @@ def fetch_image(url: str, settings: Settings) -> Image.Image:
 
 
 class Submission:
-    """A checked request on its way to the queue: row first, then input, then the message."""
+    """A checked request on its way to the queue: input image, then row, then the message.
+
+    The input is stored before the row exists: a queued row is claimable at once (by its own
+    message, as another job's batch partner, by the reconciler's re-send), so its input must
+    already be there. The input's key derives from the job id, which is chosen first.
+    """
 
     def __init__(self, database: Database, storage: Storage, queue: TaskQueue) -> None:
         self.database = database
@@ -191,7 +196,7 @@ class Submission:
     def submit(self, request: GenerationRequest, image: Image.Image | None,
                output_format: str, owner: str | None = None,
                webhook_url: str | None = None, admission: Settings | None = None) -> str:
-        """Row, input image, message; the new job's id. Blocking.
+        """Input image, row, message; the new job's id. Blocking.
 
         ``webhook_url`` must have passed ``check_webhook`` (``build_request`` does). With
         ``admission``, its limits are checked first (see :func:`admit`), in the same unit of
@@ -199,31 +204,46 @@ class Submission:
         """
         job_id = job_store.new_job_id()
         key = input_key(job_id) if image is not None else None
+        if image is not None and key is not None:
+            if admission is not None:
+                # A caller over its limits is refused before its image costs an upload.
+                with self.database.session() as session:
+                    admit(session, admission, owner)
+            self._store_input(job_id, key, image)
         stored = request.to_dict()
         stored.pop("image", None)  # image bytes live in storage, never in the row
         with self.database.session() as session:
             if admission is not None:
-                admit(session, admission, owner)
+                # Again for an image job: others may have been admitted during its upload.
+                try:
+                    admit(session, admission, owner)
+                except ApiError:
+                    if key is not None:
+                        logger.info("job %s refused after its input was stored: %s is "
+                                    "unused", job_id, key)
+                    raise
             job_store.create_job(session, job_id=job_id, model=request.model or "",
                                  request=stored, input_key=key, output_format=output_format,
                                  owner=owner, webhook_url=webhook_url)
         try:
-            if image is not None and key is not None:
-                buffer = io.BytesIO()
-                image.save(buffer, format="PNG", compress_level=1)
-                self.storage.put(key, buffer.getvalue(), "image/png")
             self.queue.enqueue_render(job_id)
-        except StorageError as exc:
-            logger.error("job %s: input image not stored: %s", job_id, exc)
-            self._fail(job_id, "the input image could not be stored")
-            raise ApiError(503, "image storage is unavailable; try again later",
-                           headers={"Retry-After": "10"}, job_id=job_id) from None
         except Exception as exc:  # kombu/redis errors: the broker is down or refused
             logger.error("job %s: not queued: %s", job_id, exc)
             self._fail(job_id, "the job could not be queued")
             raise ApiError(503, "the job queue is unavailable; try again later",
                            headers={"Retry-After": "10"}, job_id=job_id) from None
         return job_id
+
+    def _store_input(self, job_id: str, key: str, image: Image.Image) -> None:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=1)
+        try:
+            self.storage.put(key, buffer.getvalue(), "image/png")
+        except StorageError as exc:
+            # No row was written: there is no job to fail, and the caller may simply retry.
+            logger.error("job %s: input image not stored: %s", job_id, exc)
+            raise ApiError(503, "image storage is unavailable; try again later",
+                           headers={"Retry-After": "10"}) from None
 
     def _fail(self, job_id: str, error: str) -> None:
         with self.database.session() as session:

@@ -1,9 +1,11 @@
 """A whole render stack for fault tests and the reliability bench: Redis, SeaweedFS, a job
-database and Celery workers (from :mod:`tests.services`), plus an audit of what became of the
-jobs in the job table, the bucket and the worker logs."""
+database (PostgreSQL in the fault tests, as in production) and Celery workers (from
+:mod:`tests.services`), plus an audit of what became of the jobs in the job table, the bucket
+and the worker logs."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,13 +56,16 @@ class Audit:
 
 
 class RenderStack:
-    """The distributed shape on one machine: a job table (SQLite), Redis, a private bucket in
+    """The distributed shape on one machine: a job table, Redis, a private bucket in
     SeaweedFS and Celery workers, driven the way the API drives it (create the row, then send
     the id). For the fault tests and ``bench/reliability.py``.
+
+    ``database_url``: the job table's database, migrated here; None: SQLite in ``folder``.
     """
 
     def __init__(self, redis: RedisServer, s3: SeaweedS3, folder: Path, *, bucket: str,
-                 settings: Mapping[str, str] | None = None) -> None:
+                 settings: Mapping[str, str] | None = None,
+                 database_url: str | None = None) -> None:
         from celery import Celery
 
         from workers.celery_app import celery_config
@@ -70,7 +75,7 @@ class RenderStack:
         self.redis, self.s3, self.folder, self.bucket = redis, s3, folder, bucket
         self.settings = {**FAULT_SETTINGS, **(settings or {})}
         folder.mkdir(parents=True, exist_ok=True)
-        self.database = get_database(f"sqlite:///{folder / 'jobs.db'}")
+        self.database = get_database(database_url or f"sqlite:///{folder / 'jobs.db'}")
         self.database.migrate()
         self.producer = Celery("spec2fractal-test-producer", set_as_current=False)
         self.producer.config_from_object(celery_config(Settings(
@@ -98,13 +103,33 @@ class RenderStack:
         self.on_worker(worker)
         return worker
 
-    def submit(self, request: Mapping[str, Any], *, model: str = "fractal") -> str:
-        """A job as POST /generate makes one: its row first, then its id to the broker."""
+    def put_input(self, data: bytes) -> str:
+        """A new job's id, its input image stored under it: what POST /generate does first
+        for an image job (pass the id to :meth:`submit` as ``stored_input``)."""
+        from botocore.exceptions import ClientError
+
         from workers.db import jobs as job_store
+        from workers.runner import input_key
 
         job_id = job_store.new_job_id()
+        client = self.s3.client()
+        with contextlib.suppress(ClientError):  # the workers made it already
+            client.create_bucket(Bucket=self.bucket)
+        client.put_object(Bucket=self.bucket, Key=input_key(job_id), Body=data,
+                          ContentType="image/png")
+        return job_id
+
+    def submit(self, request: Mapping[str, Any], *, model: str = "fractal",
+               stored_input: str | None = None) -> str:
+        """A job as POST /generate makes one: its row (for ``stored_input``, the id that
+        :meth:`put_input` gave, after its input), then its id to the broker."""
+        from workers.db import jobs as job_store
+        from workers.runner import input_key
+
+        job_id = stored_input or job_store.new_job_id()
         with self.database.session() as session:
-            job_store.create_job(session, job_id=job_id, model=model, request=dict(request))
+            job_store.create_job(session, job_id=job_id, model=model, request=dict(request),
+                                 input_key=input_key(job_id) if stored_input else None)
         self.send(job_id)
         return job_id
 
@@ -180,7 +205,8 @@ class RenderStack:
             parts = key.split("/")
             if len(parts) == 3 and parts[0] == "renders" and parts[1] in job_ids:
                 by_job.setdefault(parts[1], set()).add(key)
-            else:
+            elif not (len(parts) == 2 and parts[0] == "inputs"
+                      and parts[1].removesuffix(".png") in job_ids):  # a job's own input
                 orphans.append(key)
         audit = Audit(sent=len(job_ids), succeeded=[], failed=[], lost=[], duplicated=[],
                       missing_objects=[], orphans=orphans, attempts={})

@@ -1,25 +1,32 @@
-"""Real services for integration tests: Redis, SeaweedFS's S3 gateway and Celery workers.
+"""Real services for integration tests: Redis, PostgreSQL, SeaweedFS's S3 gateway and Celery
+workers.
 
 Each one runs as a child process on free 127.0.0.1 ports with its data in a temporary folder,
 is waited for with a deadline, and is stopped afterwards. A service that does not come up
 fails the test with the reason and the end of its log. No mocks.
 
-Their pytest fixtures (``redis_server``, ``seaweedfs_s3``, ``celery_worker``) live in
-:mod:`tests.service_fixtures`. The plain helpers here (:func:`start_redis`,
-:func:`start_seaweedfs`, :func:`start_celery_worker`, :func:`free_ports`) work outside pytest.
+Their pytest fixtures (``redis_server``, ``postgres_server``, ``seaweedfs_s3``,
+``celery_worker``) live in :mod:`tests.service_fixtures`. The plain helpers here
+(:func:`start_redis`, :func:`start_postgres`, :func:`start_seaweedfs`,
+:func:`start_celery_worker`, :func:`free_ports`) work outside pytest.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import pwd
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +35,7 @@ from typing import Any
 __all__ = [
     "CeleryWorker",
     "ManagedProcess",
+    "PostgresServer",
     "RedisServer",
     "SeaweedS3",
     "ServiceError",
@@ -36,6 +44,7 @@ __all__ = [
     "service_env",
     "start_celery_worker",
     "start_embedded_worker",
+    "start_postgres",
     "start_redis",
     "start_seaweedfs",
     "wait_for",
@@ -254,6 +263,129 @@ def start_redis(folder: Path, *, appendonly: bool = False, appendfsync: str = "e
                  what=f"redis-server to answer PING on port {port}", process=process)
     except BaseException:
         process.stop(grace=1)
+        raise
+    return server
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@dataclass
+class PostgresServer:
+    """A throwaway PostgreSQL cluster: one superuser with a password, TCP on 127.0.0.1 only.
+
+    Tests isolate themselves with databases of their own (:meth:`create_database`).
+    """
+
+    process: ManagedProcess
+    port: int
+    cluster: Path  # data directory and socket folder, removed by :meth:`stop`
+    user: str
+    password: str
+    host: str = HOST
+
+    def url(self, database: str = "postgres") -> str:
+        """A SQLAlchemy URL with the driver the compose file uses (psycopg 3)."""
+        return (f"postgresql+psycopg://{self.user}:{self.password}@{self.host}:{self.port}"
+                f"/{database}")
+
+    def connect(self, database: str = "postgres") -> Any:
+        """A psycopg connection in autocommit mode (CREATE/DROP DATABASE need it)."""
+        import psycopg
+
+        return psycopg.connect(host=self.host, port=self.port, user=self.user,
+                               password=self.password, dbname=database, autocommit=True,
+                               connect_timeout=5)
+
+    def create_database(self, name: str | None = None) -> str:
+        """A new empty database (a copy of template1); returns its URL."""
+        name = name or f"test_{uuid.uuid4().hex[:16]}"
+        with self.connect() as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop it even while clients (a test's connection pool, a worker) are connected."""
+        with self.connect() as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def stop(self) -> None:
+        # SIGINT is a fast shutdown: open client connections are cut, not waited for.
+        self.process.stop(grace=10, signum=signal.SIGINT)
+        shutil.rmtree(self.cluster, ignore_errors=True)
+
+
+def _postgres_binary(name: str) -> str:
+    """Debian keeps initdb and postgres off PATH, in /usr/lib/postgresql/<version>/bin."""
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+                      key=lambda path: int(Path(path).parts[-3]))
+    if not versions:
+        raise ServiceError(f"{name!r} is not on PATH nor in /usr/lib/postgresql/*/bin: "
+                           "apt-get install postgresql (scripts/test does)")
+    return versions[-1]
+
+
+def start_postgres(folder: Path, *, timeout: float = 60) -> PostgresServer:
+    """``initdb`` a new cluster and run ``postgres`` on a free loopback port, its log in
+    ``folder``; no durability (fsync off): the data is thrown away after.
+
+    initdb and postgres refuse to run as root: as root, the cluster belongs to Debian's
+    ``postgres`` user and lives in a folder of its own under the system's temporary folder
+    (pytest's temporary folders are closed to other users).
+    """
+    initdb, postgres = _postgres_binary("initdb"), _postgres_binary("postgres")
+    folder.mkdir(parents=True, exist_ok=True)
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            raise ServiceError("running as root, and there is no 'postgres' user to run "
+                               "PostgreSQL as: apt-get install postgresql creates it") from None
+        cluster = Path(tempfile.mkdtemp(prefix="spec2fractal-postgres-"))
+        os.chown(cluster, owner.pw_uid, owner.pw_gid)
+        as_user = [_require("setpriv", "apt-get install util-linux"),
+                   f"--reuid={owner.pw_uid}", f"--regid={owner.pw_gid}", "--clear-groups"]
+    else:
+        cluster = folder / "cluster"
+        cluster.mkdir()
+    user, password = "postgres", "pg-" + secrets.token_hex(12)
+    data, pwfile = cluster / "data", cluster / "password"
+    pwfile.write_text(password + "\n")
+    if as_user:
+        os.chown(pwfile, owner.pw_uid, owner.pw_gid)
+    try:
+        # Password (SCRAM) authentication, as in production, on the socket and TCP alike.
+        result = subprocess.run(
+            [*as_user, initdb, "-D", str(data), "-U", user, f"--pwfile={pwfile}",
+             "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C", "--no-sync",
+             "--no-instructions"],
+            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            raise ServiceError(f"initdb exited with code {result.returncode}\n"
+                               f"{result.stdout}{result.stderr}")
+        pwfile.unlink()
+        port = free_port()
+        args = [*as_user, postgres, "-D", str(data), "-p", str(port),
+                "-c", f"listen_addresses={HOST}", "-c", f"unix_socket_directories={cluster}",
+                # Throwaway data: nothing needs to reach the disk.
+                "-c", "fsync=off", "-c", "synchronous_commit=off",
+                "-c", "full_page_writes=off",
+                # Every test database's pool, and several workers' pools, at once.
+                "-c", "max_connections=300"]
+        process = ManagedProcess("postgres", args, folder / "postgres.log").start()
+    except BaseException:
+        shutil.rmtree(cluster, ignore_errors=True)
+        raise
+    server = PostgresServer(process, port, cluster, user, password)
+    try:
+        wait_for(lambda: server.connect().close() or True, timeout=timeout,
+                 what=f"postgres to accept a connection on port {port}", process=process)
+    except BaseException:
+        server.stop()
         raise
     return server
 

@@ -77,6 +77,8 @@ def worker_context() -> WorkerContext:
         batch_wait=settings.batch_wait_ms / 1000,
         stopping=STOPPING,
         finished=publisher_for(settings),
+        requeue=lambda job_id, queue, delay: task_queue().enqueue_render(job_id, queue, delay),
+        requeue_delay=settings.requeue_delay,
     )
 
 
@@ -105,7 +107,10 @@ def start() -> None:
 
 
 def render(job_id: str) -> float | None:
-    """Run the job (with partners); seconds after which to try again, or None when done."""
+    """Run the job (with partners); seconds after which to try again, or None when done.
+
+    No claimed job outlives this call still ``running`` (see :func:`run_job`), whatever
+    went wrong: the task shells need no clean-up of their own."""
     with _ACTIVITY:
         status = run_job(job_id, worker_context())
     if status == BUSY:

@@ -5,6 +5,12 @@ code runs in a distributed worker and in the embedded one. A worker that picks u
 claims compatible queued jobs (same model, size, steps, ...) and renders them in one pipeline
 call: a GPU renders more images per second that way, and each job keeps its own progress,
 cancel, failure and record.
+
+Whatever goes wrong with one job (its input unreadable, its request unbuildable, its images
+unstorable, an exception of any type) ends that job, and that job only, at once: ``failed``
+with a caller-safe error, or ``queued`` again when its input could not be read because
+storage did not answer (see :attr:`StorageError.transient`). A claimed job is never left
+``running`` for its lease to run out, unless the job database itself cannot be written.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +43,9 @@ from workers.notify import Publisher, progress_signal, publish_quietly
 from workers.storage import Storage, StorageError
 from workers.webhooks import notify_job_finished
 
-__all__ = ["BUSY", "STORAGE_ERROR", "WorkerContext", "input_key", "output_key", "run_job"]
+__all__ = ["BUSY", "INPUT_ERROR", "INPUT_UNAVAILABLE", "INTERNAL_ERROR", "STORAGE_ERROR",
+           "STORE_INTERNAL_ERROR", "Requeue", "WorkerContext", "input_key", "output_key",
+           "run_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +57,17 @@ CANCEL_INTERVAL = 1.5 * PROGRESS_INTERVAL
 BATCH_POLL = 0.005  # seconds between looks for batch partners while the wait window is open
 BUSY = "busy"  # run_job's answer when another live worker holds the job
 STORAGE_ERROR = "image storage unavailable: the image could not be stored; try again later"
+# A job's input could not be read: missing or refused (its row is written only once it is
+# stored), or storage did not answer on the job's last attempt.
+INPUT_ERROR = "the input image could not be read from image storage; send the request again"
+INPUT_UNAVAILABLE = ("image storage unavailable: the input image could not be read; "
+                     "try again later")
+# Anything else unexpected: the details go to the worker's log, never to the caller.
+INTERNAL_ERROR = "internal error while rendering"
+STORE_INTERNAL_ERROR = "internal error while storing the images"
+
+# (job id, queue name, delay in seconds) → a render message sent; raises if it cannot be.
+Requeue = Callable[[str, str, float], None]
 
 # Request fields that must match for jobs to share a pipeline call (style may set defaults).
 _BATCH_FIELDS = ("width", "height", "steps", "guidance", "scheduler", "strength", "style")
@@ -76,6 +95,10 @@ class WorkerContext:
     finished: Publisher | None = None
     # Set when the worker is shutting down: finish the jobs in hand, take no partners.
     stopping: threading.Event = field(default_factory=threading.Event)
+    # Sends a re-queued job's message (None: the reconciler re-sends it after queued_lease).
+    requeue: Requeue | None = None
+    # Seconds a job whose input storage did not answer waits before its next attempt.
+    requeue_delay: float = 10.0
     heartbeat: Heartbeat = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -122,15 +145,23 @@ def _claim_partners(context: WorkerContext, first: Job) -> list[Job]:
     key, partners = _batch_key(first), []
     deadline = time.monotonic() + context.batch_wait
     while True:
-        looked = time.monotonic()
-        with context.database.session() as session:
-            for candidate in job_store.queued_candidates(session, first.model, 4 * wanted):
-                if len(partners) == wanted:
-                    break
-                if _batch_key(candidate) == key:
-                    claimed = job_store.start_job(session, candidate.id)
-                    if claimed is not None:
-                        partners.append(claimed)
+        looked, found = time.monotonic(), []
+        try:
+            with context.database.session() as session:
+                for candidate in job_store.queued_candidates(session, first.model,
+                                                             4 * wanted):
+                    if len(partners) + len(found) == wanted:
+                        break
+                    if _batch_key(candidate) == key:
+                        claimed = job_store.start_job(session, candidate.id)
+                        if claimed is not None:
+                            found.append(claimed)
+        except Exception:
+            # Partners are a bonus: render with those whose claims committed. A look that
+            # failed rolled its own claims back, so no job is left claimed and unrendered.
+            logger.exception("job %s: the look for batch partners failed", first.id)
+            return partners
+        partners += found
         # The window is a promise: the next look must also end before it closes.
         look = time.monotonic() - looked
         left = deadline - time.monotonic() - look
@@ -139,10 +170,22 @@ def _claim_partners(context: WorkerContext, first: Job) -> list[Job]:
         time.sleep(min(BATCH_POLL, left))
 
 
+class _InputUnreadable(Exception):
+    """A job's input image could not be read from storage."""
+
+    def __init__(self, cause: StorageError) -> None:
+        super().__init__(str(cause))
+        self.transient = cause.transient
+
+
 def _request_of(job: Job, storage: Storage) -> GenerationRequest:
     data = dict(job.request)
     if job.input_key:
-        data["image"] = base64.b64encode(storage.get(job.input_key)).decode("ascii")
+        try:
+            image = storage.get(job.input_key)
+        except StorageError as exc:
+            raise _InputUnreadable(exc) from exc
+        data["image"] = base64.b64encode(image).decode("ascii")
     return GenerationRequest.from_dict(data)
 
 
@@ -287,14 +330,9 @@ class _Outcome:
 
 
 def _outcome(context: WorkerContext, job: Job, result: Any, hooks: _JobHooks) -> _Outcome:
-    """What became of one job: its images stored, or why not."""
-    if isinstance(result, GenerationCancelled):
-        if hooks.timed_out:
-            return _Outcome(JobStatus.FAILED, error=f"the render took longer than "
-                            f"{context.time_limit:g} s and was stopped", progress=hooks.reached)
-        return _Outcome(JobStatus.CANCELLED, progress=hooks.reached)
-    if isinstance(result, Spec2FractalError):
-        return _Outcome(JobStatus.FAILED, error=str(result), progress=hooks.reached)
+    """What became of one job: its images stored, or why not. Never raises."""
+    if isinstance(result, BaseException):
+        return _failure(context, job, result, hooks)
     try:
         return _Outcome(JobStatus.SUCCEEDED, _store(context, job, result),
                         progress=hooks.reached)
@@ -302,36 +340,63 @@ def _outcome(context: WorkerContext, job: Job, result: Any, hooks: _JobHooks) ->
         # Never succeeded without its objects: the retries are spent, so the job fails.
         logger.error("job %s: storage failed: %s", job.id, exc)
         return _Outcome(JobStatus.FAILED, error=STORAGE_ERROR, progress=hooks.reached)
+    except Exception:  # an encoder's bug, a result of the wrong shape: this job's end only
+        logger.exception("job %s: its images could not be stored", job.id)
+        return _Outcome(JobStatus.FAILED, error=STORE_INTERNAL_ERROR, progress=hooks.reached)
+
+
+def _failure(context: WorkerContext, job: Job, error: BaseException,
+             hooks: _JobHooks) -> _Outcome:
+    """The outcome of a job that ended in ``error`` before it had images."""
+    if isinstance(error, GenerationCancelled):
+        if hooks.timed_out:
+            return _Outcome(JobStatus.FAILED, error=f"the render took longer than "
+                            f"{context.time_limit:g} s and was stopped", progress=hooks.reached)
+        return _Outcome(JobStatus.CANCELLED, progress=hooks.reached)
+    if isinstance(error, Spec2FractalError):  # the library's errors are written for callers
+        return _Outcome(JobStatus.FAILED, error=str(error), progress=hooks.reached)
+    if isinstance(error, _InputUnreadable):
+        if error.transient and job.attempts < (context.max_attempts or 1):
+            # Nothing was rendered yet, so another try costs little: storage may be back.
+            logger.warning("job %s: input not read, queued again: %s", job.id, error)
+            return _Outcome(JobStatus.QUEUED)
+        logger.error("job %s: input not read: %s", job.id, error)
+        return _Outcome(JobStatus.FAILED,
+                        error=INPUT_UNAVAILABLE if error.transient else INPUT_ERROR)
+    logger.error("job %s failed", job.id, exc_info=error)
+    return _Outcome(JobStatus.FAILED, error=INTERNAL_ERROR, progress=hooks.reached)
 
 
 def _render(context: WorkerContext, jobs: list[Job]) -> list[_Outcome]:
-    """Each job's images or error; an error that ends the whole call is every job's."""
+    """Each job's outcome. What fails for one job (its input, its request, its images) ends
+    that job alone; an error that ends the whole pipeline call is that of every job in it."""
     deadline = time.monotonic() + context.time_limit if context.time_limit else None
     hooks = [_JobHooks(context, job.id, deadline) for job in jobs]
-    try:
-        model = context.models.get(jobs[0].model)
-        requests: list[Any] = []
-        for job in jobs:
-            try:
-                requests.append(_request_of(job, context.storage))
-            except (Spec2FractalError, StorageError) as exc:
-                requests.append(exc)
-        ready = [i for i, request in enumerate(requests)
-                 if isinstance(request, GenerationRequest)]
-        rendered = model.generate_many(
-            [requests[i] for i in ready],
-            on_progress=[hooks[i].progress for i in ready],
-            cancel=[hooks[i].should_cancel for i in ready],
-        )
-        results: list[Any] = list(requests)
-        for index, result in zip(ready, rendered, strict=True):
-            results[index] = result
-    except ModelLoadError as exc:
-        results = [Spec2FractalError(f"model {jobs[0].model!r} could not be loaded: {exc}")
-                   for _ in jobs]
-    except Exception:
-        logger.exception("jobs %s failed", [job.id for job in jobs])
-        results = [Spec2FractalError("internal error while rendering") for _ in jobs]
+    results: list[Any] = []
+    for job in jobs:
+        try:
+            results.append(_request_of(job, context.storage))
+        except Exception as exc:
+            results.append(exc)
+    ready = [i for i, result in enumerate(results) if isinstance(result, GenerationRequest)]
+    if ready:
+        try:
+            model = context.models.get(jobs[0].model)
+            rendered = model.generate_many(
+                [results[i] for i in ready],
+                on_progress=[hooks[i].progress for i in ready],
+                cancel=[hooks[i].should_cancel for i in ready],
+            )
+            for index, result in zip(ready, rendered, strict=True):
+                results[index] = result
+        except ModelLoadError as exc:
+            for index in ready:
+                results[index] = Spec2FractalError(
+                    f"model {jobs[0].model!r} could not be loaded: {exc}")
+        except Exception:
+            logger.exception("jobs %s failed", [jobs[i].id for i in ready])
+            for index in ready:
+                results[index] = Spec2FractalError(INTERNAL_ERROR)
     return [_outcome(context, job, result, hook)
             for job, result, hook in zip(jobs, results, hooks, strict=True)]
 
@@ -346,11 +411,45 @@ def _completed(context: WorkerContext, job_id: str, status: JobStatus,
         notify_job_finished(context.database, job_id)  # sent by a task of their own
 
 
-def _finish(context: WorkerContext, job: Job, outcome: _Outcome) -> None:
+def _finish(context: WorkerContext, job: Job, outcome: _Outcome) -> JobStatus:
+    """Record the outcome (a re-queue included); the job's status now."""
+    if outcome.status is JobStatus.QUEUED:
+        if _requeue(context, job):
+            return JobStatus.QUEUED
+        # A cancel was asked for while it was in hand: it ends here instead.
+        outcome = _Outcome(JobStatus.CANCELLED)
     with context.database.session() as session:
         job_store.finish_job(session, job.id, outcome.status, outputs=outcome.outputs,
                              error=outcome.error, progress=outcome.progress)
     _completed(context, job.id, outcome.status, job)
+    return outcome.status
+
+
+def _requeue(context: WorkerContext, job: Job) -> bool:
+    """Queue the job again and send its message, delayed; False if a cancel was asked for.
+
+    The claim counted an attempt, so ``max_attempts`` bounds the re-queues."""
+    with context.database.session() as session:
+        if not job_store.requeue_job(session, job.id):
+            return False
+    if context.requeue is None:
+        logger.warning("job %s queued again; the reconciler will send it", job.id)
+        return True
+    try:
+        context.requeue(job.id, job.queue, context.requeue_delay)
+    except Exception as exc:  # the broker is down: the job is queued, the reconciler sends it
+        logger.error("job %s queued again, but its message was not sent: %s", job.id, exc)
+    return True
+
+
+def _fail_claimed(context: WorkerContext, jobs: list[Job]) -> None:
+    """The jobs of a run that broke off: those still running end failed at once, so no
+    caller waits out a lease for a worker that is not rendering them any more."""
+    with context.database.session() as session:
+        ended = job_store.fail_running(session, [job.id for job in jobs], INTERNAL_ERROR)
+    for job in jobs:
+        if job.id in ended:
+            _completed(context, job.id, JobStatus.FAILED, job)
 
 
 def _claim(context: WorkerContext, job_id: str) -> Job | str:
@@ -386,17 +485,35 @@ def _claim(context: WorkerContext, job_id: str) -> Job | str:
 
 
 def run_job(job_id: str, context: WorkerContext) -> str:
-    """Run the job (with compatible partners) if it wants running; returns its status."""
+    """Run the job (with compatible partners) if it wants running; returns its status.
+
+    Once jobs are claimed, this returns only with each of them ended or queued again: one
+    whose outcome could not be recorded, or whose run broke off, fails at once. It raises
+    only when even that cannot be written (the job database is away); the leases of the
+    jobs then bring them back.
+    """
     job = _claim(context, job_id)
     if isinstance(job, str):
         return job
-    jobs = [job, *_claim_partners(context, job)]
-    if len(jobs) > 1:
-        logger.info("job %s renders with %d partner(s)", job_id, len(jobs) - 1)
-    # Started: their event streams say so now, not at the first progress (after a model load).
-    publish_quietly(context.finished, [progress_signal(other.id) for other in jobs])
-    with context.heartbeat.holding([other.id for other in jobs]):
-        outcomes = _render(context, jobs)
-    for other, outcome in zip(jobs, outcomes, strict=True):
-        _finish(context, other, outcome)
-    return outcomes[0].status
+    jobs: list[Job] = [job]
+    ended: dict[str, str] = {}  # job id → its status, once recorded
+    try:
+        jobs += _claim_partners(context, job)
+        if len(jobs) > 1:
+            logger.info("job %s renders with %d partner(s)", job_id, len(jobs) - 1)
+        # Started: their event streams say so now, not at the first progress (after a
+        # model load).
+        publish_quietly(context.finished, [progress_signal(other.id) for other in jobs])
+        with context.heartbeat.holding([other.id for other in jobs]):
+            outcomes = _render(context, jobs)
+        for other, outcome in zip(jobs, outcomes, strict=True):
+            try:  # each on its own: one that cannot be recorded takes no partner along
+                ended[other.id] = _finish(context, other, outcome)
+            except Exception:
+                logger.exception("job %s: its outcome could not be recorded", other.id)
+    except Exception:
+        logger.exception("jobs %s: the run broke off", [other.id for other in jobs])
+    unended = [other for other in jobs if other.id not in ended]
+    if unended:
+        _fail_claimed(context, unended)
+    return ended.get(job_id, JobStatus.FAILED)

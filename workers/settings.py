@@ -141,6 +141,10 @@ class Settings(BaseSettings):
                                       description="How often the reconciler looks (s).")
     storage_retries: int = Field(default=4, ge=0,
                                  description="Retries of a failed upload, with backoff.")
+    requeue_delay: float = Field(default=10.0, ge=0,
+                                 description="A job whose input image storage could not "
+                                             "serve (unreachable) is queued again, and tried "
+                                             "again after this many seconds.")
 
     @model_validator(mode="after")
     def _limits_in_order(self) -> Settings:

@@ -90,9 +90,9 @@ class TaskQueue:
     def _wake(self) -> None:
         self._waker.send([WAKE_MESSAGE])
 
-    def enqueue_render(self, job_id: str, queue: str = QUEUE) -> None:
+    def enqueue_render(self, job_id: str, queue: str = QUEUE, delay: float | None = None) -> None:
         """The payload is the job id alone: the worker reads everything else from the DB."""
-        self.send(RENDER_TASK, {"job_id": job_id}, queue)
+        self.send(RENDER_TASK, {"job_id": job_id}, queue, delay)
 
     def enqueue_many(self, job_ids: Iterable[str], queue: str = BATCH_QUEUE) -> int:
         """One task per job, in order; returns how many were sent. Raises EnqueueError,

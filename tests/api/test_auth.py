@@ -1,4 +1,5 @@
-"""API keys: the keys command, Bearer auth on every route but probes, and per-key scoping."""
+"""API keys: the keys command, Bearer auth on every route but probes, and per-key scoping.
+The key store's tests run on each job database (``database_url``: SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -21,46 +22,54 @@ from workers.settings import Settings
 ASYNC = {"Prefer": "respond-async"}
 
 
-def run_keys(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_keys(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """The ``keys`` command on the database of ``settings``, configured as an operator
+    would: through the environment."""
+    env = env_for(settings.data_dir, SPEC2FRACTAL_DATABASE_URL=settings.resolved_database_url)
     return subprocess.run([sys.executable, "-m", "spec2fractal.cli", "keys", *args],
-                          env=env_for(data_dir), capture_output=True, text=True, timeout=60)
+                          env=env, capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(secured(tmp_path), start_worker=False)) as client:
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    """Keys required, on each job database."""
+    return secured(tmp_path, database_url=database_url)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, start_worker=False)) as client:
         yield client
 
 
-def test_keys_command_creates_lists_and_revokes(tmp_path: Path) -> None:
-    created = run_keys(tmp_path, "create", "--name", "alice")
+def test_keys_command_creates_lists_and_revokes(settings: Settings) -> None:
+    created = run_keys(settings, "create", "--name", "alice")
     assert created.returncode == 0, created.stderr
     secret = created.stdout.strip().splitlines()[-1]
     assert secret.startswith("s2f_") and len(secret) > 40 and " " not in secret
 
-    listed = run_keys(tmp_path, "list")
+    listed = run_keys(settings, "list")
     assert listed.returncode == 0 and "alice" in listed.stdout
     assert secret not in listed.stdout  # only its first characters
     assert secret[:12] in listed.stdout
 
     # Only a hash is stored: the key appears nowhere in the database file or its rows.
-    database = get_database(Settings(data_dir=tmp_path).resolved_database_url)
+    database = get_database(settings.resolved_database_url)
     with database.engine.connect() as connection:
         rows = connection.execute(text("SELECT * FROM api_keys")).all()
     assert len(rows) == 1 and all(secret not in str(value) for value in rows[0])
 
-    settings = secured(tmp_path)
     with TestClient(create_app(settings, start_worker=False)) as client:
         assert client.get("/jobs", headers=bearer(secret)).status_code == 200
-        revoked = run_keys(tmp_path, "revoke", "alice")
+        revoked = run_keys(settings, "revoke", "alice")
         assert revoked.returncode == 0, revoked.stderr
         refused = client.get("/jobs", headers=bearer(secret))
         assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
 
-    again = run_keys(tmp_path, "revoke", "alice")
+    again = run_keys(settings, "revoke", "alice")
     assert again.returncode == 2 and "no live key" in again.stderr
     assert "Traceback" not in again.stderr
-    blank = run_keys(tmp_path, "create", "--name", "  ")
+    blank = run_keys(settings, "create", "--name", "  ")
     assert blank.returncode == 2 and "--name" in blank.stderr
 
 
@@ -84,8 +93,8 @@ def test_bad_credentials_are_401(client: TestClient, header: str) -> None:
     assert "detail" in response.json()
 
 
-def test_a_key_sees_only_its_own_jobs_and_batches(client: TestClient, tmp_path: Path) -> None:
-    settings = secured(tmp_path)
+def test_a_key_sees_only_its_own_jobs_and_batches(client: TestClient,
+                                                  settings: Settings) -> None:
     alice, bob = bearer(make_key(settings, "alice")), bearer(make_key(settings, "bob"))
     made = client.post("/generate", json={**README_BODY, **SMALL}, headers={**alice, **ASYNC})
     assert made.status_code == 202

@@ -1,5 +1,7 @@
 """POST /batches and friends: grid expansion, limits, results, cancel, and priority below
-interactive jobs with the real embedded worker on the queue in its database."""
+interactive jobs with the real embedded worker on the queue in its database.
+Without a worker (``offline`` here), on each job database: SQLite and PostgreSQL; with the
+embedded worker, on the embedded shape's SQLite."""
 
 from __future__ import annotations
 
@@ -29,6 +31,15 @@ from workers.webhooks import DELIVER_TASK
 
 TINY = {"width": 64, "height": 64}
 ACTIVE = {"queued", "running"}
+
+
+@pytest.fixture
+def offline(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
+    """conftest's ``offline`` (the app with no worker: jobs stay queued), on each job
+    database: SQLite and PostgreSQL."""
+    settings = Settings(data_dir=tmp_path, database_url=database_url)
+    with TestClient(create_app(settings, start_worker=False)) as client:
+        yield client
 
 
 def _items(count: int, **extra: object) -> list[dict]:

@@ -1,7 +1,8 @@
 """The distributed shape end to end: uvicorn API → Redis → Celery worker → SeaweedFS S3.
 
 All real processes on loopback ports. The README's body goes in; a presigned URL comes out
-and downloads as an image of the requested size.
+and downloads as an image of the requested size. The API and the worker share a job database
+of each kind in turn: PostgreSQL, as in production, and SQLite.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from tests.api.helpers import README_BODY, decode
+from tests.service_fixtures import DATABASES, new_database
 from tests.services import (
     ROOT,
     ManagedProcess,
@@ -29,13 +31,21 @@ BUCKET = "api-renders"
 REDIS_DB = 3  # apart from the other tests' queues on the shared Redis
 
 
-@pytest.fixture(scope="module")
-def distributed_api(redis_server: RedisServer, seaweedfs_s3: SeaweedS3,
+@pytest.fixture(scope="module", params=DATABASES)
+def distributed_api(request: pytest.FixtureRequest, redis_server: RedisServer,
+                    seaweedfs_s3: SeaweedS3,
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder: Path = tmp_path_factory.mktemp("distributed-api")
+    with new_database(request.param, request, folder) as database_url:
+        yield from _serve(folder, database_url, redis_server, seaweedfs_s3)
+
+
+def _serve(folder: Path, database_url: str, redis_server: RedisServer,
+           seaweedfs_s3: SeaweedS3) -> Iterator[str]:
+    """The worker, then the API; the API's URL once it is ready."""
     env = {
         "SPEC2FRACTAL_BROKER_URL": redis_server.url(REDIS_DB),
-        "SPEC2FRACTAL_DATABASE_URL": f"sqlite:///{folder / 'jobs.db'}",
+        "SPEC2FRACTAL_DATABASE_URL": database_url,
         "SPEC2FRACTAL_STORAGE_URL": f"s3://{BUCKET}",
         "SPEC2FRACTAL_S3_ENDPOINT_URL": seaweedfs_s3.endpoint_url,
         "SPEC2FRACTAL_DATA_DIR": str(folder / "data"),

@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import io
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from tests.api.conftest import UNLOADABLE_MODEL
-from tests.api.helpers import README_BODY, SMALL, data_url, decode, parse_sse, png_bytes
+from tests.api.helpers import (
+    README_BODY,
+    SMALL,
+    data_url,
+    decode,
+    parse_sse,
+    png_bytes,
+    wait_status,
+)
+from workers.db import get_database
+from workers.db import messages as message_store
+from workers.settings import Settings
 
 
 def test_readme_body_renders_and_the_url_downloads(rendering: TestClient) -> None:
@@ -106,3 +124,65 @@ def test_a_model_the_server_does_not_serve_is_refused_before_any_job(
         assert error["loc"] == ["body", "model"] and "does not serve" in error["msg"]
         assert "fractal" in error["ctx"]["choices"]
     assert len(rendering.get("/jobs", params={"limit": 100}).json()["jobs"]) == before
+
+
+def _large_png() -> bytes:
+    """The largest input the API takes (6144×4096): its PNG takes the server a while to store."""
+    ramp = Image.linear_gradient("L").resize((6144, 4096))
+    buffer = io.BytesIO()
+    Image.merge("RGB", (ramp, ramp.transpose(Image.Transpose.FLIP_LEFT_RIGHT), ramp)).save(
+        buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def test_concurrent_large_image_jobs_end_at_once(rendering: TestClient) -> None:
+    # Issue #16.4: a job's row was claimable (as another job's batch partner) before its
+    # input was stored; the partner's read failed, the task died, and every job of the batch
+    # sat `running` until its lease ran out (120 s) instead of ending in about a second.
+    upload = _large_png()
+    answers: list[dict] = []
+
+    def submit(seed: int) -> None:
+        response = rendering.post(
+            "/generate", data={"input_type": "hybrid", "content": "a stormy sea",
+                               "width": "96", "height": "64", "seed": str(seed)},
+            files={"image": ("large.png", upload, "image/png")},
+            headers={"Prefer": "respond-async"})
+        assert response.status_code == 202, response.text
+        answers.append(response.json())
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=submit, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(answers) == 4
+    jobs = [wait_status(rendering.get, answer["id"], {"succeeded", "failed", "cancelled"},
+                        timeout=60) for answer in answers]
+    assert [job["status"] for job in jobs] == ["succeeded"] * 4, [job["error"] for job in jobs]
+    assert time.monotonic() - started < 60
+    for job in jobs:
+        timings = job["timings"]
+        waited = (datetime.fromisoformat(timings["finished_at"])
+                  - datetime.fromisoformat(timings["created_at"])).total_seconds()
+        assert waited < 30, job
+        assert job["attempts"] == 1
+
+
+def test_no_job_exists_before_its_input_is_stored(offline: TestClient,
+                                                    tmp_path: Path) -> None:
+    # The images folder in a failing state: where the inputs go is a file, not a folder.
+    (tmp_path / "images" / "inputs").write_bytes(b"")
+    response = offline.post("/generate", data={"input_type": "image", "seed": "1"},
+                            files={"image": ("photo.png", png_bytes(), "image/png")},
+                            headers={"Prefer": "respond-async"})
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == "10"
+    assert response.json()["detail"] == "image storage is unavailable; try again later"
+    # Stored first, then the row: with the input missing there is no row a worker (or a
+    # batch partner's claim) could take, nor a message.
+    assert offline.get("/jobs").json()["jobs"] == []
+    database = get_database(Settings(data_dir=tmp_path).resolved_database_url)
+    with database.session() as session:
+        assert message_store.count(session) == 0

@@ -1,4 +1,5 @@
-"""Idempotency-Key on POST /generate and POST /batches: Stripe's semantics."""
+"""Idempotency-Key on POST /generate and POST /batches: Stripe's semantics. On each job
+database (``database_url``: SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -14,33 +15,38 @@ from api.app import create_app
 from tests.api.auth_helpers import bearer, make_key, secured
 from tests.api.helpers import README_BODY, SMALL, png_bytes
 from workers.db import Batch, IdempotencyRecord, Job, get_database
+from workers.settings import Settings
 
 ASYNC = {"Prefer": "respond-async"}
 BODY = {**README_BODY, **SMALL, "seed": 7}
 
 
-def count(tmp_path: Path, table: type) -> int:
-    database = get_database(secured(tmp_path).resolved_database_url)
+def count(settings: Settings, table: type) -> int:
+    database = get_database(settings.resolved_database_url)
     with database.session() as session:
         return session.scalar(select(func.count()).select_from(table)) or 0
 
 
-def attached(tmp_path: Path) -> bool:
-    database = get_database(secured(tmp_path).resolved_database_url)
+def attached(settings: Settings) -> bool:
+    database = get_database(settings.resolved_database_url)
     with database.session() as session:
         return session.scalar(select(func.count()).select_from(IdempotencyRecord)
                               .where(IdempotencyRecord.resource_id.is_not(None))) == 1
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], dict[str, str]]]:
-    settings = secured(tmp_path)
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return secured(tmp_path, database_url=database_url)
+
+
+@pytest.fixture
+def setup(settings: Settings) -> Iterator[tuple[TestClient, dict[str, str], dict[str, str]]]:
     alice, bob = bearer(make_key(settings, "alice")), bearer(make_key(settings, "bob"))
     with TestClient(create_app(settings, start_worker=False)) as client:
         yield client, alice, bob
 
 
-def test_a_retry_replays_the_first_response_and_makes_no_second_job(setup, tmp_path) -> None:
+def test_a_retry_replays_the_first_response_and_makes_no_second_job(setup, settings) -> None:
     client, alice, _ = setup
     headers = {**alice, **ASYNC, "Idempotency-Key": "order-1"}
     first = client.post("/generate", json=BODY, headers=headers)
@@ -54,10 +60,10 @@ def test_a_retry_replays_the_first_response_and_makes_no_second_job(setup, tmp_p
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.json() == first.json()
     assert again.headers["Location"] == first.headers["Location"]
-    assert count(tmp_path, Job) == 1
+    assert count(settings, Job) == 1
 
 
-def test_the_same_key_with_another_body_is_422(setup, tmp_path) -> None:
+def test_the_same_key_with_another_body_is_422(setup, settings) -> None:
     client, alice, _ = setup
     headers = {**alice, **ASYNC, "Idempotency-Key": "order-2"}
     assert client.post("/generate", json=BODY, headers=headers).status_code == 202
@@ -65,10 +71,10 @@ def test_the_same_key_with_another_body_is_422(setup, tmp_path) -> None:
     assert other.status_code == 422
     assert other.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
     assert "different request" in other.json()["detail"][0]["msg"]
-    assert count(tmp_path, Job) == 1
+    assert count(settings, Job) == 1
 
 
-def test_a_retry_while_the_first_is_in_flight_is_409(setup, tmp_path) -> None:
+def test_a_retry_while_the_first_is_in_flight_is_409(setup, settings) -> None:
     client, alice, _ = setup
     # No worker: the first request waits its full 3 s for an image that never comes.
     slow = {**alice, "Prefer": "wait=3", "Idempotency-Key": "order-3"}
@@ -78,7 +84,7 @@ def test_a_retry_while_the_first_is_in_flight_is_409(setup, tmp_path) -> None:
     first.start()
     try:
         for _ in range(250):  # until the first has created its job and named it to the key
-            if attached(tmp_path):
+            if attached(settings):
                 break
             threading.Event().wait(0.02)
         during = client.post("/generate", json=BODY, headers=slow)
@@ -91,10 +97,10 @@ def test_a_retry_while_the_first_is_in_flight_is_409(setup, tmp_path) -> None:
     assert results == [202]  # still queued after 3 s
     after = client.post("/generate", json=BODY, headers=slow)
     assert after.status_code == 202 and after.headers["Idempotent-Replayed"] == "true"
-    assert count(tmp_path, Job) == 1
+    assert count(settings, Job) == 1
 
 
-def test_concurrent_retries_create_exactly_one_job(setup, tmp_path) -> None:
+def test_concurrent_retries_create_exactly_one_job(setup, settings) -> None:
     client, alice, _ = setup
     headers = {**alice, **ASYNC, "Idempotency-Key": "burst"}
     codes: list[int] = []
@@ -105,10 +111,10 @@ def test_concurrent_retries_create_exactly_one_job(setup, tmp_path) -> None:
     for thread in threads:
         thread.join()
     assert set(codes) <= {202, 409} and 202 in codes
-    assert count(tmp_path, Job) == 1
+    assert count(settings, Job) == 1
 
 
-def test_a_refused_request_keeps_nothing(setup, tmp_path) -> None:
+def test_a_refused_request_keeps_nothing(setup, settings) -> None:
     client, alice, _ = setup
     headers = {**alice, **ASYNC, "Idempotency-Key": "order-4"}
     bad = client.post("/generate", json={**BODY, "width": 7}, headers=headers)
@@ -121,7 +127,7 @@ def test_a_refused_request_keeps_nothing(setup, tmp_path) -> None:
     assert too_long.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
 
 
-def test_keys_are_per_caller(setup, tmp_path) -> None:
+def test_keys_are_per_caller(setup, settings) -> None:
     client, alice, bob = setup
     one = client.post("/generate", json=BODY, headers={**alice, **ASYNC,
                                                        "Idempotency-Key": "same"})
@@ -131,7 +137,7 @@ def test_keys_are_per_caller(setup, tmp_path) -> None:
     assert "Idempotent-Replayed" not in two.headers
 
 
-def test_multipart_retries_match_whatever_the_boundary(setup, tmp_path) -> None:
+def test_multipart_retries_match_whatever_the_boundary(setup, settings) -> None:
     client, alice, _ = setup
     headers = {**alice, **ASYNC, "Idempotency-Key": "form"}
     fields = {"input_type": "image", "style": "Impressionist", "width": "64", "height": "48"}
@@ -143,10 +149,10 @@ def test_multipart_retries_match_whatever_the_boundary(setup, tmp_path) -> None:
     other_image = {"image": ("in.png", png_bytes(color="red"), "image/png")}
     assert client.post("/generate", data=fields, files=other_image,
                        headers=headers).status_code == 422
-    assert count(tmp_path, Job) == 1
+    assert count(settings, Job) == 1
 
 
-def test_batches_take_an_idempotency_key(setup, tmp_path) -> None:
+def test_batches_take_an_idempotency_key(setup, settings) -> None:
     client, alice, _ = setup
     body = {"items": [{"prompt": "a lake", **SMALL}, {"prompt": "a hill", **SMALL}]}
     headers = {**alice, "Idempotency-Key": "batch-1"}
@@ -157,4 +163,4 @@ def test_batches_take_an_idempotency_key(setup, tmp_path) -> None:
     assert again.json()["id"] == first.json()["id"]
     assert client.post("/batches", json={"items": body["items"][:1]},
                        headers=headers).status_code == 422
-    assert count(tmp_path, Batch) == 1 and count(tmp_path, Job) == 2
+    assert count(settings, Batch) == 1 and count(settings, Job) == 2

@@ -1,10 +1,13 @@
-"""Jobs without a worker: they stay queued, so cancel, lists and limits are deterministic."""
+"""Jobs without a worker: they stay queued, so cancel, lists and limits are deterministic.
+On each job database (``offline`` here: SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
@@ -15,6 +18,15 @@ from workers.settings import Settings
 from workers.storage import get_storage
 
 ASYNC = {"Prefer": "respond-async"}
+
+
+@pytest.fixture
+def offline(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
+    """conftest's ``offline`` (the app with no worker: jobs stay queued), on each job
+    database: SQLite and PostgreSQL."""
+    settings = Settings(data_dir=tmp_path, database_url=database_url)
+    with TestClient(create_app(settings, start_worker=False)) as client:
+        yield client
 
 
 def _queue(client: TestClient, count: int) -> list[str]:
@@ -72,8 +84,9 @@ def test_pagination_with_a_status_filter(offline: TestClient) -> None:
     assert queued["next_cursor"] is None
 
 
-def test_full_queue_is_503_with_retry_after(tmp_path: Path) -> None:
-    app = create_app(Settings(data_dir=tmp_path, max_queued_jobs=1), start_worker=False)
+def test_full_queue_is_503_with_retry_after(tmp_path: Path, database_url: str) -> None:
+    app = create_app(Settings(data_dir=tmp_path, database_url=database_url, max_queued_jobs=1),
+                     start_worker=False)
     with TestClient(app) as client:
         assert client.post("/generate", json=README_BODY, headers=ASYNC).status_code == 202
         response = client.post("/generate", json=README_BODY, headers=ASYNC)

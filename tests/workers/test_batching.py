@@ -1,4 +1,5 @@
-"""Dynamic batching in the worker: compatible queued jobs share one pipeline call."""
+"""Dynamic batching in the worker: compatible queued jobs share one pipeline call. On each
+job database (``database_url``: SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from workers.storage.local import LocalStorage
 
 
 @pytest.fixture
-def context(tmp_path: Path, tiny_sd: Path) -> WorkerContext:
-    database = get_database(f"sqlite:///{tmp_path / 'jobs.db'}")
+def context(tmp_path: Path, tiny_sd: Path, database_url: str) -> WorkerContext:
+    database = get_database(database_url)
     database.migrate()
     return WorkerContext(database=database, storage=LocalStorage(tmp_path / "images",
                          secret=b"t"), models=ModelCache(1), max_batch=4, stale_after=60)

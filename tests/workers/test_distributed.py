@@ -1,7 +1,8 @@
 """The distributed shape, for real: Redis broker, SeaweedFS S3, Celery worker processes.
 
-The database is SQLite in a temporary folder (PostgreSQL is not needed for what is checked
-here); the test process and the workers share it through SPEC2FRACTAL_DATABASE_URL.
+The job database is each kind in turn: PostgreSQL, as in production, and SQLite in a
+temporary folder; the test process and the workers share it through
+SPEC2FRACTAL_DATABASE_URL.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import update
 
-from tests.service_fixtures import show_logs_on_failure
+from tests.service_fixtures import DATABASES, new_database, show_logs_on_failure
 from tests.services import (
     CeleryWorker,
     RedisServer,
@@ -31,11 +33,14 @@ from tests.services import (
 from workers.celery_app import celery_config
 from workers.db import Database, Job, JobStatus, get_database
 from workers.db import jobs as job_store
+from workers.db import messages as message_store
+from workers.db.messages import Message
+from workers.db.models import utcnow
 from workers.model_cache import ModelCache
-from workers.runner import WorkerContext, run_job
+from workers.runner import INPUT_ERROR, INPUT_UNAVAILABLE, WorkerContext, input_key, run_job
 from workers.settings import Settings
 from workers.storage.s3 import S3Storage
-from workers.task_queue import TaskQueue
+from workers.task_queue import QUEUES, TaskQueue
 
 BUCKET = "spec2fractal-test"
 # → Redis visibility_timeout 2 × 5 s: an orphaned task comes back quickly, and a 2048² render
@@ -112,14 +117,15 @@ def _client_for(endpoint: str, s3: SeaweedS3) -> Any:
                                       retries={"max_attempts": 1, "mode": "standard"}))
 
 
-@pytest.fixture(scope="module")
-def stack(redis_server: RedisServer, seaweedfs_s3: SeaweedS3,
+@pytest.fixture(scope="module", params=DATABASES)
+def stack(request: pytest.FixtureRequest, redis_server: RedisServer, seaweedfs_s3: SeaweedS3,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     folder = tmp_path_factory.mktemp("distributed")
-    database = get_database(f"sqlite:///{folder / 'jobs.db'}")
-    database.migrate()
-    stack = Stack(redis_server, seaweedfs_s3, folder, database, Settings(url_expiry=1))
-    with pytest.MonkeyPatch.context() as patch:
+    with new_database(request.param, request, folder) as url, \
+            pytest.MonkeyPatch.context() as patch:
+        database = get_database(url)
+        database.migrate()
+        stack = Stack(redis_server, seaweedfs_s3, folder, database, Settings(url_expiry=1))
         # boto3 in this process: the admin identity, nothing from ~/.aws or EC2 metadata.
         for key, value in {**seaweedfs_s3.aws_env, "AWS_EC2_METADATA_DISABLED": "true",
                            "AWS_CONFIG_FILE": os.devnull,
@@ -235,6 +241,82 @@ def test_a_failed_upload_fails_the_job(stack: Stack, broken: str) -> None:
     assert job.error == "image storage unavailable: the image could not be stored; try again later"
     assert job.outputs == []
     assert stack.s3.keys(BUCKET, f"renders/{job_id}/") == []
+
+
+def _input_job(stack: Stack, *, stored: bool = True) -> str:
+    """An image-to-image job as the API makes one: its input in the bucket, then its row."""
+    job_id = job_store.new_job_id()
+    if stored:
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 48), "teal").save(buffer, format="PNG")
+        stack.storage().put(input_key(job_id), buffer.getvalue(), "image/png")
+    with stack.database.session() as session:
+        job_store.create_job(session, job_id=job_id, model="fractal",
+                             input_key=input_key(job_id),
+                             request={"input_type": "hybrid", "prompt": "a stormy sea",
+                                      "width": 64, "height": 48, "seed": 1})
+    return job_id
+
+
+def _messages_for(stack: Stack, job_id: str, *, after: float) -> list[Message]:
+    """The render messages for ``job_id`` available ``after`` seconds from now, taken."""
+    now = utcnow() + timedelta(seconds=after)
+    taken = []
+    with stack.database.session() as session:
+        while (message := message_store.take(session, QUEUES, lease=600, now=now)) is not None:
+            taken.append(message)
+    return [message for message in taken if message.kwargs == {"job_id": job_id}]
+
+
+def test_a_job_whose_input_storage_does_not_answer_is_queued_again(stack: Stack) -> None:
+    from tests.services import free_port
+
+    down = stack.storage(endpoint=f"http://127.0.0.1:{free_port()}")  # nothing listens
+    # The embedded queue, on the stack's job database: the re-sent message can be read back.
+    queue = TaskQueue(Settings(database_url=stack.database.url, data_dir=stack.folder / "data"))
+    context = WorkerContext(database=stack.database, storage=down, models=ModelCache(1),
+                            max_attempts=3, requeue=queue.enqueue_render, requeue_delay=30)
+    job_id = _input_job(stack)
+    started = time.monotonic()
+    assert run_job(job_id, context) == JobStatus.QUEUED
+    assert time.monotonic() - started < 10
+    job = stack.get(job_id)
+    assert (job.status, job.attempts, job.error) == (JobStatus.QUEUED, 1, None)
+    # Sent again, to run once requeue_delay has passed (not before).
+    assert _messages_for(stack, job_id, after=20) == []
+    assert len(_messages_for(stack, job_id, after=31)) == 1
+    # Storage answers again: the next attempt renders, from the same input.
+    context.storage = stack.storage()
+    assert run_job(job_id, context) == JobStatus.SUCCEEDED
+    job = stack.get(job_id)
+    assert job.attempts == 2 and job.outputs[0]["record"]["seed"] == 1
+
+
+def test_a_job_whose_input_storage_does_not_answer_fails_on_its_last_attempt(
+        stack: Stack) -> None:
+    from tests.services import free_port
+
+    down = stack.storage(endpoint=f"http://127.0.0.1:{free_port()}")
+    queue = TaskQueue(Settings(database_url=stack.database.url, data_dir=stack.folder / "data"))
+    context = WorkerContext(database=stack.database, storage=down, models=ModelCache(1),
+                            max_attempts=1, requeue=queue.enqueue_render)
+    job_id = _input_job(stack)
+    assert run_job(job_id, context) == JobStatus.FAILED
+    job = stack.get(job_id)
+    assert job.error == INPUT_UNAVAILABLE and job.attempts == 1
+    assert _messages_for(stack, job_id, after=3600) == []
+
+
+def test_a_missing_input_fails_the_job_at_once(stack: Stack) -> None:
+    # S3 answers 404: no retry and no re-queue brings the object back.
+    queue = TaskQueue(Settings(database_url=stack.database.url, data_dir=stack.folder / "data"))
+    context = WorkerContext(database=stack.database, storage=stack.storage(),
+                            models=ModelCache(1), max_attempts=3, requeue=queue.enqueue_render)
+    job_id = _input_job(stack, stored=False)
+    assert run_job(job_id, context) == JobStatus.FAILED
+    job = stack.get(job_id)
+    assert job.error == INPUT_ERROR and job.attempts == 1
+    assert _messages_for(stack, job_id, after=3600) == []
 
 
 def test_a_second_job_on_the_same_model_does_not_reload_it(stack: Stack, tiny_sd: Path) -> None:

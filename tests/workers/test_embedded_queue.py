@@ -1,4 +1,5 @@
-"""The embedded mode's queue: task messages in the job database, taken by a real loop."""
+"""The embedded mode's queue: task messages in the job database (SQLite, its default, and
+PostgreSQL, which an embedded server may use too), taken by a real loop."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from workers.task_queue import QUEUES, RENDER_TASK, TaskQueue, wake_folder
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path)
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(data_dir=tmp_path, database_url=database_url)
 
 
 @pytest.fixture

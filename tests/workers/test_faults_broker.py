@@ -1,6 +1,6 @@
 """The broker fails: Redis crashes (with its append-only file, or with nothing on disk), and
-the reconciler sends again whatever the broker lost — in the distributed and the embedded
-shape."""
+the reconciler sends again whatever the broker lost — in the distributed shape (PostgreSQL)
+and the embedded one (SQLite); the reconcilers' own tests run on both databases."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import update
 
 from tests.render_stack import RenderStack
-from tests.services import start_celery_worker, wait_for
+from tests.services import start_embedded_worker, wait_for
 from workers.db import Database, Job, JobStatus, get_database
 from workers.db import jobs as job_store
 from workers.db.models import utcnow
@@ -73,7 +73,7 @@ def test_a_broker_that_lost_its_data_loses_no_job(
     assert "reconciler: re-sent running job" in log
 
 
-def test_the_embedded_worker_reconciles_its_file_queue(tmp_path: Path) -> None:
+def test_the_embedded_worker_reconciles_its_queue(tmp_path: Path) -> None:
     """No broker at all: a job recorded but never sent (the server died between the two) is
     sent by the embedded worker's reconciler."""
     data = tmp_path / "data"
@@ -84,7 +84,7 @@ def test_the_embedded_worker_reconciles_its_file_queue(tmp_path: Path) -> None:
                                    request={**SMALL, "seed": 1})
     env = {"SPEC2FRACTAL_DATA_DIR": str(data), "SPEC2FRACTAL_QUEUED_LEASE": "1",
            "SPEC2FRACTAL_RECONCILE_INTERVAL": "0.3"}
-    worker = start_celery_worker(env, tmp_path, name="embedded")
+    worker = start_embedded_worker(env, tmp_path, name="embedded")
     try:
         def finished() -> Job | None:
             with database.session() as session:
@@ -92,7 +92,7 @@ def test_the_embedded_worker_reconciles_its_file_queue(tmp_path: Path) -> None:
                 return current if current.status == JobStatus.SUCCEEDED else None
 
         done = wait_for(finished, timeout=30, what="the unsent job to succeed",
-                        process=worker.process)
+                        process=worker)
         assert done.attempts == 1
         assert (data / "images" / "renders" / job.id / "0.png").is_file()
         assert "reconciler: re-sent queued job" in worker.log()
@@ -106,8 +106,8 @@ def _age(database: Database, job_id: str, **columns: float) -> None:
         session.execute(update(Job).where(Job.id == job_id).values(**values))
 
 
-def test_reconcilers_resend_each_lost_job_once(tmp_path: Path) -> None:
-    database = get_database(f"sqlite:///{tmp_path / 'jobs.db'}")
+def test_reconcilers_resend_each_lost_job_once(database_url: str) -> None:
+    database = get_database(database_url)
     database.migrate()
     with database.session() as session:
         ids = [job_store.create_job(session, job_id=job_store.new_job_id(), model="fractal",
@@ -146,10 +146,10 @@ def test_reconcilers_resend_each_lost_job_once(tmp_path: Path) -> None:
     assert reconciler().run_once().queued == 1 and sent == [(lost_queued, "renders")]
 
 
-def test_a_busy_worker_does_not_resend_a_backlog(tmp_path: Path) -> None:
+def test_a_busy_worker_does_not_resend_a_backlog(database_url: str) -> None:
     """Jobs waiting their turn behind a busy worker are not lost: no duplicates for them.
     A dead worker's job is queued again whatever this worker is doing."""
-    database = get_database(f"sqlite:///{tmp_path / 'jobs.db'}")
+    database = get_database(database_url)
     database.migrate()
     with database.session() as session:
         waiting, orphan = (job_store.create_job(session, job_id=job_store.new_job_id(),

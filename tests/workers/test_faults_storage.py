@@ -1,15 +1,20 @@
 """Object storage fails: SeaweedFS stopped while jobs render and upload.
 
 Each test has a SeaweedFS of its own (``private_s3``), stopped with SIGKILL and started again
-on the same ports with the same data, like a storage node that crashes and comes back.
+on the same ports with the same data, like a storage node that crashes and comes back. The
+job database is PostgreSQL, as in production.
 """
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable
 
+from PIL import Image
+
 from tests.render_stack import RenderStack
+from tests.services import wait_for
 from workers.db import JobStatus
 from workers.runner import STORAGE_ERROR
 
@@ -59,3 +64,28 @@ def test_a_job_fails_cleanly_when_storage_stays_down(
     audit = stack.audit([doomed, *later])
     assert audit.clean, audit.summary()
     assert sorted(audit.succeeded) == sorted(later) and audit.failed == [doomed]
+
+
+def test_a_job_whose_input_storage_is_down_runs_once_it_is_back(
+        render_stack: Callable[..., RenderStack]) -> None:
+    # No retries within a read: each attempt fails at once and the job is queued again, to
+    # run a second later; attempts to spare for a slow restart of storage.
+    stack = render_stack(private_s3=True, settings={
+        "storage_retries": "0", "requeue_delay": "1", "max_attempts": "50"})
+    worker = stack.start_worker()
+    buffer = io.BytesIO()
+    Image.new("RGB", (256, 192), "teal").save(buffer, format="PNG")
+    job_id = stack.put_input(buffer.getvalue())
+    stack.s3.stop()
+    stack.submit({"input_type": "hybrid", "prompt": "a stormy sea", "width": 256,
+                  "height": 192, "seed": 1}, stored_input=job_id)
+    # Tried, then queued again: not failed, and not left running for its lease.
+    wait_for(lambda: (job := stack.job(job_id)).status == "queued" and job.attempts >= 1,
+             timeout=30, interval=0.05, what="the job to be queued again")
+    assert "queued again" in worker.log()
+    stack.s3.restart()
+    [job] = stack.wait([job_id], timeout=60)
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert job.attempts >= 2
+    audit = stack.audit([job_id])
+    assert audit.clean, audit.summary()

@@ -1,6 +1,6 @@
 """Workers that die: SIGKILL mid-render, a job that kills every worker it reaches, SIGTERM.
 
-Real processes throughout (redis-server, SeaweedFS, Celery workers; see
+Real processes throughout (redis-server, PostgreSQL, SeaweedFS, Celery workers; see
 :class:`tests.render_stack.RenderStack`). The worker settings are FAULT_SETTINGS: a 2 s job
 lease and a reconciler every ~0.5 s, so lost jobs come back within seconds, while Redis's
 own re-delivery (after 2 × 60 s) never gets the chance in these tests.

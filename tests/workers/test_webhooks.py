@@ -201,8 +201,9 @@ def test_the_retry_schedule_doubles_with_jitter() -> None:
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> Database:
-    database = get_database(f"sqlite:///{tmp_path / 'jobs.db'}")
+def database(database_url: str) -> Database:
+    """The job store, on SQLite and on PostgreSQL."""
+    database = get_database(database_url)
     database.migrate()
     return database
 

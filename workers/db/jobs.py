@@ -32,6 +32,7 @@ __all__ = [
     "create_job",
     "exhausted_error",
     "fail_exhausted",
+    "fail_running",
     "finish_job",
     "get_job",
     "get_state",
@@ -43,6 +44,7 @@ __all__ = [
     "queued_candidates",
     "record_progress",
     "request_cancel",
+    "requeue_job",
     "requeue_running",
     "requeue_stale",
     "stale_queued",
@@ -301,6 +303,29 @@ def cancel_abandoned(session: Session, job_id: str, *, stale_after: float | None
     if result.rowcount == 0:
         return None
     return session.get(Job, job_id, populate_existing=True)
+
+
+def requeue_job(session: Session, job_id: str) -> bool:
+    """A job in hand goes back to the queue to be tried again (sent from now); False if a
+    cancel was asked for meanwhile (the caller then ends it) or it is not running."""
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING,
+                          Job.cancel_requested.is_(False))
+        .values(status=JobStatus.QUEUED, progress_step=0, preview=None, enqueued_at=utcnow()),
+        execution_options=_UNSYNCED)
+    return result.rowcount == 1
+
+
+def fail_running(session: Session, job_ids: list[str], error: str) -> set[str]:
+    """Of ``job_ids``, those still running → failed with ``error``; returns their ids (those
+    already ended keep their outcome)."""
+    if not job_ids:
+        return set()
+    rows = session.execute(
+        update(Job).where(Job.id.in_(job_ids), Job.status == JobStatus.RUNNING)
+        .values(status=JobStatus.FAILED, finished_at=utcnow(), error=error, preview=None)
+        .returning(Job.id), execution_options=_UNSYNCED)
+    return {row.id for row in rows}
 
 
 def heartbeat(session: Session, job_ids: list[str]) -> None:

@@ -8,7 +8,16 @@ __all__ = ["Storage", "StorageError"]
 
 
 class StorageError(Exception):
-    """Storage could not be reached or refused an operation (an operator's problem)."""
+    """Storage could not be reached or refused an operation (an operator's problem).
+
+    ``transient``: storage did not answer (unreachable, overloaded, timed out), so the same
+    operation may well work a little later. False: it refused, or the object is missing,
+    and asking again will not change that.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class Storage(Protocol):

@@ -3,6 +3,7 @@ signed, expiring URLs (HMAC), never through guessable paths."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import os
@@ -16,6 +17,15 @@ from workers.storage.base import StorageError
 __all__ = ["FILES_ROUTE", "LocalStorage"]
 
 FILES_ROUTE = "/files"
+
+# Errors of a folder that may clear by themselves: a network mount that does not answer now,
+# a file busy for a moment. A missing file, a refused permission or a full disk stay.
+_TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.EIO, errno.ESTALE,
+                     errno.ETIMEDOUT, errno.ENOTCONN, errno.EHOSTDOWN, errno.EHOSTUNREACH}
+
+
+def _error(message: str, exc: OSError) -> StorageError:
+    return StorageError(f"{message}: {exc.strerror}", transient=exc.errno in _TRANSIENT_ERRNOS)
 
 
 class LocalStorage:
@@ -41,13 +51,13 @@ class LocalStorage:
                 handle.write(data)
             os.replace(handle.name, path)
         except OSError as exc:
-            raise StorageError(f"cannot write {key!r}: {exc.strerror}") from exc
+            raise _error(f"cannot write {key!r}", exc) from exc
 
     def get(self, key: str) -> bytes:
         try:
             return self.path(key).read_bytes()
         except OSError as exc:
-            raise StorageError(f"cannot read {key!r}: {exc.strerror}") from exc
+            raise _error(f"cannot read {key!r}", exc) from exc
 
     def signature(self, key: str, expires: int) -> str:
         message = f"{key}\n{expires}".encode()

@@ -26,7 +26,8 @@ _TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestT
 
 
 def _transient(exc: BotoCoreError | ClientError) -> bool:
-    """Connection failures and 5xx/throttling are; a refusal (403, 404, ...) is not."""
+    """Connection failures and 5xx/throttling are; a refusal (403, 404, ...) is not. Retried
+    here within the budget, and told to callers as ``StorageError.transient`` after it."""
     if isinstance(exc, BotoCoreError):
         return True
     error = exc.response.get("Error", {})
@@ -74,7 +75,7 @@ class S3Storage:
                         "BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                     raise StorageError(f"cannot create bucket {self.bucket!r}: {exc}") from exc
         except BotoCoreError as exc:
-            raise StorageError(f"cannot reach S3 storage: {exc}") from exc
+            raise StorageError(f"cannot reach S3 storage: {exc}", transient=True) from exc
 
     def _retrying(self, what: str, call: Callable[[], T]) -> T:
         delay = self.backoff
@@ -85,7 +86,7 @@ class S3Storage:
                 if not _transient(exc) or attempt > self.retries:
                     tries = f" after {attempt} attempts" if attempt > 1 else ""
                     raise StorageError(f"image storage unavailable: {what} failed{tries}: "
-                                       f"{exc}") from exc
+                                       f"{exc}", transient=_transient(exc)) from exc
                 pause = delay * random.uniform(0.5, 1.0)
                 logger.warning("%s failed (attempt %d of %d), trying again in %.1f s: %s",
                                what, attempt, self.retries + 1, pause, exc)
@@ -111,4 +112,5 @@ class S3Storage:
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except (BotoCoreError, ClientError) as exc:
-            raise StorageError(f"S3 bucket {self.bucket!r} is not reachable: {exc}") from exc
+            raise StorageError(f"S3 bucket {self.bucket!r} is not reachable: {exc}",
+                               transient=_transient(exc)) from exc
