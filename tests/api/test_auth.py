@@ -125,9 +125,8 @@ def test_a_key_sees_only_its_own_jobs_and_batches(client: TestClient,
     assert client.get(f"/jobs/{job_id}", headers=alice).json()["status"] == "queued"
 
 
-def test_metrics_need_an_operator_key(client: TestClient, tmp_path: Path) -> None:
+def test_metrics_need_an_operator_key(client: TestClient, settings: Settings) -> None:
     """The reproduction: /metrics showed every tenant's queue and job counts to any key."""
-    settings = secured(tmp_path)
     tenant = bearer(make_key(settings, "tenant"))
     assert client.post("/generate", json={**README_BODY, **SMALL},
                        headers={**tenant, **ASYNC}).status_code == 202
@@ -137,14 +136,14 @@ def test_metrics_need_an_operator_key(client: TestClient, tmp_path: Path) -> Non
     assert "spec2fractal_queue_depth" not in refused.text
     assert client.get("/metrics").status_code == 401
 
-    created = run_keys(tmp_path, "create", "--name", "prometheus", "--admin")
+    created = run_keys(settings, "create", "--name", "prometheus", "--admin")
     assert created.returncode == 0, created.stderr
     assert "operator key" in created.stdout
     operator = bearer(created.stdout.strip().splitlines()[-1])
     scraped = client.get("/metrics", headers=operator)
     assert scraped.status_code == 200
     assert "spec2fractal_queue_depth 1.0" in scraped.text
-    listed = run_keys(tmp_path, "list").stdout.splitlines()
+    listed = run_keys(settings, "list").stdout.splitlines()
     roles = {line.split()[-1]: line.split()[-2] for line in listed[1:]}
     assert roles == {"tenant": "-", "prometheus": "operator"}
 
