@@ -42,8 +42,11 @@ RUN pip install ".[postgres,flower]" && spec2fractal --help >/dev/null
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin spec2fractal \
     && mkdir -p /models /data \
     && chown spec2fractal:spec2fractal /models /data
+# Links and image URLs start with PUBLIC_URL (serve --host 0.0.0.0 requires one): right for
+# `docker run -p 8000:8000` on this machine; set it to the address clients use elsewhere.
 ENV HF_HOME=/models \
-    SPEC2FRACTAL_DATA_DIR=/data
+    SPEC2FRACTAL_DATA_DIR=/data \
+    SPEC2FRACTAL_PUBLIC_URL=http://localhost:8000
 VOLUME ["/models"]
 USER spec2fractal
 WORKDIR /home/spec2fractal

@@ -14,6 +14,7 @@ from api.auth import Gatekeeper
 from api.bodylimit import BodyLimit
 from api.embedded import EmbeddedWorker
 from api.errors import install_error_handlers
+from api.events import JobFeeds, StreamSlots
 from api.jsonbody import JsonParser
 from api.limits import MAX_BODY_BYTES, WORKER_WATCH_SECONDS
 from api.metrics import HttpMetrics, build_registry
@@ -24,12 +25,12 @@ from api.routers.dashboard import install_dashboard
 from fractal import StyleLibrary
 from workers.db import Database, get_database
 from workers.db import jobs as job_store
-from workers.notify import listener_for
-from workers.settings import Settings, get_settings
+from workers.notify import listener_for, publisher_for
+from workers.settings import Settings, get_settings, is_loopback
 from workers.storage import LocalStorage, get_storage
 from workers.task_queue import TaskQueue
 
-__all__ = ["create_app"]
+__all__ = ["check_public_url", "create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +54,22 @@ async def _keep_alive(worker: EmbeddedWorker, database: Database, queue: TaskQue
             worker.start()
 
 
+def check_public_url(settings: Settings) -> None:
+    """A ValueError unless links can be built from trusted settings: listening beyond
+    loopback, the API must be told the URL clients reach it at (never a request's Host)."""
+    if settings.public_url is None and not is_loopback(settings.host):
+        raise ValueError(
+            f"listening on {settings.host}, the API needs SPEC2FRACTAL_PUBLIC_URL: the URL "
+            f"clients reach it at (e.g. https://images.example.com), which every image URL, "
+            f"link and Location it hands out starts with; it never trusts a request's Host "
+            f"header for that")
+
+
 def create_app(settings: Settings | None = None, *, start_worker: bool | None = None) -> FastAPI:
     """``start_worker``: run the embedded worker as a child process; by default only
     in the embedded shape (no broker). Tests pass False to control workers themselves."""
     settings = settings or get_settings()
+    check_public_url(settings)
     run_worker = settings.embedded if start_worker is None else start_worker
     database = get_database(settings.resolved_database_url)
     storage = get_storage(settings)
@@ -97,6 +110,9 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     app.state.worker = None
     app.state.json_parser = JsonParser()
     app.state.finished = listener_for(settings)  # workers' "job finished" signals
+    app.state.signals = publisher_for(settings)  # the same signals, for jobs ended here
+    app.state.feeds = JobFeeds(database, app.state.finished)  # rows read for event streams
+    app.state.streams = StreamSlots(settings.max_streams_per_key)  # open streams per key
     registry, requests, latency = build_registry(database)
     app.state.registry = registry
 

@@ -49,6 +49,7 @@ class Caller:
 
     key_id: str | None
     name: str | None = None
+    admin: bool = False  # an operator's key (``keys create --admin``)
 
     @property
     def owner(self) -> str | None:
@@ -127,7 +128,7 @@ class Gatekeeper:
             if last is None or now - last > LAST_USED_RESOLUTION:
                 session.execute(update(ApiKey).where(ApiKey.id == key.id)
                                 .values(last_used_at=now))
-            return Caller(key_id=key.id, name=key.name)
+            return Caller(key_id=key.id, name=key.name, admin=bool(key.admin))
 
     async def _rate_limit(self, caller: Caller) -> JSONResponse | None:
         for item in self.limits:

@@ -9,6 +9,7 @@ import io
 import itertools
 import logging
 import math
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,9 +18,11 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 from PIL import Image
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from api.errors import ApiError, field_error, invalid_request
 from api.generation import build_request, check_webhook
+from api.limits import QUEUE_FULL_RETRY_AFTER
 from api.schemas import BatchBody, GenerateBody
 from fractal import GenerationRequest, InvalidRequestError, StyleLibrary
 from fractal.images import decode_image
@@ -33,11 +36,13 @@ from workers.settings import Settings
 from workers.storage import Storage, StorageError
 from workers.task_queue import EnqueueError, TaskQueue
 
-__all__ = ["BatchPlan", "create_batch", "expand_grid", "grid_size", "plan_batch"]
+__all__ = ["BatchPlan", "admit_batch", "create_batch", "expand_grid", "grid_size", "item_limit",
+           "plan_batch"]
 
 logger = logging.getLogger(__name__)
 
 MAX_ERRORS = 20  # entries in one 422: a bad grid value fails thousands of items alike
+_ADMISSION = threading.Lock()  # batch admission and insert, one batch at a time
 PROMPT_ALIASES = {"content": "prompt", "prompt": "content"}
 
 
@@ -106,8 +111,44 @@ class _Errors:
             raise RequestValidationError(self.entries)
 
 
-def plan_batch(body: BatchBody, settings: Settings, styles: StyleLibrary) -> BatchPlan:
-    """Every item checked; a 422 naming the item (``items``, index) or the grid key. Blocking."""
+def item_limit(settings: Settings, keyed: bool) -> tuple[int, str]:
+    """The most items one batch may have, and the setting that says so: no batch larger than
+    a queue or quota it must fit in whole can ever be admitted (``keyed``: the caller has a
+    key, so its quota counts)."""
+    limits = [(settings.max_batch_items, "max_batch_items"),
+              (settings.max_queued_batch_items, "max_queued_batch_items")]
+    if keyed:
+        limits.append((settings.max_batch_items_per_key, "max_batch_items_per_key"))
+    return min(limits)
+
+
+def admit_batch(session: Session, settings: Settings, owner: str | None, size: int, *,
+                lock: bool = False) -> None:
+    """The caller's quota of batch work (429), then the batch queue's room (503), both with
+    Retry-After and the limit named; as ``generation.admit`` for single jobs. A batch is
+    admitted whole or not at all: its items count against both."""
+    if owner is not None:
+        mine = batch_store.count_unfinished_items(session, owner, lock=lock)
+        quota = settings.max_batch_items_per_key
+        if mine + size > quota:
+            raise ApiError(429, f"this key has {mine} batch items queued or running; {size} "
+                           f"more would pass its quota of {quota} (max_batch_items_per_key); "
+                           f"wait for some to finish or cancel a batch",
+                           headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER)},
+                           limit="max_batch_items_per_key", quota=quota, unfinished=mine)
+    queued = batch_store.count_queued_items(session)
+    room = settings.max_queued_batch_items
+    if queued + size > room:
+        raise ApiError(503, f"the batch queue holds {queued} items; {size} more would pass "
+                       f"its limit of {room} (max_queued_batch_items); try again later",
+                       headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER)},
+                       limit="max_queued_batch_items", queue_limit=room, queued=queued)
+
+
+def plan_batch(body: BatchBody, settings: Settings, styles: StyleLibrary,
+               keyed: bool = False) -> BatchPlan:
+    """Every item checked; a 422 naming the item (``items``, index) or the grid key. Blocking.
+    ``keyed``: the caller has an API key, whose quota bounds a batch's size too."""
     if (body.items is None) == (body.grid is None):
         raise field_error(["body"], "give `items`, or `grid` (with an optional `template`)",
                           None, kind="missing" if body.items is None else "value_error")
@@ -119,14 +160,14 @@ def plan_batch(body: BatchBody, settings: Settings, styles: StyleLibrary) -> Bat
         check_webhook(["body", "webhook"], body.webhook, settings)
         plan.webhook_url = body.webhook
     errors = _Errors()
-    limit = settings.max_batch_items
+    limit, limit_name = item_limit(settings, keyed)
     if body.items is not None:
         if not body.items:
             raise field_error(["body", "items"], "must hold at least one item", [],
                               kind="too_short")
         if len(body.items) > limit:
-            raise field_error(["body", "items"], f"at most {limit} items in one batch",
-                              f"<{len(body.items)} items>", kind="too_long")
+            raise field_error(["body", "items"], f"at most {limit} items in one batch "
+                              f"({limit_name})", f"<{len(body.items)} items>", kind="too_long")
         for index, item in enumerate(body.items):
             _plan_item(plan, item, index, body.output_format, settings, styles, errors,
                        lambda loc, index=index: ["body", "items", index, *loc])
@@ -140,7 +181,8 @@ def plan_batch(body: BatchBody, settings: Settings, styles: StyleLibrary) -> Bat
                           unknown[0], choices=sorted(GenerateBody.model_fields))
     size = grid_size(body.grid)
     if size > limit:
-        raise field_error(["body", "grid"], f"makes {size} items; at most {limit} in one batch",
+        raise field_error(["body", "grid"], f"makes {size} items; at most {limit} in one batch "
+                          f"({limit_name})",
                           {key: len(values) for key, values in body.grid.items()},
                           kind="too_long")
     template = body.template.model_dump(exclude_unset=True) if body.template else {}
@@ -209,9 +251,13 @@ def _plan_item(plan: BatchPlan, item: GenerateBody, index: int, default_format: 
 
 
 def create_batch(plan: BatchPlan, database: Database, storage: Storage,
-                 queue: TaskQueue, owner: str | None = None) -> str:
-    """Inputs stored (each distinct image once), then the batch and its jobs in one
-    transaction, then one message per job on the batch queue. Blocking."""
+                 queue: TaskQueue, settings: Settings, owner: str | None = None) -> str:
+    """Admitted (see :func:`admit_batch`), inputs stored (each distinct image once), then
+    the batch and its jobs in one transaction, then one message per job on the batch queue.
+    Blocking."""
+    # A first look before any input is stored: most refusals end here.
+    with database.session() as session:
+        admit_batch(session, settings, owner, len(plan.items))
     batch_id = uuid.uuid4().hex
     keys: list[str] = []
     try:
@@ -233,7 +279,11 @@ def create_batch(plan: BatchPlan, database: Database, storage: Storage,
                              request=stored, output_format=planned.output_format,
                              input_key=keys[planned.image] if planned.image is not None
                              else None))
-    with database.session() as session:
+    # The look that counts, in the insert's transaction. One batch at a time per process
+    # (and per key across replicas, by the key row's lock): otherwise one key's batches
+    # sent together would each see the others' items not yet there, and all pass.
+    with _ADMISSION, database.session() as session:
+        admit_batch(session, settings, owner, len(items), lock=True)
         batch_store.create_batch(session, batch_id=batch_id, name=plan.name,
                                  output_format=plan.output_format, items=items,
                                  owner=owner, webhook_url=plan.webhook_url)

@@ -13,7 +13,8 @@ __all__ = ["serve"]
 
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on; beyond localhost, API "
-                                           "keys are required.")] = "127.0.0.1",
+                                           "keys and SPEC2FRACTAL_PUBLIC_URL are "
+                                           "required.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     auth: Annotated[bool, typer.Option("--auth", help="Require API keys even on localhost "
                                                       "(SPEC2FRACTAL_AUTH=required).")] = False,
@@ -21,7 +22,8 @@ def serve(
     """Serve the API. With no broker configured, also runs the embedded worker."""
     import uvicorn
 
-    from api.app import create_app
+    from api.app import check_public_url, create_app
+    from api.server import uvicorn_options
     from workers.settings import get_settings
 
     # Through the environment, so the embedded worker child sees the same settings.
@@ -30,9 +32,13 @@ def serve(
         os.environ["SPEC2FRACTAL_AUTH"] = "required"
     get_settings.cache_clear()
     settings = get_settings()
+    try:
+        check_public_url(settings)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--host") from None
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if settings.auth_required:
         logging.getLogger(__name__).info(
             "API keys required; make one with `spec2fractal keys create --name NAME`")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
-                timeout_graceful_shutdown=10)
+                timeout_graceful_shutdown=10, **uvicorn_options(settings))

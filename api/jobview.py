@@ -1,18 +1,77 @@
-"""A job row as the API shows it: fresh signed URLs, timings in seconds, UTC timestamps."""
+"""A job row as the API shows it: fresh signed URLs, timings in seconds, UTC timestamps.
+
+Every absolute URL the API hands out (image URLs, links, ``Location``) starts with
+:func:`public_base`, built from trusted settings, never from what a client claims: with the
+request's ``Host`` header, any client could have the server sign a URL that points at a host
+it names.
+"""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from fastapi import Request
 
 from api.schemas import ErrorDetail, JobOut, OutputOut, Progress, Timings
 from fractal.naming import display_name
 from workers.db import Job, JobStatus
-from workers.settings import Settings
+from workers.settings import Settings, is_loopback
 from workers.storage import Storage
 
-__all__ = ["UrlMaker", "job_out", "utc"]
+__all__ = ["UrlMaker", "job_out", "link", "public_base", "utc"]
+
+logger = logging.getLogger(__name__)
+DEFAULT_PORTS = {"http": 80, "https": 443}
+_warned: set[str] = set()  # Host headers already logged about, so a flood logs once
+
+
+def _netloc(host: str, port: int | None, scheme: str) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port is None or port == DEFAULT_PORTS.get(scheme) else f"{shown}:{port}"
+
+
+def _loopback_host(header: str | None, scheme: str) -> str | None:
+    """The Host header as a netloc if it names this machine's loopback, else None."""
+    if not header:
+        return None
+    try:
+        parts = urlsplit("//" + header)
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port that is not a number
+        return None
+    if host is None or parts.username is not None or not is_loopback(host):
+        return None
+    return _netloc(host, port, scheme)
+
+
+def public_base(request: Request) -> str:
+    """Where clients reach this API, for the links it hands out: ``SPEC2FRACTAL_PUBLIC_URL``
+    (required whenever the API listens beyond loopback). Without it the server listens on
+    loopback only, and the base is the request's ``Host`` if that names a loopback address
+    (``localhost:8000`` stays ``localhost:8000``, the dashboard's own origin), else the
+    address the connection came in on."""
+    settings: Settings = request.app.state.settings
+    if settings.public_url:
+        return settings.public_url
+    scheme = request.scope.get("scheme", "http")
+    root = request.scope.get("root_path", "")
+    header = request.headers.get("host")
+    named = _loopback_host(header, scheme)
+    if named is not None:
+        return f"{scheme}://{named}{root}"
+    server = request.scope.get("server") or ("127.0.0.1", None)
+    if header and header not in _warned and len(_warned) < 16:
+        _warned.add(header)
+        logger.warning("a request names the host %r: links are built for %s instead; behind "
+                       "a proxy, set SPEC2FRACTAL_PUBLIC_URL", header[:100], server[0])
+    return f"{scheme}://{_netloc(server[0], server[1], scheme)}{root}"
+
+
+def link(request: Request, route: str, **params: str) -> str:
+    """An absolute link to one of the API's routes, on :func:`public_base`."""
+    return public_base(request) + request.app.url_path_for(route, **params)
 
 
 def utc(value: datetime | None) -> datetime | None:
@@ -29,12 +88,12 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
 
 
 class UrlMaker:
-    """Signs object URLs; local ones (``/files/...``) become absolute on the request's base."""
+    """Signs object URLs; local ones (``/files/...``) become absolute on :func:`public_base`."""
 
     def __init__(self, storage: Storage, settings: Settings, request: Request) -> None:
         self.storage = storage
         self.expiry = settings.url_expiry
-        self.base = str(request.base_url).rstrip("/")
+        self.base = public_base(request)
         self.request = request
 
     def object(self, key: str) -> str:
@@ -42,7 +101,7 @@ class UrlMaker:
         return self.base + url if url.startswith("/") else url
 
     def job(self, job_id: str) -> str:
-        return str(self.request.url_for("get_job", job_id=job_id))
+        return self.base + self.request.app.url_path_for("get_job", job_id=job_id)
 
 
 def _public_request(request: dict) -> dict:

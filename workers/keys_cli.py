@@ -26,15 +26,19 @@ def _database() -> Database:
 
 
 @keys.command()
-def create(name: Annotated[str, typer.Option(help="Who or what the key is for.")]) -> None:
+def create(name: Annotated[str, typer.Option(help="Who or what the key is for.")],
+           admin: Annotated[bool, typer.Option(
+               "--admin", help="An operator's key: may also read /metrics, which shows "
+                               "every key's queue and job counts.")] = False) -> None:
     """Make a key. It is shown once, alone on the last line; only its hash is kept."""
     name = name.strip()
     if not name or len(name) > 255:
         raise typer.BadParameter("give a name of 1 to 255 characters", param_hint="--name")
     with _database().session() as session:
-        key, secret = key_store.create_key(session, name)
-    console.print(f"created {key.id} ({key.name}); keep the key below, it is not shown again",
-                  highlight=False, markup=False)
+        key, secret = key_store.create_key(session, name, admin=admin)
+    role = "an operator key" if key.admin else "a key"
+    console.print(f"created {role} {key.id} ({key.name}); keep the key below, it is not "
+                  f"shown again", highlight=False, markup=False)
     console.print(f"webhook signing secret: {key.webhook_secret}", highlight=False, markup=False)
     print(secret)  # plain stdout, so `KEY=$(spec2fractal keys create ... | tail -n1)` works
 
@@ -42,7 +46,8 @@ def create(name: Annotated[str, typer.Option(help="Who or what the key is for.")
 @keys.command("list")
 def list_(revoked: Annotated[bool, typer.Option(help="Show revoked keys too.")] = False
           ) -> None:
-    """The keys, one line each: id, first characters, created, last used, revoked, name."""
+    """The keys, one line each: id, first characters, created, last used, revoked, role
+    (operator or -), name."""
     with _database().session() as session:
         found = key_store.list_keys(session, include_revoked=revoked)
 
@@ -51,10 +56,12 @@ def list_(revoked: Annotated[bool, typer.Option(help="Show revoked keys too.")] 
 
     # Plain columns, never wrapped or cut: `keys revoke` takes the id, scripts read lines.
     print(f"{'id':<20}  {'starts with':<13}  {'created':<16}  {'last used':<16}  "
-          f"{'revoked':<16}  name")
+          f"{'revoked':<16}  {'role':<8}  name")
     for key in found:
+        role = "operator" if key.admin else "-"
         print(f"{key.id:<20}  {key.prefix + '…':<13}  {when(key.created_at):<16}  "
-              f"{when(key.last_used_at):<16}  {when(key.revoked_at):<16}  {key.name}")
+              f"{when(key.last_used_at):<16}  {when(key.revoked_at):<16}  {role:<8}  "
+              f"{key.name}")
 
 
 @keys.command()

@@ -1,5 +1,7 @@
 """Signals that a job finished, from workers to API processes, so a waiting ``POST /generate``
-answers the moment its image is stored instead of at its next look at the database.
+answers the moment its image is stored instead of at its next look at the database; and that
+a job started or made progress, so its event streams (``GET /jobs/{id}/events``) look at its
+row when it has changed, not every few milliseconds.
 
 A signal is only a wake-up call: the database stays the truth, and an API that misses one
 (a restart, a dropped packet) still sees the job at its next look. With a Redis broker the
@@ -20,12 +22,21 @@ from typing import Any, Protocol
 from workers.datagrams import DatagramSender, register_port
 from workers.settings import Settings
 
-__all__ = ["CHANNEL", "FinishListener", "Publisher", "listener_for", "publisher_for"]
+__all__ = ["CHANNEL", "FinishListener", "Publisher", "listener_for", "progress_signal",
+           "publisher_for"]
 
 logger = logging.getLogger(__name__)
 
 CHANNEL = "spec2fractal:finished"
 RECONNECT_SECONDS = 1.0
+# A progress signal is the job id behind this prefix, on the same channel: a listener that
+# does not know it (an older API) finds no one waiting for that name and drops it.
+PROGRESS_PREFIX = "progress:"
+
+
+def progress_signal(job_id: str) -> str:
+    """What to publish when a job starts or makes progress (a finish is its bare id)."""
+    return PROGRESS_PREFIX + job_id
 
 
 def _uses_redis(settings: Settings) -> bool:
@@ -43,8 +54,14 @@ class RedisPublisher:
         self._client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 
     def publish(self, job_ids: list[str]) -> None:
-        for job_id in job_ids:
-            self._client.publish(CHANNEL, job_id)
+        if len(job_ids) == 1:
+            self._client.publish(CHANNEL, job_ids[0])
+            return
+        # A batch's jobs start together: one round trip for all their signals.
+        with self._client.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.publish(CHANNEL, job_id)
+            pipe.execute()
 
 
 class DatagramPublisher:
@@ -75,28 +92,38 @@ def publish_quietly(publisher: Publisher | None, job_ids: list[str]) -> None:
 
 class FinishListener(abc.ABC):
     """Held by an API process; ``with listener.watch(job_id) as finished:`` gives an event
-    set when a worker signals that job's end."""
+    set when a worker signals that job's end; ``watch(job_id, progress=True)``, one set by
+    its start and progress too."""
 
     def __init__(self) -> None:
         self._waiting: dict[str, set[asyncio.Event]] = {}
+        self._following: dict[str, set[asyncio.Event]] = {}  # progress too
         self._task: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
-    def watch(self, job_id: str) -> Iterator[asyncio.Event]:
+    def watch(self, job_id: str, *, progress: bool = False) -> Iterator[asyncio.Event]:
+        # Progress wakes only who asked for it: a sync POST /generate waits for the end,
+        # and each needless wake-up would cost it a look at the database.
+        table = self._following if progress else self._waiting
         event = asyncio.Event()
-        self._waiting.setdefault(job_id, set()).add(event)
+        table.setdefault(job_id, set()).add(event)
         try:
             yield event
         finally:
-            events = self._waiting.get(job_id)
+            events = table.get(job_id)
             if events is not None:
                 events.discard(event)
                 if not events:
-                    del self._waiting[job_id]
+                    del table[job_id]
 
-    def _signal(self, job_id: str) -> None:
-        for event in self._waiting.get(job_id, ()):
-            event.set()
+    def _signal(self, name: str) -> None:
+        if name.startswith(PROGRESS_PREFIX):
+            for event in self._following.get(name[len(PROGRESS_PREFIX):], ()):
+                event.set()
+            return
+        for table in (self._waiting, self._following):
+            for event in table.get(name, ()):
+                event.set()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())

@@ -41,7 +41,7 @@ from workers.db import jobs as job_store
 from workers.encoding import CONTENT_TYPES, encode_image, preview_data_url
 from workers.job_errors import JobError
 from workers.model_cache import ModelCache
-from workers.notify import Publisher, publish_quietly
+from workers.notify import Publisher, progress_signal, publish_quietly
 from workers.storage import Storage, StorageError
 from workers.webhooks import notify_job_finished
 
@@ -236,6 +236,9 @@ class _JobHooks:
         with self.context.database.session() as session:
             cancelled = job_store.record_progress(session, self.job_id, step, total,
                                                   preview_data_url(shown) if shown else None)
+        # Its event streams look at the row now, not at a poll of their own (as throttled
+        # as the write: a datagram or a Redis PUBLISH at most every PROGRESS_INTERVAL).
+        publish_quietly(self.context.finished, [progress_signal(self.job_id)])
         # The write read the cancel flag too: no separate look is due for a while.
         self.cancelled = self.cancelled or cancelled
         self.cancel_gate.last = time.monotonic()
@@ -458,17 +461,21 @@ def _fail_claimed(context: WorkerContext, jobs: list[Job]) -> None:
 def _claim(context: WorkerContext, job_id: str) -> Job | str:
     """The claimed job, or the answer for a job this worker does not run now."""
     leases = {"stale_after": context.stale_after, "lease": context.lease}
+    ended = None
     with context.database.session() as session:
         job = job_store.start_job(session, job_id, max_attempts=context.max_attempts, **leases)
         if job is not None:
             return job
-        # A dead worker's job that cannot run again ends here, with its reason.
-        ended = job_store.cancel_abandoned(session, job_id, **leases)
-        if ended is None and context.max_attempts is not None:
-            ended = job_store.fail_exhausted(session, job_id,
-                                             max_attempts=context.max_attempts, **leases)
-        current = ended or job_store.get_job(session, job_id)
-        answer = current.status if current is not None else "missing"
+        current = job_store.get_state(session, job_id)
+        # Only a queued or running row can be a dead worker's to end. A finished one (each
+        # item of a cancelled batch, thousands of messages) is skipped after this one look.
+        if current is not None and not JobStatus(current.status).finished:
+            # A dead worker's job that cannot run again ends here, with its reason.
+            ended = job_store.cancel_abandoned(session, job_id, **leases)
+            if ended is None and context.max_attempts is not None:
+                ended = job_store.fail_exhausted(session, job_id,
+                                                 max_attempts=context.max_attempts, **leases)
+        answer = (ended or current).status if current is not None else "missing"
     if ended is not None:
         if ended.error:
             logger.error("job %s: %s", job_id, ended.error)
@@ -478,7 +485,8 @@ def _claim(context: WorkerContext, job_id: str) -> Job | str:
     else:
         logger.info("job %s is not runnable (cancelled, finished or unknown)", job_id)
         # A job cancelled while queued ends with no worker: its webhooks go out from here.
-        notify_job_finished(context.database, job_id, unstarted_only=True)
+        if current is not None and current.notice_due:
+            notify_job_finished(context.database, job_id, unstarted_only=True)
     return answer
 
 
@@ -499,6 +507,9 @@ def run_job(job_id: str, context: WorkerContext) -> str:
         jobs += _claim_partners(context, job)
         if len(jobs) > 1:
             logger.info("job %s renders with %d partner(s)", job_id, len(jobs) - 1)
+        # Started: their event streams say so now, not at the first progress (after a
+        # model load).
+        publish_quietly(context.finished, [progress_signal(other.id) for other in jobs])
         with context.heartbeat.holding([other.id for other in jobs]):
             outcomes = _render(context, jobs)
         for other, outcome in zip(jobs, outcomes, strict=True):

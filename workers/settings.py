@@ -12,6 +12,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -56,8 +57,9 @@ class Settings(BaseSettings):
     url_expiry: int = Field(default=3600, ge=1, le=7 * 24 * 3600,
                             description="Seconds an image URL stays valid.")
     public_url: str | None = Field(default=None,
-                                   description="Base URL clients reach the API at, for links "
-                                               "to locally stored images.")
+                                   description="Base URL clients reach the API at, for every "
+                                               "link it hands out; required when `host` is "
+                                               "not a loopback address.")
     secret_key: str | None = Field(default=None,
                                    description="Signs local image URLs. Unset: generated once "
                                                "and kept in data_dir.")
@@ -65,6 +67,10 @@ class Settings(BaseSettings):
                                  description="Above this, new jobs get 503 and Retry-After.")
     max_batch_items: int = Field(default=10_000, ge=1,
                                  description="Most items one POST /batches may create.")
+    max_queued_batch_items: int = Field(default=20_000, ge=1,
+                                        description="Batch items waiting, all keys together; "
+                                                    "a batch that would pass it gets 503 "
+                                                    "and Retry-After.")
     model_cache_size: int = Field(default=1, ge=1,
                                   description="Models a worker keeps loaded (LRU).")
     device: str | None = Field(default=None, description="Worker device; unset: auto.")
@@ -100,6 +106,24 @@ class Settings(BaseSettings):
     max_jobs_per_key: int = Field(default=16, ge=1,
                                   description="Unfinished interactive jobs one key may have; "
                                               "more gets 429.")
+    max_streams_per_key: int = Field(default=32, ge=1,
+                                     description="Event streams (GET /jobs/{id}/events) one "
+                                                 "key may hold open in one API process; "
+                                                 "more gets 429.")
+    max_batch_items_per_key: int = Field(default=10_000, ge=1,
+                                         description="Unfinished batch items one key may "
+                                                     "have; a batch that would pass it gets "
+                                                     "429.")
+    header_timeout: float = Field(default=10.0, gt=0, le=300,
+                                  description="Seconds a connection has to send a request's "
+                                              "headers (from opening, or from the request's "
+                                              "first byte); then 408 and closed.")
+    keep_alive_timeout: int = Field(default=5, ge=1, le=300,
+                                    description="Seconds an idle kept-alive connection stays "
+                                                "open between requests.")
+    max_connections: int = Field(default=1000, ge=1,
+                                 description="Open connections (event streams included) "
+                                             "past which new requests get 503.")
     idempotency_ttl: int = Field(default=24 * 3600, ge=60,
                                  description="Seconds an Idempotency-Key is remembered.")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list,
@@ -152,6 +176,19 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [item.strip() for item in text.split(",") if item.strip()]
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        # Every link the API hands out starts with it: an origin and an optional path.
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+                or parts.fragment or parts.username is not None:
+            raise ValueError("give the URL clients reach the API at, like "
+                             "https://images.example.com or http://host:8000/prefix")
+        return value.strip().rstrip("/")
 
     @field_validator("data_dir")
     @classmethod

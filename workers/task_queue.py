@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event
+from sqlalchemy import Select, event
 from sqlalchemy.orm import Session
 
 from workers.datagrams import DatagramSender
@@ -115,6 +115,14 @@ class TaskQueue:
         except Exception as exc:  # the database or the broker is down or refused
             raise EnqueueError(sent, exc) from exc
         return sent
+
+    def withdraw(self, session: Session, job_ids: Select[Any]) -> int:
+        """Take back the render messages of these jobs (cancelled while queued) where this
+        queue allows it: in the embedded mode they are deleted in ``session``'s unit of work.
+        A broker's messages stay; a worker meeting one skips it after one look at the row."""
+        if not self.settings.embedded:
+            return 0
+        return message_store.discard(session, RENDER_TASK, job_ids)
 
     def check(self) -> None:
         """Raise unless the queue is reachable (blocking; run it in a thread)."""

@@ -50,6 +50,7 @@ __all__ = [
     "deliver_once",
     "job_event",
     "new_webhook_secret",
+    "notify_batch_finished",
     "notify_job_finished",
     "retry_delay",
     "secret_for",
@@ -162,16 +163,25 @@ def notify_job_finished(database: Database, job_id: str, settings: Settings | No
             if job.webhook_url:
                 send(job_event(job, settings))
                 scheduled += 1
-            if job.batch_id and batch_store.claim_notification(session, job.batch_id):
-                # The claim commits with this session only once the event is on the queue.
-                batch = session.get(Batch, job.batch_id)
-                assert batch is not None
-                counts = batch_store.counts_for(session, [batch.id])[batch.id]
-                send(batch_event(batch, counts, settings))
+            if job.batch_id and notify_batch_finished(session, job.batch_id, settings, send):
                 scheduled += 1
     except Exception:
         logger.exception("job %s: webhook not scheduled", job_id)
     return scheduled
+
+
+def notify_batch_finished(session: Session, batch_id: str, settings: Settings,
+                          send: Sender) -> bool:
+    """Schedule ``batch.completed`` if the batch has a webhook, no item is left to run and
+    no one has sent it yet; whether this call did. The claim commits with ``session``, only
+    once the event is on the queue."""
+    if not batch_store.claim_notification(session, batch_id):
+        return False
+    batch = session.get(Batch, batch_id)
+    assert batch is not None
+    counts = batch_store.counts_for(session, [batch.id])[batch.id]
+    send(batch_event(batch, counts, settings))
+    return True
 
 
 def sign(secret: str, message_id: str, body: str, when: datetime | None = None

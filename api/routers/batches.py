@@ -18,13 +18,14 @@ from api.deps import DatabaseDep, QueueDep, SettingsDep, StorageDep, StylesDep
 from api.errors import ApiError, field_error
 from api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from api.idempotency import Idempotency, fingerprint
-from api.jobview import UrlMaker, job_out, utc
+from api.jobview import UrlMaker, job_out, link, utc
 from api.jsonbody import JsonRoute
 from api.limits import BATCH_RESULTS_CHUNK
 from api.schemas import BatchBody, BatchCountsOut, BatchItemResult, BatchList, BatchOut
 from workers.db import Batch, Database, Job, JobStatus
 from workers.db import batches as batch_store
 from workers.db.batches import BatchCounts
+from workers.webhooks import DELIVER_TASK, notify_batch_finished
 
 __all__ = ["router"]
 
@@ -51,15 +52,15 @@ def batch_out(batch: Batch, counts: BatchCounts, request: Request) -> BatchOut:
         eta = None
     else:  # one worker's view: the mean render time for every item still to come
         eta = round(counts.mean_seconds * counts.remaining, 3)
-    link = str(request.url_for("get_batch", batch_id=batch.id))
+    own = link(request, "get_batch", batch_id=batch.id)
     return BatchOut(
         id=batch.id, name=batch.name, status=_status(batch, counts), created_at=created,
         output_format=batch.output_format, total=batch.total,
         counts=BatchCountsOut(**counts.by_status), finished=finished,
         progress=round(finished / batch.total, 4) if batch.total else 1.0,
         images=counts.images, eta_seconds=eta, cancel_requested=bool(batch.cancel_requested),
-        links={"self": link, "results": link + "/results",
-               "results_csv": link + "/results?format=csv", "cancel": link + "/cancel"},
+        links={"self": own, "results": own + "/results",
+               "results_csv": own + "/results?format=csv", "cancel": own + "/cancel"},
     )
 
 
@@ -86,8 +87,12 @@ async def _batch_or_404(database: Database, batch_id: str,
                         409: {"description": "A request with this Idempotency-Key is still "
                                              "in progress."},
                         413: {"description": "Body too large."},
-                        429: {"description": "Rate limit reached; see Retry-After."},
-                        503: {"description": "A backend is down; see Retry-After."}})
+                        429: {"description": "Rate limit reached, or the key's quota of "
+                                             "batch items (max_batch_items_per_key); see "
+                                             "Retry-After."},
+                        503: {"description": "The batch queue is full "
+                                             "(max_queued_batch_items), or a backend is "
+                                             "down; see Retry-After."}})
 async def post_batch(body: BatchBody, request: Request, settings: SettingsDep,
                      database: DatabaseDep, storage: StorageDep, queue: QueueDep,
                      styles: StylesDep, caller: CallerDep,
@@ -101,9 +106,10 @@ async def post_batch(body: BatchBody, request: Request, settings: SettingsDep,
                                  fingerprint(body))
 
     async def work(guard: Idempotency) -> JSONResponse:
-        plan = await run_in_threadpool(plan_batch, body, settings, styles)
+        plan = await run_in_threadpool(plan_batch, body, settings, styles,
+                                       caller.owner is not None)
         batch_id = await run_in_threadpool(create_batch, plan, database, storage, queue,
-                                           caller.owner)
+                                           settings, caller.owner)
         await guard.attach(batch_id)
         batch, counts = await _batch_or_404(database, batch_id, caller)
         shown = batch_out(batch, counts, request)
@@ -214,7 +220,8 @@ async def batch_results(batch_id: str, request: Request, settings: SettingsDep,
              responses={**NOT_FOUND,
                         202: {"description": "Items still running stop at their next step."},
                         409: {"description": "Every item had already finished."}})
-async def cancel_batch(batch_id: str, request: Request, database: DatabaseDep,
+async def cancel_batch(batch_id: str, request: Request, settings: SettingsDep,
+                       database: DatabaseDep, queue: QueueDep,
                        caller: CallerDep) -> JSONResponse:
     """Queued items are cancelled at once and never run; running ones stop soon; finished
     ones keep their images."""
@@ -228,12 +235,22 @@ async def cancel_batch(batch_id: str, request: Request, database: DatabaseDep,
             if before.remaining == 0 and not batch.cancel_requested:
                 return batch, before, False
             batch_store.cancel_batch(session, batch_id)
+            # Its queued work leaves the queue with it (embedded mode), so no worker spends
+            # minutes taking thousands of messages only to skip them. In the same unit of
+            # work: a message is gone only if its item is cancelled.
+            queue.withdraw(session, batch_store.cancelled_items(batch_id))
+            # With nothing left running, no worker will end an item and send the batch's
+            # webhook: it goes from here (claimed once, whoever gets there first).
+            notify_batch_finished(session, batch_id, settings, lambda event: queue.send(
+                DELIVER_TASK, dict(event), session=session))
             return batch, batch_store.counts_for(session, [batch_id])[batch_id], True
 
     found = await run_in_threadpool(cancel)
     if found is None:
         raise ApiError(404, "batch not found", batch_id=batch_id)
     batch, counts, cancelled = found
+    if cancelled:
+        request.app.state.feeds.wake_batch(batch_id)  # its items' streams here end now
     shown = batch_out(batch, counts, request).model_dump(mode="json")
     if not cancelled:
         raise ApiError(409, "every item of the batch has already finished",

@@ -40,3 +40,14 @@ async def get_file(key: str, storage: StorageDep,
     return FileResponse(path, media_type=media_type,
                         headers={"Cache-Control": "private, max-age=3600",
                                  "X-Content-Type-Options": "nosniff"})
+
+
+# HEAD too: clients and caches ask for a file's size and type before (or instead of)
+# fetching it. The answer is GET's, headers only (FileResponse sends no body for HEAD). Out
+# of the schema: HTTP implies HEAD wherever GET is, and one path would get two operations.
+@router.head(FILES_ROUTE + "/{key:path}", include_in_schema=False)
+async def head_file(key: str, storage: StorageDep,
+                    expires: Annotated[int | None, Query()] = None,
+                    signature: Annotated[str | None, Query(max_length=128)] = None
+                    ) -> FileResponse:
+    return await get_file(key, storage, expires, signature)

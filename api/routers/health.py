@@ -11,7 +11,9 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import DatabaseDep, QueueDep, StorageDep
+from api.auth import CallerDep
+from api.deps import DatabaseDep, QueueDep, SettingsDep, StorageDep
+from api.errors import ApiError
 from api.jsonbody import JsonRoute
 
 __all__ = ["router"]
@@ -59,7 +61,14 @@ async def ready(request: Request, database: DatabaseDep, storage: StorageDep,
 
 
 @router.get("/metrics", response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-async def metrics(request: Request) -> Response:
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}},
+                       403: {"description": "Not an operator key (keys create --admin)."}})
+async def metrics(request: Request, settings: SettingsDep, caller: CallerDep) -> Response:
+    """Prometheus metrics. They count every key's jobs, so with API keys on they are for
+    operator keys only; with keys off (loopback, unless the operator chose otherwise)
+    whoever can call the API can read them."""
+    if settings.auth_required and not caller.admin:
+        raise ApiError(403, "metrics show every key's queue and job counts: they need an "
+                       "operator key (`spec2fractal keys create --name NAME --admin`)")
     body = await run_in_threadpool(generate_latest, request.app.state.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

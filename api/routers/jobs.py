@@ -12,16 +12,17 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Caller, CallerDep
 from api.deps import DatabaseDep, SettingsDep, StorageDep
 from api.errors import ApiError, field_error
-from api.events import job_events
+from api.events import held_stream, job_events
 from api.jobview import UrlMaker, job_out
 from api.jsonbody import JsonRoute
-from api.limits import EVENTS_PING_SECONDS
+from api.limits import EVENTS_PING_SECONDS, EVENTS_SEND_TIMEOUT_SECONDS
 from api.model_access import allowed_models
 from api.polling import load_job
 from api.schemas import JobList, JobOut
 from fractal.naming import display_name
 from workers.db import Database, Job, JobStatus
 from workers.db import jobs as job_store
+from workers.notify import publish_quietly
 from workers.settings import Settings
 
 __all__ = ["router"]
@@ -95,9 +96,16 @@ async def cancel_job(job_id: str, request: Request, settings: SettingsDep,
 
     def cancel() -> Job | None:
         with database.session() as session:
-            if job_store.get_job(session, job_id, caller.owner) is None:
+            before = job_store.get_job(session, job_id, caller.owner)
+            if before is None:
                 return None
-            return job_store.request_cancel(session, job_id)
+            job = job_store.request_cancel(session, job_id)
+        if job is not None and before.status == JobStatus.QUEUED \
+                and job.status == JobStatus.CANCELLED:
+            # Ended here, by no worker: the job's streams (in any API process) hear it as
+            # they would a worker's finish signal.
+            publish_quietly(request.app.state.signals, [job_id])
+        return job
 
     job = await run_in_threadpool(cancel)
     if job is None:
@@ -112,10 +120,14 @@ async def cancel_job(job_id: str, request: Request, settings: SettingsDep,
 @router.get("/{job_id}/events", responses={
     **NOT_FOUND, 200: {"content": {"text/event-stream": {}},
                        "description": "queued, started, progress..., then succeeded, "
-                                      "failed or cancelled; then the stream ends."}})
+                                      "failed or cancelled; then the stream ends."},
+    429: {"description": "This key already has max_streams_per_key open streams (or its "
+                         "rate limit is reached); see Retry-After."}})
 async def job_events_stream(job_id: str, request: Request, settings: SettingsDep,
                             database: DatabaseDep, storage: StorageDep,
                             caller: CallerDep) -> EventSourceResponse:
     job = await _job_or_404(database, job_id, caller)
     urls = UrlMaker(storage, settings, request)
-    return EventSourceResponse(job_events(database, job, urls), ping=EVENTS_PING_SECONDS)
+    release = request.app.state.streams.take(caller.owner)  # or a 429 naming the limit
+    return held_stream(job_events(request.app.state.feeds, job, urls), release,
+                       ping=EVENTS_PING_SECONDS, send_timeout=EVENTS_SEND_TIMEOUT_SECONDS)

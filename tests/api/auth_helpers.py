@@ -9,11 +9,11 @@ from workers.db import keys as key_store
 from workers.settings import Settings
 
 
-def make_key(settings: Settings, name: str) -> str:
+def make_key(settings: Settings, name: str, *, admin: bool = False) -> str:
     database = get_database(settings.resolved_database_url)
     database.migrate()
     with database.session() as session:
-        _, secret = key_store.create_key(session, name)
+        _, secret = key_store.create_key(session, name, admin=admin)
     return secret
 
 

@@ -125,6 +125,29 @@ def test_a_key_sees_only_its_own_jobs_and_batches(client: TestClient,
     assert client.get(f"/jobs/{job_id}", headers=alice).json()["status"] == "queued"
 
 
+def test_metrics_need_an_operator_key(client: TestClient, settings: Settings) -> None:
+    """The reproduction: /metrics showed every tenant's queue and job counts to any key."""
+    tenant = bearer(make_key(settings, "tenant"))
+    assert client.post("/generate", json={**README_BODY, **SMALL},
+                       headers={**tenant, **ASYNC}).status_code == 202
+    refused = client.get("/metrics", headers=tenant)
+    assert refused.status_code == 403
+    assert "--admin" in refused.json()["detail"]
+    assert "spec2fractal_queue_depth" not in refused.text
+    assert client.get("/metrics").status_code == 401
+
+    created = run_keys(settings, "create", "--name", "prometheus", "--admin")
+    assert created.returncode == 0, created.stderr
+    assert "operator key" in created.stdout
+    operator = bearer(created.stdout.strip().splitlines()[-1])
+    scraped = client.get("/metrics", headers=operator)
+    assert scraped.status_code == 200
+    assert "spec2fractal_queue_depth 1.0" in scraped.text
+    listed = run_keys(settings, "list").stdout.splitlines()
+    roles = {line.split()[-1]: line.split()[-2] for line in listed[1:]}
+    assert roles == {"tenant": "-", "prometheus": "operator"}
+
+
 def test_auth_is_on_by_default_beyond_localhost(tmp_path: Path) -> None:
     assert Settings(data_dir=tmp_path).auth_required is False  # 127.0.0.1
     assert Settings(data_dir=tmp_path, host="localhost").auth_required is False
@@ -132,7 +155,8 @@ def test_auth_is_on_by_default_beyond_localhost(tmp_path: Path) -> None:
     for host in ("0.0.0.0", "::", "192.168.1.20", "example.org"):
         assert Settings(data_dir=tmp_path, host=host).auth_required is True, host
     assert Settings(data_dir=tmp_path, host="0.0.0.0", auth="off").auth_required is False
-    with TestClient(create_app(Settings(data_dir=tmp_path, host="0.0.0.0"),
+    with TestClient(create_app(Settings(data_dir=tmp_path, host="0.0.0.0",
+                                        public_url="http://api.example"),
                                start_worker=False)) as client:
         assert client.get("/jobs").status_code == 401
 

@@ -10,17 +10,24 @@ import io
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
 from api.app import create_app
 from api.batching import expand_grid, grid_size
+from tests.api.auth_helpers import bearer, make_key, secured
 from tests.api.conftest import UNLOADABLE_MODEL
 from tests.api.helpers import README_BODY, data_url, decode, png_bytes
+from workers.db import get_database
+from workers.db.models import Job, QueueMessage
 from workers.settings import Settings
+from workers.task_queue import RENDER_TASK
+from workers.webhooks import DELIVER_TASK
 
 TINY = {"width": 64, "height": 64}
 ACTIVE = {"queued", "running"}
@@ -142,6 +149,75 @@ def test_item_limits_are_checked_before_expanding(tmp_path: Path) -> None:
         assert client.post("/batches", json={"items": _items(10)}).status_code == 201
 
 
+def test_one_key_cannot_fill_the_queue_with_batches(tmp_path: Path) -> None:
+    """The reproduction: one key queued 30,000 jobs with three POST /batches. Now its
+    batch items count against its quota of batch work (429 naming the limit, at the
+    defaults), another key's batches are still taken, and all keys together against the
+    batch queue's limit (503)."""
+    settings = secured(tmp_path)
+    alice, bob = bearer(make_key(settings, "alice")), bearer(make_key(settings, "bob"))
+    grid = {"template": {**README_BODY, **TINY}, "grid": {"seed": list(range(10_000))}}
+    with TestClient(create_app(settings, start_worker=False)) as client:
+        first = client.post("/batches", json=grid, headers=alice)
+        assert first.status_code == 201, first.text
+        for _ in range(2):
+            refused = client.post("/batches", json=grid, headers=alice)
+            assert refused.status_code == 429, refused.text
+            body = refused.json()
+            assert body["limit"] == "max_batch_items_per_key" and body["quota"] == 10_000
+            assert body["unfinished"] == 10_000 and "max_batch_items_per_key" in body["detail"]
+            assert int(refused.headers["Retry-After"]) > 0
+        assert client.post("/batches", json={"items": _items(1)},
+                           headers=alice).status_code == 429  # not even one more
+        assert client.post("/batches", json=grid, headers=bob).status_code == 201
+        # All keys together: 20,000 batch items wait, the batch queue's default limit.
+        carol = bearer(make_key(settings, "carol"))
+        full = client.post("/batches", json={"items": _items(1)}, headers=carol)
+        assert full.status_code == 503, full.text
+        assert full.json()["limit"] == "max_queued_batch_items"
+        assert full.json()["queued"] == 20_000 and int(full.headers["Retry-After"]) > 0
+        # Cancelling gives the room back.
+        assert client.post(f"/batches/{first.json()['id']}/cancel",
+                           headers=alice).status_code == 200
+        assert client.post("/batches", json={"items": _items(2)},
+                           headers=alice).status_code == 201
+        with get_database(settings.resolved_database_url).session() as session:
+            assert session.scalar(select(func.count()).select_from(Job)
+                                  .where(Job.status == "queued")) == 10_002
+
+
+def test_a_batch_larger_than_its_quota_is_a_422_naming_the_limit(tmp_path: Path) -> None:
+    settings = secured(tmp_path, max_batch_items_per_key=5, max_queued_batch_items=8)
+    key = bearer(make_key(settings, "alice"))
+    with TestClient(create_app(settings, start_worker=False)) as client:
+        response = client.post("/batches", json={"items": _items(6)}, headers=key)
+        assert response.status_code == 422, response.text
+        detail = response.json()["detail"][0]
+        assert detail["loc"] == ["body", "items"] and "max_batch_items_per_key" in detail["msg"]
+        grid = client.post("/batches", json={"template": README_BODY,
+                                             "grid": {"seed": list(range(6))}}, headers=key)
+        assert grid.status_code == 422 and "at most 5" in grid.json()["detail"][0]["msg"]
+    # With auth off there is no key, so no quota; the queue's limit still bounds a batch.
+    open_settings = Settings(data_dir=tmp_path / "open", max_batch_items_per_key=5,
+                             max_queued_batch_items=8)
+    with TestClient(create_app(open_settings, start_worker=False)) as client:
+        assert client.post("/batches", json={"items": _items(6)}).status_code == 201
+        too_big = client.post("/batches", json={"items": _items(9)})
+        assert too_big.status_code == 422
+        assert "max_queued_batch_items" in too_big.json()["detail"][0]["msg"]
+        assert client.post("/batches", json={"items": _items(3)}).status_code == 503
+
+
+def test_one_keys_batches_sent_at_once_are_admitted_one_after_another(tmp_path: Path) -> None:
+    settings = secured(tmp_path, max_batch_items_per_key=10, rate_limit="")
+    key = bearer(make_key(settings, "alice"))
+    with TestClient(create_app(settings, start_worker=False)) as client, \
+            ThreadPoolExecutor(6) as pool:
+        statuses = list(pool.map(lambda _: client.post(
+            "/batches", json={"items": _items(6)}, headers=key).status_code, range(6)))
+    assert sorted(statuses) == [201, 429, 429, 429, 429, 429], statuses
+
+
 def test_cancel_without_a_worker_cancels_every_item(offline: TestClient) -> None:
     batch = offline.post("/batches", json={"items": _items(5)}).json()
     response = offline.post(f"/batches/{batch['id']}/cancel")
@@ -155,6 +231,39 @@ def test_cancel_without_a_worker_cancels_every_item(offline: TestClient) -> None
         job = offline.get(line["job_url"]).json()
         assert job["cancel_requested"] and job["timings"]["started_at"] is None
     assert offline.post(f"/batches/{batch['id']}/cancel").status_code == 200  # idempotent
+
+
+def _messages(settings: Settings) -> list[tuple[str, dict]]:
+    database = get_database(settings.resolved_database_url)
+    with database.session() as session:
+        return [(task, kwargs) for task, kwargs in session.execute(
+            select(QueueMessage.task, QueueMessage.kwargs).order_by(QueueMessage.id))]
+
+
+def test_cancel_takes_the_batch_off_the_queue_and_sends_its_webhook(tmp_path: Path) -> None:
+    """Embedded: a cancelled batch's messages leave the queue table with it, so no worker
+    takes thousands of them only to skip each; and with nothing left running, its
+    batch.completed is scheduled by the cancel itself."""
+    settings = Settings(data_dir=tmp_path, webhook_allow_private=True)
+    with TestClient(create_app(settings, start_worker=False)) as client:
+        lone = client.post("/generate", json={**README_BODY, **TINY},
+                           headers={"Prefer": "respond-async"}).json()["id"]
+        keep = client.post("/batches", json={"items": _items(3)}).json()["id"]
+        batch = client.post("/batches", json={"items": _items(500),
+                                              "webhook": "http://127.0.0.1:9/hook"}).json()
+        assert len(_messages(settings)) == 504
+        response = client.post(f"/batches/{batch['id']}/cancel")
+        assert response.status_code == 200 and response.json()["counts"]["cancelled"] == 500
+        left = _messages(settings)
+        renders = [kwargs["job_id"] for task, kwargs in left if task == RENDER_TASK]
+        kept = [line["job_id"] for line in _lines(client, keep)]
+        assert renders == [lone, *kept]  # the other work is untouched
+        [(task, event)] = [(task, kwargs) for task, kwargs in left if task != RENDER_TASK]
+        assert task == DELIVER_TASK and event["type"] == "batch.completed"
+        assert json.loads(event["body"])["data"]["counts"]["cancelled"] == 500
+        # Once: a second cancel, or a worker meeting an item, sends nothing more.
+        assert client.post(f"/batches/{batch['id']}/cancel").status_code == 200
+        assert _messages(settings) == left
 
 
 def test_pagination_and_unknown_ids(offline: TestClient) -> None:

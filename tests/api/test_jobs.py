@@ -114,6 +114,15 @@ def test_files_need_a_valid_unexpired_signature(tmp_path: Path) -> None:
         good = client.get(url)
         assert good.status_code == 200 and good.headers["content-type"] == "image/png"
         assert good.content == b"\x89PNG fake"
+        # HEAD was a 405: now GET's headers, no body, under the same signature rules.
+        head = client.head(url)
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-type"] == "image/png"
+        assert head.headers["content-length"] == str(len(b"\x89PNG fake"))
+        assert head.headers["etag"] == good.headers["etag"]
+        assert client.head(url[:-4] + ("0000" if not url.endswith("0000") else "1111")
+                           ).status_code == 403
+        assert client.head(storage.url("renders/x/9.png", 60)).status_code == 404
         forged = url[:-4] + ("0000" if not url.endswith("0000") else "1111")
         assert client.get(forged).status_code == 403
         expires = int(time.time()) - 10

@@ -137,7 +137,37 @@ ROWS: dict[str, dict[str, list[dict[str, Any]]]] = {
              "taken_until": T0 + timedelta(minutes=22), "deliveries": 1},
         ],
     },
-    "0005": {"jobs": [
+    "0005": {  # an index on (batch_id, status): a batch with items in several states
+        "batches": [
+            {"id": "b-big", "name": "big", "owner": "key_0123456789abcdef", "total": 3,
+             "output_format": "png", "created_at": T0 + timedelta(seconds=30),
+             "cancel_requested": False, "cancelled_at": None, "webhook_url": None,
+             "notified_at": None},
+        ],
+        "jobs": [
+            _job("j-big-0", status="running", owner="key_0123456789abcdef",
+                 created_at=T0 + timedelta(seconds=30), started_at=T0 + timedelta(seconds=31),
+                 attempts=1, batch_id="b-big", batch_index=0, queue="batch",
+                 enqueued_at=T0 + timedelta(seconds=30),
+                 heartbeat_at=T0 + timedelta(seconds=31)),
+            _job("j-big-1", owner="key_0123456789abcdef", created_at=T0 + timedelta(seconds=30),
+                 batch_id="b-big", batch_index=1, queue="batch",
+                 enqueued_at=T0 + timedelta(seconds=30), heartbeat_at=None),
+            _job("j-big-2", status="cancelled", cancel_requested=True,
+                 owner="key_0123456789abcdef", created_at=T0 + timedelta(seconds=30),
+                 finished_at=T0 + timedelta(seconds=32), batch_id="b-big", batch_index=2,
+                 queue="batch", enqueued_at=T0 + timedelta(seconds=30), heartbeat_at=None),
+        ],
+    },
+    "0006": {  # api_keys.admin: an operator's key
+        "api_keys": [
+            {"id": "key_fedcba9876543210", "name": "prometheus", "prefix": "s2f_operator",
+             "secret_hash": key_store.hash_key("s2f_the-operator-secret"),
+             "webhook_secret": "whsec_b3BlcmF0b3I=", "created_at": T0 + timedelta(hours=2),
+             "last_used_at": None, "revoked_at": None, "admin": True},
+        ],
+    },
+    "0007": {"jobs": [
         _job("j-refused", status="failed", created_at=T0 + timedelta(seconds=30),
              started_at=T0 + timedelta(seconds=31), finished_at=T0 + timedelta(seconds=31),
              attempts=1, batch_id=None, batch_index=None, queue="renders", webhook_url=None,
@@ -149,6 +179,8 @@ ROWS: dict[str, dict[str, list[dict[str, Any]]]] = {
     ]},
 }
 ORDER = ["batches", "jobs", "api_keys", "idempotency_keys", "queue_messages"]  # FKs first
+# What a column added after a row was written holds for it (else NULL).
+ADDED_DEFAULTS = {"queue": "renders", "admin": False}
 
 
 def _upgrade(database: Database, revision: str) -> None:
@@ -232,7 +264,7 @@ def test_a_database_with_data_migrates_from_each_revision(database_url: str,
             # A column added after the row was written: its default (or NULL).
             for name, value in got.items():
                 if name not in row:
-                    assert value == ("renders" if name == "queue" else None), (table, name)
+                    assert value == ADDED_DEFAULTS.get(name), (table, name)
 
     # The store works on the old rows: claim and finish an old queued job, list, count.
     with database.session() as session:
@@ -266,6 +298,17 @@ def test_a_database_with_data_migrates_from_each_revision(database_url: str,
         with database.session() as session:
             message = message_store.take(session, ["renders", "batch"], 60)
         assert message is not None and message.id == 1 and message.deliveries == 1
+    if "0005" in written:  # a key's batch work, as admission counts it
+        with database.session() as session:
+            assert batch_store.count_unfinished_items(session, "key_0123456789abcdef") == 2
+            assert batch_store.count_queued_items(session) == sum(
+                1 for revision in written for row in ROWS[revision].get("jobs", [])
+                if row.get("queue") == "batch" and row["status"] == "queued")
+            assert batch_store.counts_for(session, ["b-big"])["b-big"].remaining == 2
+    if "0006" in written:
+        with database.session() as session:
+            assert key_store.find_key(session, "s2f_the-operator-secret").admin is True
+            assert key_store.find_key(session, "s2f_the-secret").admin is False
 
 
 def _migrate(url: str, barrier: Any) -> None:

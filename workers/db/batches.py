@@ -8,10 +8,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
-from workers.db.models import BATCH_QUEUE, Batch, Job, JobStatus, utcnow
+from workers.db.models import BATCH_QUEUE, ApiKey, Batch, Job, JobStatus, utcnow
 from workers.job_errors import JobError
 
 __all__ = [
@@ -19,7 +30,10 @@ __all__ = [
     "NewItem",
     "batch_jobs",
     "cancel_batch",
+    "cancelled_items",
     "claim_notification",
+    "count_queued_items",
+    "count_unfinished_items",
     "counts_for",
     "create_batch",
     "fail_unsent",
@@ -75,6 +89,29 @@ def create_batch(session: Session, *, batch_id: str, name: str | None, output_fo
             for index, item in enumerate(items)
         ])
     return batch
+
+
+_QUEUED_ITEMS = (select(func.count()).select_from(Job)
+                 .where(Job.status == JobStatus.QUEUED, Job.queue == BATCH_QUEUE))
+_UNFINISHED_ITEMS = (select(func.count()).select_from(Job)
+                     .where(Job.owner == bindparam("owner"),
+                            Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)),
+                            Job.queue == BATCH_QUEUE))
+_LOCK_KEY = select(ApiKey.id).where(ApiKey.id == bindparam("owner")).with_for_update()
+
+
+def count_queued_items(session: Session) -> int:
+    """Batch items waiting, every key's: the batch queue's admission limit."""
+    return session.connection().scalar(_QUEUED_ITEMS) or 0
+
+
+def count_unfinished_items(session: Session, owner: str, *, lock: bool = False) -> int:
+    """One key's batch items queued or running: its quota of batch work. ``lock``: hold the
+    key's row until the transaction ends (PostgreSQL), so that two batches of one key sent
+    to two API replicas at once are admitted one after the other, each seeing the other."""
+    if lock:
+        session.connection().execute(_LOCK_KEY, {"owner": owner})
+    return session.connection().scalar(_UNFINISHED_ITEMS, {"owner": owner}) or 0
 
 
 def get_batch(session: Session, batch_id: str, owner: str | None = None) -> Batch | None:
@@ -174,6 +211,11 @@ def cancel_batch(session: Session, batch_id: str) -> Batch | None:
     return batch
 
 
+def cancelled_items(batch_id: str) -> Select[Any]:
+    """The ids of the batch's cancelled items, as a query to use in another statement."""
+    return select(Job.id).where(Job.batch_id == batch_id, Job.status == JobStatus.CANCELLED)
+
+
 def fail_unsent(session: Session, batch_id: str, first_index: int, error: JobError) -> int:
     """Items from ``first_index`` on never reached the queue: failed, so the batch still ends."""
     result = session.execute(
@@ -184,10 +226,20 @@ def fail_unsent(session: Session, batch_id: str, first_index: int, error: JobErr
     return result.rowcount
 
 
+# A batch with a webhook not yet sent: one look by primary key.
+_PENDING_NOTICE = select(Batch.id).where(Batch.id == bindparam("batch_id"),
+                                         Batch.webhook_url.is_not(None),
+                                         Batch.notified_at.is_(None))
+
+
 def claim_notification(session: Session, batch_id: str) -> bool:
     """True once per batch with a webhook: when no item is left queued or running, the first
     caller sets ``notified_at`` and sends ``batch.completed``. One UPDATE, so of many workers
     finishing the last items at once exactly one wins."""
+    # Every item's end asks; most batches have no webhook or have sent it, and then the
+    # look at their items (the UPDATE below) is not made.
+    if session.connection().execute(_PENDING_NOTICE, {"batch_id": batch_id}).first() is None:
+        return False
     unfinished = select(Job.id).where(
         Job.batch_id == batch_id,
         Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value])).exists()

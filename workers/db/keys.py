@@ -39,12 +39,13 @@ def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
-def create_key(session: Session, name: str) -> tuple[ApiKey, str]:
-    """A new key; the secret is returned here once and never stored."""
+def create_key(session: Session, name: str, *, admin: bool = False) -> tuple[ApiKey, str]:
+    """A new key; the secret is returned here once and never stored. ``admin``: an
+    operator's key, which may read /metrics too."""
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey(id="key_" + secrets.token_hex(8), name=name, prefix=secret[:SHOWN_CHARS],
                  secret_hash=hash_key(secret), webhook_secret=new_webhook_secret(),
-                 created_at=utcnow())
+                 created_at=utcnow(), admin=admin)
     session.add(key)
     session.flush()
     return key, secret

@@ -17,12 +17,12 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Update, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Select, Update, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from workers.db.models import QueueMessage, utcnow
 
-__all__ = ["Message", "acknowledge", "count", "put", "put_many", "release", "take"]
+__all__ = ["Message", "acknowledge", "count", "discard", "put", "put_many", "release", "take"]
 
 _UNSYNCED = {"synchronize_session": False}
 
@@ -100,6 +100,16 @@ def _has_available(session: Session, queue: str, now: datetime) -> bool:
 def acknowledge(session: Session, message_id: int) -> None:
     """Its task ran: the message is gone."""
     session.connection().execute(delete(QueueMessage).where(QueueMessage.id == message_id))
+
+
+def discard(session: Session, task: str, job_ids: Select[Any]) -> int:
+    """Delete the messages of ``task`` whose ``job_id`` argument is one of ``job_ids`` (a
+    query): work withdrawn before a worker ran it, e.g. a cancelled batch's items, which no
+    worker should have to take one by one. How many."""
+    result = session.connection().execute(
+        delete(QueueMessage).where(QueueMessage.task == task,
+                                   QueueMessage.kwargs["job_id"].as_string().in_(job_ids)))
+    return result.rowcount
 
 
 def release(session: Session, message_id: int, delay: float) -> None:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
@@ -68,6 +68,9 @@ class Batch(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
+    # A batch's items by status, found by seeking, not by reading all of them: its counts,
+    # and whether any is left to run (asked at each item's end, thousands of times).
+    __table_args__ = (Index("ix_jobs_batch_id_status", "batch_id", "status"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     status: Mapped[str] = mapped_column(String(16), index=True, default=JobStatus.QUEUED)
@@ -91,8 +94,7 @@ class Job(Base):
     error_detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     outputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     # Set for the items of a batch: which batch, and the item's place in it (from 0).
-    batch_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("batches.id"),
-                                                 index=True)
+    batch_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("batches.id"))
     batch_index: Mapped[int | None] = mapped_column(Integer)
     queue: Mapped[str] = mapped_column(String(16), default=INTERACTIVE_QUEUE,
                                        server_default=INTERACTIVE_QUEUE)
@@ -116,6 +118,8 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # An operator's key: may also read /metrics, which shows every key's queue and counts.
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class IdempotencyRecord(Base):
