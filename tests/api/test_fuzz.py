@@ -6,9 +6,18 @@ a temporary folder) with no worker, and answers POST /generate at once with a 20
 (``sync_timeout=0``), so a queued job never blocks a call. Requests carry a real key, and
 schemathesis's ``ignored_auth`` check sends bad ones, which must get a 401. Hypothesis runs
 derandomized with a bounded number of examples per operation: reproducible, about a minute.
+
+The schema is loaded when this module is imported, schemathesis's primary way: each operation
+becomes its own test item. Its other way, ``schemathesis.pytest.from_fixture``, renames pytest's
+items through a private attribute that pytest 9.2 removed (``'Function' object has no attribute
+'_nodeid'``), so the app, its database and the key are made here rather than in fixtures.
 """
 
 from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import schemathesis
@@ -29,31 +38,32 @@ EXAMPLES_PER_OPERATION = 50
 NOT_APPLICABLE = [positive_data_acceptance]
 
 
-@pytest.fixture(scope="module")
-def api_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, str]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("fuzz"), auth="required",
-                        sync_timeout=0, rate_limit="", max_jobs_per_key=10_000)
+def _set_up() -> tuple[tempfile.TemporaryDirectory, Settings, str]:
+    # Removed after this module's tests (the fixture below), or at exit when none of them runs.
+    folder = tempfile.TemporaryDirectory(prefix="spec2fractal-fuzz-")
+    settings = Settings(data_dir=Path(folder.name), auth="required", sync_timeout=0,
+                        rate_limit="", max_jobs_per_key=10_000)
     database = get_database(settings.resolved_database_url)
     database.migrate()
     with database.session() as session:
         _, secret = key_store.create_key(session, "fuzz")
-    return settings, secret
+    return folder, settings, secret
 
 
-@pytest.fixture(scope="module")
-def api_schema(api_key: tuple[Settings, str]):
-    settings, secret = api_key
-    # The key as the schema's bearer scheme: schemathesis sends it, and leaves it out or spoils
-    # it where it tests that a route refuses a request without a valid key.
-    config = SchemathesisConfig.from_dict({"auth": {"openapi": {SCHEME: {"bearer": secret}}}})
-    # schemathesis runs the app's lifespan itself, once, on the first call.
-    return schemathesis.openapi.from_asgi("/openapi.json",
-                                          create_app(settings, start_worker=False),
-                                          config=config,
-                                          headers={"Authorization": f"Bearer {secret}"})
+_FOLDER, SETTINGS, SECRET = _set_up()
+# The key as the schema's bearer scheme: schemathesis sends it, and leaves it out or spoils it
+# where it tests that a route refuses a request without a valid key.
+schema = schemathesis.openapi.from_asgi(
+    "/openapi.json", create_app(SETTINGS, start_worker=False),
+    config=SchemathesisConfig.from_dict({"auth": {"openapi": {SCHEME: {"bearer": SECRET}}}}),
+    headers={"Authorization": f"Bearer {SECRET}"})
+# schemathesis runs the app's lifespan itself, once, on the first call.
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
+@pytest.fixture(scope="module", autouse=True)
+def _remove_the_data_folder() -> Iterator[None]:
+    yield
+    _FOLDER.cleanup()
 
 
 @schema.parametrize()
@@ -67,14 +77,13 @@ def test_the_api_honours_its_schema(case) -> None:
     case.call_and_validate(excluded_checks=NOT_APPLICABLE)
 
 
-def test_successful_answers_match_the_schema(api_schema, api_key: tuple[Settings, str]) -> None:
+def test_successful_answers_match_the_schema() -> None:
     """Random bodies rarely pass the library's checks, so the 2xx answers are also exercised
     with valid requests, through the same schema checks."""
-    _, secret = api_key
-    auth = {"Authorization": f"Bearer {secret}"}
+    auth = {"Authorization": f"Bearer {SECRET}"}
 
     def call(path: str, method: str, **parts):
-        case = api_schema[path][method].Case(headers=dict(auth), **parts)
+        case = schema[path][method].Case(headers=dict(auth), **parts)
         return case.call_and_validate(excluded_checks=NOT_APPLICABLE)
 
     created = call("/generate", "POST", media_type="application/json",
