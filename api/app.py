@@ -25,7 +25,7 @@ from api.routers.dashboard import install_dashboard
 from fractal import StyleLibrary
 from workers.db import Database, get_database
 from workers.db import jobs as job_store
-from workers.notify import listener_for, publisher_for
+from workers.finish_signals import listener_for, publisher_for
 from workers.settings import Settings, get_settings, is_loopback
 from workers.storage import LocalStorage, get_storage
 from workers.task_queue import TaskQueue

@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 
 from fractal import StyleLibrary
 from workers.db import Database
-from workers.notify import FinishListener
+from workers.finish_signals import FinishListener
 from workers.settings import Settings
 from workers.storage import Storage
 from workers.task_queue import TaskQueue

@@ -2,7 +2,7 @@
 
 The database stays the one truth; what changed is *when* the row is read. Every stream of a
 job follows one shared :class:`JobFeed`, which reads the row once when a worker signals the
-job's start, progress or end (:mod:`workers.notify`), and otherwise only every
+job's start, progress or end (:mod:`workers.finish_signals`), and otherwise only every
 ``EVENTS_FALLBACK_SECONDS`` (``EVENTS_QUEUED_FALLBACK_SECONDS`` while the job is queued) in
 case a signal was lost. So an open stream costs nothing while
 its job waits, sixty streams of one job cost what one does, and a stream nobody reads holds
@@ -35,7 +35,7 @@ from api.limits import (
 )
 from api.polling import load_job
 from workers.db import Database, Job, JobStatus
-from workers.notify import FinishListener
+from workers.finish_signals import FinishListener
 
 __all__ = ["JobFeed", "JobFeeds", "StreamSlots", "held_stream", "job_events"]
 

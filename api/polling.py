@@ -15,7 +15,7 @@ from api.limits import (
 )
 from workers.db import Database, Job, JobStatus
 from workers.db import jobs as job_store
-from workers.notify import FinishListener
+from workers.finish_signals import FinishListener
 
 __all__ = ["load_job", "wait_for_job"]
 

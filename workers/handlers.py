@@ -11,8 +11,8 @@ from functools import lru_cache
 from typing import Any
 
 from workers.db import get_database
+from workers.finish_signals import publisher_for
 from workers.model_cache import ModelCache
-from workers.notify import publisher_for
 from workers.reconciler import Reconciler
 from workers.runner import BUSY, WorkerContext, run_job
 from workers.settings import get_settings

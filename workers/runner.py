@@ -39,11 +39,11 @@ from workers import job_errors
 from workers.db import Database, Job, JobStatus
 from workers.db import jobs as job_store
 from workers.encoding import CONTENT_TYPES, encode_image, preview_data_url
+from workers.finish_signals import Publisher, progress_signal, publish_quietly
 from workers.job_errors import JobError
 from workers.model_cache import ModelCache
-from workers.notify import Publisher, progress_signal, publish_quietly
 from workers.storage import Storage, StorageError
-from workers.webhooks import notify_job_finished
+from workers.webhooks import schedule_job_events
 
 __all__ = ["BUSY", "INPUT_ERROR", "INPUT_UNAVAILABLE", "INTERNAL_ERROR", "STORAGE_ERROR",
            "STORE_INTERNAL_ERROR", "Requeue", "WorkerContext", "input_key", "output_key",
@@ -414,7 +414,7 @@ def _completed(context: WorkerContext, job_id: str, status: JobStatus,
     logger.info("job %s %s", job_id, status)
     publish_quietly(context.finished, [job_id])  # wakes an API waiting to answer with it
     if job is None or job.webhook_url or job.batch_id:
-        notify_job_finished(context.database, job_id)  # sent by a task of their own
+        schedule_job_events(context.database, job_id)  # sent by a task of their own
 
 
 def _finish(context: WorkerContext, job: Job, outcome: _Outcome) -> JobStatus:
@@ -486,7 +486,7 @@ def _claim(context: WorkerContext, job_id: str) -> Job | str:
         logger.info("job %s is not runnable (cancelled, finished or unknown)", job_id)
         # A job cancelled while queued ends with no worker: its webhooks go out from here.
         if current is not None and current.notice_due:
-            notify_job_finished(context.database, job_id, unstarted_only=True)
+            schedule_job_events(context.database, job_id, unstarted_only=True)
     return answer
 
 

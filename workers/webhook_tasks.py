@@ -1,7 +1,7 @@
 """The Celery task of the distributed mode that delivers one webhook event, retried with
 backoff and jitter (:func:`workers.webhooks.attempt_delivery`).
 
-Scheduled by :func:`workers.webhooks.notify_job_finished`; it needs only the database (for
+Scheduled by :func:`workers.webhooks.schedule_job_events`; it needs only the database (for
 the signing secret) and the settings, never a model, so it loads nothing heavy.
 """
 

@@ -50,9 +50,9 @@ __all__ = [
     "deliver_once",
     "job_event",
     "new_webhook_secret",
-    "notify_batch_finished",
-    "notify_job_finished",
     "retry_delay",
+    "schedule_batch_event",
+    "schedule_job_events",
     "secret_for",
     "server_webhook_secret",
     "sign",
@@ -142,12 +142,12 @@ def _send_task(event: Event, session: Session) -> None:
     task_queue().send(DELIVER_TASK, dict(event), session=session)
 
 
-def notify_job_finished(database: Database, job_id: str, settings: Settings | None = None, *,
+def schedule_job_events(database: Database, job_id: str, settings: Settings | None = None, *,
                         unstarted_only: bool = False, send: Sender | None = None) -> int:
     """Schedule the events a finished job causes; how many. Never raises: a webhook must not
     change a job's outcome.
 
-    ``unstarted_only``: for a job a worker found already finished, notify only if it never
+    ``unstarted_only``: for a job a worker found already finished, schedule only if it never
     ran (cancelled while queued); one that ran was notified by the worker that ran it.
     """
     scheduled = 0
@@ -163,14 +163,14 @@ def notify_job_finished(database: Database, job_id: str, settings: Settings | No
             if job.webhook_url:
                 send(job_event(job, settings))
                 scheduled += 1
-            if job.batch_id and notify_batch_finished(session, job.batch_id, settings, send):
+            if job.batch_id and schedule_batch_event(session, job.batch_id, settings, send):
                 scheduled += 1
     except Exception:
         logger.exception("job %s: webhook not scheduled", job_id)
     return scheduled
 
 
-def notify_batch_finished(session: Session, batch_id: str, settings: Settings,
+def schedule_batch_event(session: Session, batch_id: str, settings: Settings,
                           send: Sender) -> bool:
     """Schedule ``batch.completed`` if the batch has a webhook, no item is left to run and
     no one has sent it yet; whether this call did. The claim commits with ``session``, only

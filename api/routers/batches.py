@@ -25,7 +25,7 @@ from api.schemas import BatchBody, BatchCountsOut, BatchItemResult, BatchList, B
 from workers.db import Batch, Database, Job, JobStatus
 from workers.db import batches as batch_store
 from workers.db.batches import BatchCounts
-from workers.webhooks import DELIVER_TASK, notify_batch_finished
+from workers.webhooks import DELIVER_TASK, schedule_batch_event
 
 __all__ = ["router"]
 
@@ -241,7 +241,7 @@ async def cancel_batch(batch_id: str, request: Request, settings: SettingsDep,
             queue.withdraw(session, batch_store.cancelled_items(batch_id))
             # With nothing left running, no worker will end an item and send the batch's
             # webhook: it goes from here (claimed once, whoever gets there first).
-            notify_batch_finished(session, batch_id, settings, lambda event: queue.send(
+            schedule_batch_event(session, batch_id, settings, lambda event: queue.send(
                 DELIVER_TASK, dict(event), session=session))
             return batch, batch_store.counts_for(session, [batch_id])[batch_id], True
 

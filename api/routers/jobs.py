@@ -22,7 +22,7 @@ from api.schemas import JobList, JobOut
 from fractal.naming import display_name
 from workers.db import Database, Job, JobStatus
 from workers.db import jobs as job_store
-from workers.notify import publish_quietly
+from workers.finish_signals import publish_quietly
 from workers.settings import Settings
 
 __all__ = ["router"]

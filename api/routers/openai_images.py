@@ -39,7 +39,7 @@ from api.openai_schemas import ImageData, ImageEditBody, ImageGenerationBody, Im
 from api.polling import wait_for_job
 from fractal import StyleLibrary
 from workers.db import Database, Job, JobStatus
-from workers.notify import FinishListener
+from workers.finish_signals import FinishListener
 from workers.settings import Settings
 from workers.storage import Storage
 from workers.task_queue import TaskQueue

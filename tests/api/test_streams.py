@@ -20,8 +20,8 @@ from tests.api_server import serving
 from tests.services import RedisServer
 from workers.db import Database, JobStatus, get_database
 from workers.db import jobs as job_store
+from workers.finish_signals import listener_for, progress_signal, publish_quietly, publisher_for
 from workers.job_errors import RENDER_FAILED, JobError
-from workers.notify import listener_for, progress_signal, publish_quietly, publisher_for
 from workers.settings import Settings
 
 ASYNC = {"Prefer": "respond-async"}

@@ -21,7 +21,7 @@ from workers.db import batches as batch_store
 from workers.db import jobs as job_store
 from workers.db.models import utcnow
 from workers.settings import Settings
-from workers.webhooks import notify_job_finished
+from workers.webhooks import schedule_job_events
 
 PROCESSES = 4
 THREADS = 3  # claimers in each process
@@ -133,7 +133,7 @@ def test_workers_finishing_a_batch_at_once_send_its_completion_once(
             start.wait()
             with database.session() as session:
                 job_store.finish_job(session, job_id, JobStatus.SUCCEEDED, outputs=[])
-            notify_job_finished(database, job_id, settings, send=events.append)
+            schedule_job_events(database, job_id, settings, send=events.append)
 
         threads = [threading.Thread(target=finish, args=(item.job_id, start, events))
                    for item in new]
@@ -142,7 +142,7 @@ def test_workers_finishing_a_batch_at_once_send_its_completion_once(
         for thread in threads:
             thread.join()
         completions = [event for event in events if event["type"] == "batch.completed"]
-        # notify_job_finished logs what goes wrong instead of raising.
+        # schedule_job_events logs what goes wrong instead of raising.
         assert "webhook not scheduled" not in caplog.text
         assert len(completions) == 1, f"round {round_}: {len(completions)} completions"
         with database.session() as session:

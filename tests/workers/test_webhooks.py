@@ -235,9 +235,9 @@ def test_a_finished_job_schedules_its_event(database: Database, tmp_path: Path) 
     settings = Settings(data_dir=tmp_path, public_url="https://fractals.example")
     sent: list[webhooks.Event] = []
     job_id = _job(database, "https://hooks.example/x")
-    assert webhooks.notify_job_finished(database, job_id, settings, send=sent.append) == 0
+    assert webhooks.schedule_job_events(database, job_id, settings, send=sent.append) == 0
     _finish(database, job_id, JobStatus.SUCCEEDED)
-    assert webhooks.notify_job_finished(database, job_id, settings, send=sent.append) == 1
+    assert webhooks.schedule_job_events(database, job_id, settings, send=sent.append) == 1
     [event] = sent
     assert event["type"] == "job.succeeded" and event["url"] == "https://hooks.example/x"
     assert event["message_id"] == f"msg_{job_id}_succeeded"
@@ -252,7 +252,7 @@ def test_a_finished_job_schedules_its_event(database: Database, tmp_path: Path) 
 
     quiet = _job(database, None)
     _finish(database, quiet, JobStatus.FAILED)
-    assert webhooks.notify_job_finished(database, quiet, settings, send=sent.append) == 0
+    assert webhooks.schedule_job_events(database, quiet, settings, send=sent.append) == 0
 
 
 def test_failed_and_cancelled_events(database: Database, tmp_path: Path) -> None:
@@ -263,14 +263,14 @@ def test_failed_and_cancelled_events(database: Database, tmp_path: Path) -> None
     with database.session() as session:
         job_store.request_cancel(session, cancelled)  # cancelled while queued: never ran
     for job_id in (failed, cancelled):
-        webhooks.notify_job_finished(database, job_id, settings, send=sent.append)
+        webhooks.schedule_job_events(database, job_id, settings, send=sent.append)
     assert [event["type"] for event in sent] == ["job.failed", "job.cancelled"]
     assert json.loads(sent[0]["body"])["data"]["error"] == "boom"
     # A worker that later meets the cancelled job's message notifies (it never ran), but
     # not for a job that ran: the worker that ran it did.
-    assert webhooks.notify_job_finished(database, cancelled, settings, unstarted_only=True,
+    assert webhooks.schedule_job_events(database, cancelled, settings, unstarted_only=True,
                                         send=sent.append) == 1
-    assert webhooks.notify_job_finished(database, failed, settings, unstarted_only=True,
+    assert webhooks.schedule_job_events(database, failed, settings, unstarted_only=True,
                                         send=sent.append) == 0
 
 
@@ -285,8 +285,8 @@ def test_a_batch_completes_once(database: Database, tmp_path: Path) -> None:
     for item, status in zip(items, (JobStatus.SUCCEEDED, JobStatus.FAILED,
                                     JobStatus.SUCCEEDED), strict=True):
         _finish(database, item.job_id, status)
-        webhooks.notify_job_finished(database, item.job_id, settings, send=sent.append)
-    webhooks.notify_job_finished(database, items[-1].job_id, settings, send=sent.append)
+        webhooks.schedule_job_events(database, item.job_id, settings, send=sent.append)
+    webhooks.schedule_job_events(database, items[-1].job_id, settings, send=sent.append)
     [event] = sent  # items have no webhooks of their own; the batch's comes once
     assert event["type"] == "batch.completed" and event["message_id"] == "msg_batch_b1"
     data = json.loads(event["body"])["data"]

@@ -6,7 +6,7 @@ row when it has changed, not every few milliseconds.
 A signal is only a wake-up call: the database stays the truth, and an API that misses one
 (a restart, a dropped packet) still sees the job at its next look. With a Redis broker the
 signal is a Redis pub/sub message; on one machine (the embedded mode), a UDP datagram on
-loopback to every API process that registered a port under ``data_dir/notify``.
+loopback to every API process that registered a port under ``data_dir/signals``.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class DatagramPublisher:
 def publisher_for(settings: Settings) -> Publisher:
     if _uses_redis(settings):
         return RedisPublisher(settings.broker_url or "")
-    return DatagramPublisher(settings.data_dir / "notify")
+    return DatagramPublisher(settings.data_dir / "signals")
 
 
 def publish_quietly(publisher: Publisher | None, job_ids: list[str]) -> None:
@@ -201,4 +201,4 @@ class DatagramFinishListener(FinishListener):
 def listener_for(settings: Settings) -> FinishListener:
     if _uses_redis(settings):
         return RedisFinishListener(settings.broker_url or "")
-    return DatagramFinishListener(settings.data_dir / "notify")
+    return DatagramFinishListener(settings.data_dir / "signals")

@@ -14,8 +14,8 @@ from api.polling import wait_for_job
 from tests.services import RedisServer
 from workers.db import Database, JobStatus
 from workers.db import jobs as job_store
+from workers.finish_signals import listener_for, progress_signal, publish_quietly, publisher_for
 from workers.model_cache import ModelCache
-from workers.notify import listener_for, progress_signal, publish_quietly, publisher_for
 from workers.runner import WorkerContext, run_job
 from workers.settings import Settings
 from workers.storage.local import LocalStorage
