@@ -30,23 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from common import free_port, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 HEALTH_TARGET_MS = 10.0
 CPU_TARGET = 5.0  # per cent of one core
 PROBE_GAP = 0.02  # seconds between /health probes
 JOB = {"content": "a fern in the mist", "width": 1024, "height": 1024, "steps": 30, "n": 2}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def cpu_seconds(pid: int) -> float:

@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+from common import free_port, percentile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -46,17 +46,6 @@ PHASES = {
     "worker: claim to end, minus the direct call": "store, record; and render speed",
     "api: job's end to answer": "signal, read the row, answer",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def wait_until_ready(base: str, timeout: float = 60) -> None:

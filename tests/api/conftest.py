@@ -81,6 +81,14 @@ def offline(tmp_path: Path) -> Iterator[TestClient]:
         yield client
 
 
+@pytest.fixture
+def offline_on_each_database(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
+    """``offline`` on each job database: SQLite and PostgreSQL."""
+    settings = Settings(data_dir=tmp_path, database_url=database_url)
+    with TestClient(create_app(settings, start_worker=False)) as client:
+        yield client
+
+
 @pytest.fixture(scope="module")
 def rendering(tmp_path_factory: pytest.TempPathFactory, start_worker) -> Iterator[TestClient]:
     """The app in-process, with a real worker (started by the fixture) on its queue."""

@@ -34,12 +34,8 @@ ACTIVE = {"queued", "running"}
 
 
 @pytest.fixture
-def offline(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
-    """conftest's ``offline`` (the app with no worker: jobs stay queued), on each job
-    database: SQLite and PostgreSQL."""
-    settings = Settings(data_dir=tmp_path, database_url=database_url)
-    with TestClient(create_app(settings, start_worker=False)) as client:
-        yield client
+def offline(offline_on_each_database: TestClient) -> TestClient:
+    return offline_on_each_database
 
 
 def _items(count: int, **extra: object) -> list[dict]:

@@ -4,7 +4,6 @@ On each job database (``offline`` here: SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,12 +20,8 @@ ASYNC = {"Prefer": "respond-async"}
 
 
 @pytest.fixture
-def offline(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
-    """conftest's ``offline`` (the app with no worker: jobs stay queued), on each job
-    database: SQLite and PostgreSQL."""
-    settings = Settings(data_dir=tmp_path, database_url=database_url)
-    with TestClient(create_app(settings, start_worker=False)) as client:
-        yield client
+def offline(offline_on_each_database: TestClient) -> TestClient:
+    return offline_on_each_database
 
 
 def _queue(client: TestClient, count: int) -> list[str]:
