@@ -32,8 +32,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
 
-from spec2fractal.client.backoff import exponential_backoff
 from workers import netguard
+from workers.backoff import exponential_backoff
 from workers.db import ApiKey, Batch, Database, Job, JobStatus
 from workers.db import batches as batch_store
 from workers.db.keys import new_webhook_secret

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 import httpx
 from PIL import Image, PngImagePlugin
 
-from spec2fractal.client.backoff import exponential_backoff
 from spec2fractal.client.errors import (
     APIStatusError,
     JobCancelledError,
@@ -25,6 +24,7 @@ from spec2fractal.client.errors import (
     error_for,
 )
 from spec2fractal.client.types import Job, JobEvent
+from workers.backoff import exponential_backoff
 
 __all__ = [
     "API_KEY_ENV",

@@ -1,5 +1,6 @@
-"""The project's one exponential backoff: the client's retries and webhook deliveries
-(``workers.webhooks``) wait by it. S3 calls have botocore's own retry modes instead."""
+"""The project's one exponential backoff: webhook deliveries (``workers.webhooks``) and the
+client's retries (``spec2fractal.client``, which may import workers; workers may not import
+it) wait by it. S3 calls have botocore's own retry modes instead."""
 
 from __future__ import annotations
 
