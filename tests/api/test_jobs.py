@@ -120,6 +120,9 @@ def test_files_need_a_valid_unexpired_signature(tmp_path: Path) -> None:
         assert client.head(storage.url("renders/x/9.png", 60)).status_code == 404
         forged = url[:-4] + ("0000" if not url.endswith("0000") else "1111")
         assert client.get(forged).status_code == 403
+        # A signature that is not ASCII is a forgery too, not a 500.
+        assert client.get(url.split("signature=")[0] + "signature=%C3%A9t%C3%A9"
+                          ).status_code == 403
         expires = int(time.time()) - 10
         expired = (f"/files/renders/x/0.png?expires={expires}"
                    f"&signature={storage.signature('renders/x/0.png', expires)}")

@@ -72,7 +72,9 @@ class LocalStorage:
         """True only for an unexpired URL this storage signed for exactly this key."""
         if expires < time.time():
             return False
-        return hmac.compare_digest(self.signature(key, expires), signature)
+        # As bytes: compare_digest refuses a str that is not ASCII (a TypeError, a 500).
+        return hmac.compare_digest(self.signature(key, expires).encode(),
+                                   signature.encode("utf-8", "surrogatepass"))
 
     def check(self) -> None:
         probe = self.root / ".ready"
