@@ -16,7 +16,8 @@ __all__ = ["compatibility_key", "group_plans"]
 
 def compatibility_key(plan: RenderPlan) -> tuple[object, ...]:
     return (plan.init_image is None, plan.width, plan.height, plan.steps, plan.guidance,
-            plan.scheduler, plan.strength)
+            plan.scheduler, plan.strength, plan.hires, plan.input_type == "upscale",
+            plan.init_image.size if plan.init_image is not None else None)
 
 
 def group_plans(plans: Mapping[int, RenderPlan]) -> list[list[int]]:

@@ -6,19 +6,26 @@ import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from PIL import Image
 
 from fractal.controls import normalise_lighting, parse_colors, prompt_fragments
+from fractal.errors import InvalidRequestError
 from fractal.request import GenerationRequest
 from fractal.schedulers import check_scheduler
 from fractal.styles import Style, StyleLibrary
 from fractal.validation import MAX_SEED, MAX_SIDE, check_request
 
-__all__ = ["ModelDefaults", "RenderPlan", "build_plan"]
+__all__ = ["HIRES_FACTOR", "HiresPass", "ModelDefaults", "RenderPlan", "build_plan"]
 
 RGB = tuple[int, int, int]
 DEFAULT_STRENGTH = 0.6
+UPSCALE_STRENGTH = 0.3  # an upscale adds detail; it should not repaint
+HIRES_STRENGTH = 0.35  # AUTOMATIC1111's hires fix is commonly run at 0.3-0.4
+# Text-to-image renders in two passes when the target area exceeds the model's native area
+# by more than this (Spec2Fractal(hires_factor=...)).
+HIRES_FACTOR = 1.5
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,21 @@ class ModelDefaults:
     # Sides the model can render are multiples of this (its latent's scale, times its
     # patch size for a transformer that packs latent patches).
     size_multiple: int = 8
+    # Whether a size far beyond the native one is rendered in two passes (diffusion models
+    # compose badly there); the built-in engine renders any size natively.
+    two_pass: bool = True
+
+
+@dataclass(frozen=True)
+class HiresPass:
+    """Two-pass high resolution: render at ``width``×``height`` (the model's native area in
+    the target's aspect), upscale to the plan's size, then refine with image-to-image at
+    ``strength`` for ``steps`` denoising steps (steps actually run, not nominal)."""
+
+    width: int
+    height: int
+    strength: float
+    steps: int
 
 
 @dataclass(frozen=True)
@@ -55,6 +77,12 @@ class RenderPlan:
     colors: tuple[str, ...] | None
     texture: float | None
     style: Style | None
+    hires: HiresPass | None = None
+    # input_type "upscale": the result is ``scale`` × the source (``init_image``, kept at its
+    # own size; ``width``×``height`` is the result's), and ``source_record`` is the source's
+    # GenerationRecord as a dict when this library made it (the engine re-renders from it).
+    scale: int | None = None
+    source_record: dict[str, Any] | None = None
 
     @property
     def n(self) -> int:
@@ -70,6 +98,16 @@ def _snap(value: float, multiple: int = 8) -> int:
 def _size(
     request: GenerationRequest, init: Image.Image | None, defaults: ModelDefaults
 ) -> tuple[int, int]:
+    if request.input_type == "upscale" and init is not None:
+        scale = request.scale or 2
+        width, height = init.width * scale, init.height * scale
+        if max(width, height) > MAX_SIDE:
+            largest = max(1, MAX_SIDE // max(init.size))
+            raise InvalidRequestError(
+                "scale", scale, f"would make a {width}x{height} image; sides are at most "
+                f"{MAX_SIDE}" + (f" (the largest scale for this image is {largest})"
+                                 if largest >= 2 else " (this image is too large to upscale)"))
+        return _snap(width, defaults.size_multiple), _snap(height, defaults.size_multiple)
     if request.width and request.height:
         return request.width, request.height
     if init is not None:
@@ -86,12 +124,34 @@ def _size(
     return request.width or defaults.width, request.height or defaults.height
 
 
+def hires_pass(request: GenerationRequest, width: int, height: int, steps: int,
+               defaults: ModelDefaults, factor: float = HIRES_FACTOR) -> HiresPass | None:
+    """The first pass of a two-pass render, or None for one pass: text-to-image only, when
+    ``hires`` is not "off" and the target's area exceeds the native area by more than
+    ``factor`` ("auto") or at all (an object of refine settings)."""
+    mode = request.hires if request.hires is not None else "auto"
+    if request.input_type != "text" or mode == "off" or not defaults.two_pass:
+        return None
+    native = defaults.width * defaults.height
+    if width * height <= native * (factor if mode == "auto" else 1.0):
+        return None
+    shrink = math.sqrt(native / (width * height))
+    first_width = _snap(width * shrink, defaults.size_multiple)
+    first_height = _snap(height * shrink, defaults.size_multiple)
+    settings = mode if isinstance(mode, dict) else {}
+    strength = settings.get("strength") or HIRES_STRENGTH
+    refine_steps = settings.get("steps") or max(1, math.ceil(steps * strength))
+    return HiresPass(first_width, first_height, float(strength), int(refine_steps))
+
+
 def build_plan(
     request: GenerationRequest,
     init_image: Image.Image | None,
     *,
     styles: StyleLibrary,
     defaults: ModelDefaults,
+    hires_factor: float = HIRES_FACTOR,
+    source_record: dict[str, Any] | None = None,
 ) -> RenderPlan:
     style = styles.get(request.style) if request.style is not None else None
     lighting = normalise_lighting(request.lighting or (style.lighting if style else None))
@@ -114,10 +174,13 @@ def build_plan(
 
     image_input = request.input_type != "text"
     width, height = _size(request, init_image, defaults)
-    if init_image is not None and init_image.size != (width, height):
+    upscale = request.input_type == "upscale"
+    if init_image is not None and init_image.size != (width, height) and not upscale:
         init_image = init_image.resize((width, height), Image.Resampling.LANCZOS)
 
     seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
+    steps = request.steps or (style.steps if style and style.steps else defaults.steps)
+    default_strength = UPSCALE_STRENGTH if upscale else DEFAULT_STRENGTH
     plan = RenderPlan(
         input_type=request.input_type,
         user_prompt=request.prompt,
@@ -125,23 +188,26 @@ def build_plan(
         negative_prompt=", ".join(part for part in negatives if part),
         width=width,
         height=height,
-        steps=request.steps or (style.steps if style and style.steps else defaults.steps),
+        steps=steps,
         guidance=_first(request.guidance, style.guidance if style else None, defaults.guidance),
         seeds=tuple((seed + k) % (MAX_SEED + 1) for k in range(request.n)),
         scheduler=check_scheduler(request.scheduler),
-        strength=_first(request.strength, style.strength if style else None, DEFAULT_STRENGTH)
-        if image_input else None,
+        strength=_first(request.strength, None if upscale or not style else style.strength,
+                        default_strength) if image_input else None,
         init_image=init_image,
         lighting=lighting,
         palette=palette,
         colors=colors,
         texture=request.texture,
         style=style,
+        hires=hires_pass(request, width, height, steps, defaults, hires_factor),
+        scale=(request.scale or 2) if upscale else None,
+        source_record=source_record if upscale else None,
     )
     # Style files are user data too: their defaults go through the same checks.
     check_request(
         replace(request, steps=plan.steps, guidance=plan.guidance, strength=plan.strength,
-                width=plan.width, height=plan.height),
+                width=None if upscale else plan.width, height=None if upscale else plan.height),
         has_image=init_image is not None,
     )
     return plan

@@ -49,6 +49,11 @@ class GenerationRecord:
     strength: float | None = None
     index: int = 0
     batch_size: int = 1
+    scale: int | None = None  # input_type "upscale": the result is scale × the source
+    # How the render ran when it took more than one pass (two-pass high resolution, an
+    # upscale, tiling): one entry per pass, e.g. {"kind": "refine", "width": 2048,
+    # "height": 2048, "steps": 10, "strength": 0.35, "tiles": 9, "vae_tiled": true}.
+    passes: list[dict[str, Any]] | None = None
     versions: dict[str, str] = field(default_factory=library_versions)
 
     def to_parameters(self) -> str:
@@ -74,6 +79,16 @@ class GenerationRecord:
             details.append(f"Colors: {' '.join(self.colors)}")
         if self.texture is not None:
             details.append(f"Texture: {self.texture:g}")
+        refine = next((p for p in self.passes or () if p.get("kind") == "refine"), None)
+        first = next((p for p in self.passes or () if p.get("kind") == "base"), None)
+        if refine and first:  # A1111's hires fix fields
+            details.append(f"Hires upscale: {self.width / first['width']:.3g}")
+            details.append(f"Hires steps: {refine['steps']}")
+            details.append(f"Hires upscaler: {refine.get('upscaler', 'Lanczos')}")
+            if self.strength is None:
+                details.append(f"Denoising strength: {refine['strength']:g}")
+        if self.scale:
+            details.append(f"Upscale: {self.scale}")
         if self.batch_size > 1:
             details.append(f"Batch size: {self.batch_size}, Batch pos: {self.index}")
         details.append(f"Version: spec2fractal {self.versions.get('spec2fractal', 'dev')}")

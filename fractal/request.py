@@ -10,10 +10,11 @@ from typing import Any, Literal
 
 from fractal.errors import InvalidRequestError
 
-__all__ = ["INPUT_TYPES", "GenerationRequest", "InputType"]
+__all__ = ["INPUT_TYPES", "UPSCALE_FACTORS", "GenerationRequest", "InputType"]
 
-InputType = Literal["text", "image", "hybrid"]
-INPUT_TYPES: tuple[str, ...] = ("text", "image", "hybrid")
+InputType = Literal["text", "image", "hybrid", "upscale"]
+INPUT_TYPES: tuple[str, ...] = ("text", "image", "hybrid", "upscale")
+UPSCALE_FACTORS: tuple[int, ...] = (2, 4)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +42,10 @@ class GenerationRequest:
     strength: float | None = None
     n: int = 1
     model: str | None = None  # when set, must name the loaded model
+    # Two-pass high resolution for text-to-image: "auto" (None), "off", or
+    # {"strength": 0..1, "steps": n} to force it with those refine settings.
+    hires: str | dict[str, Any] | None = None
+    scale: int | None = None  # input_type "upscale": the result is scale × the image (2 or 4)
 
     def __post_init__(self) -> None:
         # JSON has no tuples and a command line gives "red,#222": keep one hashable shape.

@@ -15,7 +15,7 @@ from fractal.backends.engine import ENGINE_NAME, EngineBackend
 from fractal.corender import group_plans
 from fractal.errors import GenerationCancelled, InvalidRequestError, Spec2FractalError
 from fractal.images import ImageSource, decode_image, load_image
-from fractal.plan import ModelDefaults, RenderPlan, build_plan
+from fractal.plan import HIRES_FACTOR, ModelDefaults, RenderPlan, build_plan
 from fractal.record import GenerationRecord, attach_record
 from fractal.request import GenerationRequest
 from fractal.styles import StyleLibrary
@@ -47,9 +47,15 @@ class Spec2Fractal:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         styles: str | Path | Sequence[str | Path] | None = None,
+        hires_factor: float = HIRES_FACTOR,
     ) -> None:
         if model is not None and (not isinstance(model, str) or not model.strip()):
             raise InvalidRequestError("model", model, "must be a model folder, hub id or 'fractal'")
+        if isinstance(hires_factor, bool) or not isinstance(hires_factor, (int, float)) \
+                or not 1.0 <= hires_factor <= 64.0:
+            raise InvalidRequestError("hires_factor", hires_factor,
+                                      "must be a number between 1 and 64")
+        self.hires_factor = float(hires_factor)
         self.styles = StyleLibrary()
         for path in [styles] if isinstance(styles, (str, Path)) else styles or ():
             self.styles.load(path)
@@ -251,7 +257,8 @@ class Spec2Fractal:
                 request.model.strip().lower() not in {*self._names, self.model.lower()}:
             raise InvalidRequestError("model", request.model,
                                       f"is not the loaded model ({self.model!r})")
-        plan = build_plan(request, init_image, styles=self.styles, defaults=self.defaults)
+        plan = build_plan(request, init_image, styles=self.styles, defaults=self.defaults,
+                          hires_factor=self.hires_factor)
         self._backend.check(plan)
         return plan
 
@@ -279,6 +286,8 @@ class Spec2Fractal:
             strength=plan.strength,
             index=index,
             batch_size=plan.n,
+            scale=plan.scale,
+            passes=self._backend.passes(plan),
         )
 
 

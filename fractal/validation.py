@@ -10,15 +10,17 @@ from typing import Any
 
 from fractal.controls import normalise_lighting, parse_colors
 from fractal.errors import InvalidRequestError
-from fractal.request import INPUT_TYPES, GenerationRequest
+from fractal.request import INPUT_TYPES, UPSCALE_FACTORS, GenerationRequest
 from fractal.schedulers import check_scheduler
 
 __all__ = [
+    "HIRES_MODES",
     "MAX_N",
     "MAX_PROMPT_CHARS",
     "MAX_SEED",
     "MAX_SIDE",
     "MAX_STEPS",
+    "check_hires",
     "check_request",
 ]
 
@@ -75,6 +77,29 @@ def check_text(name: str, value: Any) -> None:
         raise InvalidRequestError(name, value, f"must be at most {MAX_PROMPT_CHARS} characters")
 
 
+HIRES_MODES = ("auto", "off")
+
+
+def check_hires(hires: Any, input_type: str) -> None:
+    """``"auto"``, ``"off"``, or ``{"strength": 0..1, "steps": n}`` (text-to-image only)."""
+    if hires is None or hires in HIRES_MODES:
+        return
+    if isinstance(hires, str):
+        raise InvalidRequestError("hires", hires, "must be 'auto', 'off' or an object with "
+                                  "strength and steps", choices=HIRES_MODES)
+    if not isinstance(hires, dict):
+        raise InvalidRequestError("hires", hires, "must be 'auto', 'off' or an object with "
+                                  "strength and steps")
+    for key in hires:
+        if key not in ("strength", "steps"):
+            raise InvalidRequestError(f"hires.{key}", hires[key], "is not a hires option",
+                                      choices=("strength", "steps"))
+    if input_type != "text":
+        raise InvalidRequestError("hires", hires, "applies only to input_type 'text'")
+    check_float("hires.strength", hires.get("strength"), 0.01, 1.0)
+    check_int("hires.steps", hires.get("steps"), 1, MAX_STEPS)
+
+
 def check_request(request: GenerationRequest, *, has_image: bool | None = None) -> None:
     """Fail fast on the first invalid argument. ``has_image`` overrides ``request.image``."""
     if request.input_type not in INPUT_TYPES:
@@ -87,12 +112,26 @@ def check_request(request: GenerationRequest, *, has_image: bool | None = None) 
     if request.input_type in ("text", "hybrid") and not has_prompt:
         raise InvalidRequestError("prompt", request.prompt,
                                   f"is required for input_type {request.input_type!r}")
-    if request.input_type in ("image", "hybrid") and not image_given:
+    if request.input_type in ("image", "hybrid", "upscale") and not image_given:
         raise InvalidRequestError("image", None,
                                   f"is required for input_type {request.input_type!r}")
     if request.input_type == "text" and image_given:
         raise InvalidRequestError("image", "<image>",
                                   "is not used by input_type 'text' (use 'image' or 'hybrid')")
+    if request.input_type == "upscale":
+        for name in ("width", "height"):
+            if getattr(request, name) is not None:
+                raise InvalidRequestError(name, getattr(request, name),
+                                          "is not used by input_type 'upscale': the result is "
+                                          "'scale' times the image's size")
+    if request.scale is not None:
+        if request.input_type != "upscale":
+            raise InvalidRequestError("scale", request.scale,
+                                      "applies only to input_type 'upscale'")
+        if not _is_int(request.scale) or request.scale not in UPSCALE_FACTORS:
+            raise InvalidRequestError("scale", request.scale, "must be 2 or 4",
+                                      choices=[str(f) for f in UPSCALE_FACTORS])
+    check_hires(request.hires, request.input_type)
     check_side("width", request.width)
     check_side("height", request.height)
     check_int("steps", request.steps, 1, MAX_STEPS)
@@ -104,8 +143,8 @@ def check_request(request: GenerationRequest, *, has_image: bool | None = None) 
     check_float("strength", request.strength, 0.0, 1.0)
     check_float("texture", request.texture, 0.0, 1.0)
     if request.strength is not None and request.input_type == "text":
-        raise InvalidRequestError("strength", request.strength,
-                                  "applies only to image-to-image (input_type 'image' or 'hybrid')")
+        raise InvalidRequestError("strength", request.strength, "applies only to "
+                                  "image-to-image (input_type 'image', 'hybrid' or 'upscale')")
     check_scheduler(request.scheduler)
     normalise_lighting(request.lighting)
     parse_colors(request.colors)

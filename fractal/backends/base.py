@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from PIL import Image
 
@@ -25,6 +25,10 @@ class Backend(Protocol):
 
     def sampler_label(self, plan: RenderPlan) -> str:
         """The sampler's name as the ``parameters`` record gives it."""
+
+    def passes(self, plan: RenderPlan) -> list[dict[str, Any]] | None:
+        """How ``render`` runs this plan when it takes more than one plain pass (two-pass
+        high resolution, an upscale, tiled denoising or VAE), for the record; else None."""
 
     def render(self, plan: RenderPlan, on_step: StepCallback) -> list[Image.Image]:
         """Render ``plan.n`` images, calling ``on_step`` between steps (it may raise)."""

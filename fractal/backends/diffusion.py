@@ -99,6 +99,9 @@ class DiffusionBackend:
             return scheduler_label(plan.scheduler)
         return label_of(self._default_scheduler)
 
+    def passes(self, plan: RenderPlan) -> list[dict[str, Any]] | None:
+        return None
+
     def _scheduler(self, name: str | None) -> Any:
         if name is None:
             return self._default_scheduler

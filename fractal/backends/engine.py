@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -47,6 +48,9 @@ class EngineBackend:
 
     def sampler_label(self, plan: RenderPlan) -> str:
         return "Fractal"
+
+    def passes(self, plan: RenderPlan) -> list[dict[str, Any]] | None:
+        return None
 
     def render(self, plan: RenderPlan, on_step: StepCallback) -> list[Image.Image]:
         engine = _engine()
