@@ -36,15 +36,29 @@ IN_FLIGHT_RETRY_AFTER = "1"
 # A first request that created nothing in this long died before it could (a server crash):
 # its key is free again. Checking and queueing take milliseconds, not minutes.
 ABANDONED_AFTER = timedelta(minutes=1)
+_DIGEST_OVER = 4096  # characters
 
 
 def fingerprint(body: BaseModel, upload: bytes | None = None) -> str:
     """The request as parsed, so the same JSON sent with other spacing or key order, or the
     same form sent with another multipart boundary, is the same request."""
-    digest = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps(_digested(body.model_dump(mode="json")),
+                                       sort_keys=True).encode())
     if upload is not None:
         digest.update(b"\0" + hashlib.sha256(upload).digest())
     return digest.hexdigest()
+
+
+def _digested(value: Any) -> Any:
+    """Long strings (a batch item's data URL) by their SHA-256: hashlib releases the GIL on
+    large data, while JSON-encoding 60 MB would hold it, and the event loop, for 100 ms."""
+    if isinstance(value, str) and len(value) > _DIGEST_OVER:
+        return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    if isinstance(value, dict):
+        return {key: _digested(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_digested(item) for item in value]
+    return value
 
 
 class Idempotency:
@@ -62,10 +76,12 @@ class Idempotency:
 
     @classmethod
     def of(cls, key: str | None, database: Database, settings: Settings, caller: Caller,
-           endpoint: str, request_hash: str) -> Idempotency:
+           endpoint: str, body: BaseModel, upload: bytes | None = None) -> Idempotency:
+        """The request's view of its key; the body is fingerprinted only when there is one."""
         if key is not None and not 1 <= len(key.strip()) <= MAX_KEY_CHARS:
             raise field_error(["header", HEADER], f"must be 1 to {MAX_KEY_CHARS} characters",
                               key)
+        request_hash = fingerprint(body, upload) if key is not None else ""
         return cls(database, settings, caller, endpoint, key and key.strip(), request_hash)
 
     async def run(self, work: Callable[[Idempotency], Awaitable[JSONResponse]]

@@ -9,30 +9,70 @@ refused, with where and why, when it holds
 - nesting deeper than ``MAX_JSON_DEPTH``;
 - a number that is not finite (``NaN``, ``Infinity``, ``1e999``): JSON has none, and no
   field takes one;
+- a string longer than ``MAX_TEXT_CHARS`` anywhere but in an image field (``image``,
+  ``images``, ``mask``, ``*_image``): no text field takes one, and it would cost a copy;
 - a string that is not Unicode (a lone surrogate such as ``"\\ud800"``): it cannot be stored,
   logged or sent back.
 
 Where the caller names it, an image given as base64 is decoded to its file's bytes here too.
 
-Bodies over ``INLINE_BYTES`` are parsed in a child process: json's C parser holds the GIL
-for the whole parse, so a large body parsed in a thread would still stall every other
-request the event loop serves. This module imports only the standard library: the child
-that imports it stays small.
+Bodies over ``INLINE_BYTES`` are parsed in a child process (:func:`serve`), streamed to it
+chunk by chunk as they arrive: json's C parser holds the GIL for the whole parse, and even
+joining a 60 MB body into one bytes object stalls the event loop for tens of milliseconds,
+so the API's process never holds a large body whole. This module imports only the standard
+library: the child that imports it stays small.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any
+import os
+import pickle
+import socket
+import struct
+import tempfile
+from multiprocessing.connection import Connection
+from typing import Any, BinaryIO
 
-__all__ = ["INLINE_BYTES", "MAX_JSON_DEPTH", "MAX_JSON_VALUES", "JsonRefused", "parse_json"]
+__all__ = ["ABORT", "CHUNK", "HEADER", "INLINE_BYTES", "MAX_JSON_DEPTH", "MAX_JSON_VALUES",
+           "MAX_TEXT_CHARS",
+           "REPLY", "JsonRefused", "SpooledImage", "parse_json", "serve"]
 
 INLINE_BYTES = 64 * 1024  # parsed on the caller's thread below this: well under a millisecond
 MAX_JSON_DEPTH = 32  # a batch item sits at depth 3; nothing the API takes nests deeper than 5
 # Commas, brackets and braces: ~ the values a body holds. A 10,000-item batch of full
 # POST /generate bodies has ~200,000; base64 image data has none.
 MAX_JSON_VALUES = 500_000
+MAX_TEXT_CHARS = 2 * 1024 * 1024  # prompts are at most 4,000 characters (the library says so)
+IMAGE_KEYS = ("image", "images", "mask")
+
+
+# The stream to the child: HEADER (the image field's name, UTF-8, or empty), then the body
+# as CHUNK frames (a length and that many bytes), then a zero-length frame, or ABORT if the
+# body could not be read whole. The answer: REPLY (a length) and a pickle of
+# ("ok", (data, image bytes | SpooledImage | None)) or ("refused", JsonRefused).
+HEADER = struct.Struct("!H")
+CHUNK = struct.Struct("!I")
+REPLY = struct.Struct("!Q")
+ABORT = 0xFFFFFFFF
+# A decoded image larger than this comes back as a file: the API's process reads it in a
+# thread (a read fills the bytes with the GIL released), instead of unpickling a copy of it.
+SPOOL_OVER = 1024 * 1024
+
+
+class SpooledImage:
+    """An image's bytes left in a file by the child; the reader deletes it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def take(self) -> bytes:
+        try:
+            with open(self.path, "rb") as file:
+                return file.read()
+        finally:
+            os.unlink(self.path)
 
 
 class JsonRefused(ValueError):
@@ -66,7 +106,16 @@ def _check(data: Any) -> None:
             raise JsonRefused(loc, "must be a finite number (JSON has no NaN or Infinity)",
                               str(value), kind="finite_number")
         elif isinstance(value, str):
+            if len(value) > MAX_TEXT_CHARS and not _holds_images(loc):
+                raise JsonRefused(loc, f"must be at most {MAX_TEXT_CHARS} characters (only "
+                                  "images may be longer)", f"<{len(value)} characters>",
+                                  kind="string_too_long")
             _check_text(value, loc)
+
+
+def _holds_images(loc: list[str | int]) -> bool:
+    key = next((part for part in reversed(loc) if isinstance(part, str)), "")
+    return key in IMAGE_KEYS or key.endswith("_image")
 
 
 def _check_text(text: str, loc: list[str | int]) -> None:
@@ -112,3 +161,49 @@ def parse_json(raw: bytes, image_field: str | None = None) -> tuple[Any, bytes |
     except InvalidRequestError as exc:
         value = exc.value if isinstance(exc.value, str) and len(exc.value) <= 200 else None
         raise JsonRefused([image_field], str(exc), value, kind="value_error") from None
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        raise EOFError
+    return data
+
+
+def _answer(raw: bytes, image_field: str | None) -> tuple[str, Any]:
+    try:
+        data, image = parse_json(raw, image_field)
+    except JsonRefused as exc:
+        return "refused", exc
+    if image is not None and len(image) > SPOOL_OVER:
+        descriptor, path = tempfile.mkstemp(prefix="s2f-json-image-")
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(image)
+        return "ok", (data, SpooledImage(path))
+    return "ok", (data, image)
+
+
+def serve(connection: Connection) -> None:
+    """The child's loop: read a streamed body, parse it, answer; until the API closes."""
+    sock = socket.socket(fileno=os.dup(connection.fileno()))
+    connection.close()
+    stream = sock.makefile("rb")
+    try:
+        while True:
+            (name_size,) = HEADER.unpack(_read_exactly(stream, HEADER.size))
+            image_field = _read_exactly(stream, name_size).decode() or None
+            chunks: list[bytes] = []
+            while True:
+                (size,) = CHUNK.unpack(_read_exactly(stream, CHUNK.size))
+                if size in (0, ABORT):
+                    break
+                chunks.append(_read_exactly(stream, size))
+            if size == ABORT:
+                continue
+            raw = b"".join(chunks)
+            del chunks
+            payload = pickle.dumps(_answer(raw, image_field))
+            del raw
+            sock.sendall(REPLY.pack(len(payload)) + payload)
+    except (EOFError, ConnectionError):
+        return  # the API closed its end: it is stopping, or it gave up on this child

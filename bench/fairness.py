@@ -15,6 +15,7 @@ Run: python bench/fairness.py [--seconds 10] [--streams 100] [--keys 5] [--code 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import os
 import shutil
@@ -107,6 +108,14 @@ def string_body(size: int) -> bytes:
     return prefix + b"a" * max(0, size - len(prefix) - len(suffix)) + suffix
 
 
+def image_body(size: int) -> bytes:
+    """One image field of ``size`` bytes in all, as a data URL of random bytes: decoded from
+    base64 like any image, then refused as not an image (no render is queued)."""
+    prefix, suffix = b'{"input_type": "image", "image": "data:image/png;base64,', b'"}'
+    room = max(4, (size - len(prefix) - len(suffix)) // 4 * 4)
+    return prefix + base64.b64encode(os.urandom(room // 4 * 3)) + suffix
+
+
 def largest_accepted(base: str, key: dict[str, str], start: int) -> int:
     """The largest body size the server reads (not 413), to within about 3 %."""
     def accepted(size: int) -> bool:
@@ -123,13 +132,28 @@ def largest_accepted(base: str, key: dict[str, str], start: int) -> int:
     return low
 
 
-def post_forever(base: str, key: dict[str, str], body: bytes, statuses: list[int]
+# The poster runs in its own process: sending 67 MB from a thread of this one would take
+# the GIL from the /health prober and count the client's stalls as the server's.
+POSTER = """
+import sys, httpx
+base, secret, path = sys.argv[1:]
+body = open(path, "rb").read()
+with httpx.Client(base_url=base, timeout=300, headers={
+        "Authorization": "Bearer " + secret, "Content-Type": "application/json"}) as client:
+    while True:
+        print(client.post("/generate", content=body).status_code, flush=True)
+"""
+
+
+def post_forever(base: str, secret: str, body_file: Path, statuses: list[int]
                  ) -> Callable[[threading.Event], None]:
     def work(stop: threading.Event) -> None:
-        with httpx.Client(base_url=base, timeout=300,
-                          headers={**key, "Content-Type": "application/json"}) as client:
-            while not stop.is_set():
-                statuses.append(client.post("/generate", content=body).status_code)
+        poster = subprocess.Popen([sys.executable, "-c", POSTER, base, secret, str(body_file)],
+                                  stdout=subprocess.PIPE, text=True)
+        stop.wait()
+        poster.terminate()
+        out, _ = poster.communicate()
+        statuses.extend(int(line) for line in out.split())
     return work
 
 
@@ -216,10 +240,13 @@ def main() -> None:
             env=env, cwd=code, capture_output=True, text=True, check=True).stdout)
         size = largest_accepted(base, keys[0], limit - 4096)
         for shape, body in (("many small tokens", token_body(size)),
-                            ("one long string", string_body(size))):
+                            ("one long string", string_body(size)),
+                            ("one data-URL image", image_body(size))):
             statuses: list[int] = []
-            with meanwhile(post_forever(base, keys[0], body, statuses)):
-                time.sleep(0.5)
+            body_file = scratch / "body.json"
+            body_file.write_bytes(body)
+            with meanwhile(post_forever(base, secrets[0], body_file, statuses)):
+                time.sleep(1.5)  # the poster starts and sends its first body
                 probes = probe_health(base, args.seconds)
             answered = ", ".join(f"{status} x{statuses.count(status)}"
                                  for status in sorted(set(statuses)))

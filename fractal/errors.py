@@ -38,7 +38,8 @@ class InvalidRequestError(Spec2FractalError, ValueError):
         self.value = value
         self.reason = reason
         self.choices = sorted(choices) if choices is not None else None
-        shown = repr(value)
+        # Clipped before repr: repr of a refused 60 MB string would cost a copy of it.
+        shown = repr(value[:100] if isinstance(value, (str, bytes)) else value)
         if len(shown) > 80:
             shown = shown[:77] + "..."
         message = f"`{argument}` {reason} (got {shown})"

@@ -72,6 +72,9 @@ NOT_QUEUED = JobError(QUEUE_UNAVAILABLE, "the job could not be queued")
 
 def _plain(value: Any) -> Any:
     """``value`` if it is short JSON; else a note of what it was."""
+    if isinstance(value, (str, bytes, list, dict)) and len(value) > _MAX_VALUE_CHARS:
+        # Not encoded just to be measured: a refused 60 MB string would hold the GIL.
+        return f"<{len(value)} {'characters' if isinstance(value, str) else 'items'}>"
     try:
         text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):

@@ -17,7 +17,7 @@ from api.batching import create_batch, plan_batch
 from api.deps import DatabaseDep, QueueDep, SettingsDep, StorageDep, StylesDep
 from api.errors import ApiError, field_error
 from api.idempotency import HEADER as IDEMPOTENCY_HEADER
-from api.idempotency import Idempotency, fingerprint
+from api.idempotency import Idempotency
 from api.jobview import UrlMaker, job_out, link, utc
 from api.jsonbody import JsonRoute
 from api.limits import BATCH_RESULTS_CHUNK
@@ -103,7 +103,7 @@ async def post_batch(body: BatchBody, request: Request, settings: SettingsDep,
     whose Cartesian product makes the items. Every item is checked before anything is
     created. Items run after interactive POST /generate jobs."""
     idempotency = Idempotency.of(idempotency_key, database, settings, caller, "batches",
-                                 fingerprint(body))
+                                 body)
 
     async def work(guard: Idempotency) -> JSONResponse:
         plan = await run_in_threadpool(plan_batch, body, settings, styles,

@@ -12,7 +12,7 @@ from api.deps import DatabaseDep, FinishedDep, QueueDep, SettingsDep, StorageDep
 from api.errors import ApiError
 from api.generation import Submission, enqueue, job_failure, read_body
 from api.idempotency import HEADER as IDEMPOTENCY_HEADER
-from api.idempotency import Idempotency, fingerprint
+from api.idempotency import Idempotency
 from api.jobview import UrlMaker, job_out
 from api.jsonbody import JsonRoute
 from api.polling import wait_for_job
@@ -70,7 +70,7 @@ async def generate(request: Request, settings: SettingsDep, database: DatabaseDe
     """Render an image. JSON (image as a data URL) or multipart/form-data (image as a file)."""
     body, upload = await read_body(request)
     idempotency = Idempotency.of(idempotency_key, database, settings, caller, "generate",
-                                 fingerprint(body, upload))
+                                 body, upload)
 
     async def work(guard: Idempotency) -> JSONResponse:
         # 1.-3. Check, admit and queue it; the job is named to the Idempotency-Key at once.

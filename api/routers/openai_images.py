@@ -29,7 +29,7 @@ from api.deps import DatabaseDep, FinishedDep, QueueDep, SettingsDep, StorageDep
 from api.errors import ApiError, field_error
 from api.generation import Submission, enqueue, job_failure
 from api.idempotency import HEADER as IDEMPOTENCY_HEADER
-from api.idempotency import Idempotency, fingerprint
+from api.idempotency import Idempotency
 from api.jobview import UrlMaker, utc
 from api.jsonbody import JsonRoute
 from api.limits import MAX_BODY_BYTES, MAX_FORM_FIELDS
@@ -159,7 +159,7 @@ async def _render(service: _Service, endpoint: str, body: ImageGenerationBody | 
                   response_format: str | None) -> JSONResponse:
     settings = service.settings
     idempotency = Idempotency.of(idempotency_key, service.database, settings, service.caller,
-                                 endpoint, fingerprint(body, upload))
+                                 endpoint, body, upload)
 
     async def work(guard: Idempotency) -> JSONResponse:
         submission = Submission(service.database, service.storage, service.queue)

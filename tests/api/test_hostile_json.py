@@ -5,13 +5,20 @@ queued, and the key's jobs stay readable."""
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import socket
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from PIL import Image
 
-from api.jsonparse import MAX_JSON_DEPTH, MAX_JSON_VALUES
-from tests.api.helpers import png_bytes
+from api.jsonparse import INLINE_BYTES, MAX_JSON_DEPTH, MAX_JSON_VALUES, MAX_TEXT_CHARS, SPOOL_OVER
+from api.limits import MAX_BODY_BYTES
+from tests.api.helpers import data_url, png_bytes
 from tests.api_server import serving
 
 JSON = {"Content-Type": "application/json", "Prefer": "respond-async"}
@@ -121,6 +128,52 @@ def test_twenty_million_empty_lists_are_refused_before_parsing(client: httpx.Cli
     assert response.json()["detail"][0]["type"] == "json_too_large"
     assert str(MAX_JSON_VALUES) in response.json()["detail"][0]["msg"]
     assert client.get("/health").status_code == 200
+
+
+def test_a_long_text_is_refused_where_it_is_parsed(client: httpx.Client) -> None:
+    # Refused in the parsing process: a 60 MB prompt never reaches the API's whole.
+    response = client.post("/generate", json={"content": "a" * (MAX_TEXT_CHARS + 1)},
+                           headers=JSON)
+    assert _loc(response) == [["body", "content"]]
+    assert response.json()["detail"][0]["type"] == "string_too_long"
+
+
+def _padded(body: dict[str, object]) -> bytes:
+    """Valid JSON past INLINE_BYTES: streamed to the parsing process."""
+    return json.dumps(body).encode() + b" " * (INLINE_BYTES + 1024)
+
+
+def test_a_large_image_comes_back_from_the_parsing_process(client: httpx.Client) -> None:
+    noise = Image.frombytes("RGB", (640, 640), os.urandom(640 * 640 * 3))
+    buffer = io.BytesIO()
+    noise.save(buffer, format="PNG")
+    assert len(buffer.getvalue()) > SPOOL_OVER  # handed back through a file
+    response = client.post("/generate", content=_padded(
+        {"input_type": "image", "image": data_url(buffer.getvalue()), "strength": 0.3,
+         **TINY}), headers=JSON)
+    assert response.status_code == 202, response.text[:300]
+    job_id = response.json()["id"]
+    for _ in range(300):
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["status"] not in ("queued", "running"):
+            break
+        time.sleep(0.1)
+    assert job["status"] == "succeeded", job
+
+
+def test_a_body_cut_off_or_too_large_leaves_the_parser_in_step(client: httpx.Client) -> None:
+    host, port = client.base_url.host, client.base_url.port
+    with socket.create_connection((host, port), timeout=10) as sock:  # leaves midway
+        sock.sendall(b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                     b"\r\nContent-Length: 1000000\r\n\r\n" + b'{"content": "' + b"a" * 300_000)
+    too_large = client.post("/generate", content=b"[" + b" " * (MAX_BODY_BYTES + 1),
+                            headers=JSON)
+    assert too_large.status_code == 413
+    for prompt in ("first after", "second after"):
+        response = client.post("/generate", content=_padded({"content": prompt, **TINY}),
+                               headers=JSON)
+        assert response.status_code == 202, response.text[:300]
+        assert response.json()["request"]["prompt"] == prompt  # its own body's answer
 
 
 @pytest.mark.parametrize("field,value", [("width", "64"), ("steps", "2"), ("guidance", "7.5"),

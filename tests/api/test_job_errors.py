@@ -51,7 +51,7 @@ def test_the_librarys_errors_become_data() -> None:
     assert JobError.from_dict(error.to_dict()) == error
     assert JobError.of(ModelLoadError("gone")).code == "model_unavailable"
     huge = JobError.of(InvalidRequestError("image", "A" * 10_000, "is not valid base64"))
-    assert huge.value == "<10002 characters>"  # a refused upload is not kept on the job
+    assert huge.value == "<10000 characters>"  # a refused upload is not kept on the job
 
 
 def test_a_model_the_caller_chose_that_cannot_load_is_the_callers_422() -> None:
