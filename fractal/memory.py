@@ -15,7 +15,8 @@ peak RSS measured on the tiny SD pipeline of the tests (fp32, CPU; see docs/memo
 * the VAE decoder's activations follow the image (``DECODER_MAPS`` maps of its widest
   full-resolution width: 256 channels for SD's), or one VAE tile's when it decodes in tiles;
   the encoder's likewise, for passes that start from an image;
-* the phases are summed, not maxed: an allocator keeps much of what one phase freed.
+* the phases run one after the other, so the costliest counts whole and the others by
+  the part an allocator keeps of what they freed (``RETAINED``).
 
 Pure arithmetic on plain numbers: :func:`profile_of` reads a loaded pipeline (torch is
 imported there only) and :func:`device_budget` asks the device what it has.
@@ -49,6 +50,9 @@ LATENT_COPIES = 4  # latents, noise prediction, CFG halves, a tiled pass's blend
 # Per output pixel beyond the VAE: its decoded tensor, a float numpy copy, the 8-bit image.
 IMAGE_BYTES_PER_PIXEL = 3 * 4 + 3 * 4 + 3
 ATTENTION_COPIES = 2  # scores and their softmax
+# Of a finished phase's peak, the part still held when the next one peaks: glibc's heap
+# keeps freed chunks below its (growing) mmap threshold, CUDA's caching allocator fragments.
+RETAINED = 0.4
 MARGIN = 1.1  # what the model does not see: allocator rounding, small buffers
 
 
@@ -160,7 +164,9 @@ def _pass_bytes(profile: MemoryProfile, entry: dict[str, Any], n: int, guided: b
         encoder = ENCODER_MAPS * profile.encoder_channels * vae_pixels * n * dtype
     # 4. The images themselves, as tensors, arrays and pictures.
     images = IMAGE_BYTES_PER_PIXEL * pixels * n
-    return int(denoiser + latent + decoder + encoder + images)
+    # The phases run one after the other, but an allocator keeps part of what one freed.
+    phases = sorted((denoiser, decoder, encoder), reverse=True)
+    return int(phases[0] + RETAINED * sum(phases[1:]) + latent + images)
 
 
 def estimate_peak_bytes(profile: MemoryProfile,
