@@ -16,6 +16,7 @@ from PIL import Image
 from fractal import GenerationRequest, InvalidRequestError, Spec2Fractal
 from fractal.memory import (
     MemoryProfile,
+    device_budget,
     estimate_peak_bytes,
     largest_fitting,
     profile_of,
@@ -193,3 +194,21 @@ def test_through_the_api_an_impossible_size_is_a_422_naming_it(
         fits = httpx.post(f"{server.url}/generate", timeout=90,
                           json={**body, "width": 128, "height": 64})
         assert fits.status_code == 200, fits.text
+
+
+def test_an_sdxl_shaped_pipeline_is_profiled_too(tiny_sdxl: Path) -> None:
+    from diffusers import AutoPipelineForText2Image
+
+    shaped = profile_of(AutoPipelineForText2Image.from_pretrained(tiny_sdxl))
+    assert shaped.attention == ((2, 4),) and shaped.cfg  # heads per level: (2, 4)
+    assert shaped.decoder_channels == 64 and shaped.vae_scale_factor == 2
+
+
+def test_a_cpu_budget_is_the_available_ram_and_what_is_held() -> None:
+    import torch
+
+    held = 123 * MiB
+    budget = device_budget(torch.device("cpu"), held)
+    total = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0]) * 1024
+    assert budget is not None and held < budget <= total + held
+    assert device_budget(torch.device("meta"), held) is None  # a device with no figure
