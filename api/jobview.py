@@ -117,7 +117,10 @@ def job_out(job: Job, urls: UrlMaker) -> JobOut:
     assert created is not None
     status = JobStatus(job.status)
     outputs = [
-        OutputOut(index=out["index"], url=urls.object(out["key"]),
+        OutputOut(index=out["index"], url=(url := urls.object(out["key"])),
+                  # Stored before thumbnails: the full image stands in for its thumbnail.
+                  thumbnail_url=urls.object(out["thumbnail_key"])
+                  if out.get("thumbnail_key") else url,
                   record_url=urls.object(out["record_key"]) if out.get("record_key") else None,
                   seed=out.get("seed"), width=out["width"], height=out["height"],
                   format=out["format"], record=out.get("record") or {})

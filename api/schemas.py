@@ -102,9 +102,15 @@ class Timings(BaseModel):
     render_seconds: float | None
 
 
+THUMBNAIL_DOC = ("A WebP of the image, at most 512 px on its longest side, for galleries and "
+                 "previews. Images stored before thumbnails existed have none: this is then "
+                 "the full image's URL, so it can always be shown.")
+
+
 class OutputOut(BaseModel):
     index: int
     url: str
+    thumbnail_url: str = Field(description=THUMBNAIL_DOC)
     record_url: str | None
     seed: int | None
     width: int
@@ -154,6 +160,8 @@ class GenerateResult(BaseModel):
     job_id: str
     image_url: str
     image_urls: list[str]
+    thumbnail_url: str = Field(description=THUMBNAIL_DOC)
+    thumbnail_urls: list[str] = Field(description="One per image, beside `image_urls`.")
     seed: int | None
     seeds: list[int | None]
     job: JobOut
@@ -254,6 +262,7 @@ class BatchItemResult(BaseModel):
     seed: int | None
     seeds: list[int | None]
     urls: list[str]
+    thumbnail_urls: list[str] = Field(description="One per URL in `urls`: " + THUMBNAIL_DOC)
     error: str | None
     error_detail: ErrorDetail | None = None
     job_url: str

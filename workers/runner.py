@@ -38,7 +38,13 @@ from fractal import (
 from workers import job_errors
 from workers.db import Database, Job, JobStatus
 from workers.db import jobs as job_store
-from workers.encoding import CONTENT_TYPES, encode_image, preview_data_url
+from workers.encoding import (
+    CONTENT_TYPES,
+    THUMBNAIL_EXTENSION,
+    encode_image,
+    encode_thumbnail,
+    preview_data_url,
+)
 from workers.finish_signals import Publisher, progress_signal, publish_quietly
 from workers.job_errors import JobError
 from workers.model_cache import ModelCache
@@ -203,10 +209,14 @@ def _store(context: WorkerContext, job: Job, images: list[Image.Image]) -> list[
         record_data = record.to_dict() if record else {}
         data = encode_image(image, job.output_format, png_level=context.png_level)
         context.storage.put(key, data, CONTENT_TYPES[job.output_format])
+        # Galleries and job views show this, not a 4K original of tens of megabytes.
+        thumbnail_key = output_key(job.id, index, THUMBNAIL_EXTENSION)
+        context.storage.put(thumbnail_key, encode_thumbnail(image), CONTENT_TYPES["webp"])
         record_key = output_key(job.id, index, "json")
         context.storage.put(record_key, json.dumps(record_data, indent=2).encode(),
                             "application/json")
         outputs.append({"index": index, "key": key, "record_key": record_key,
+                        "thumbnail_key": thumbnail_key,
                         "seed": record_data.get("seed"), "width": image.width,
                         "height": image.height, "format": job.output_format,
                         "record": record_data})

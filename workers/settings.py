@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, ByteSize, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings", "is_loopback"]
@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     model_cache_size: int = Field(default=1, ge=1,
                                   description="Models a worker keeps loaded (LRU).")
     device: str | None = Field(default=None, description="Worker device; unset: auto.")
+    memory_limit: ByteSize | None = Field(
+        default=None, gt=0, description="Memory a worker's diffusion model may use on its device, "
+                                  "weights included, e.g. `6GiB` (bytes, or with a unit: "
+                                  "KiB, MiB, GiB; kB, MB, GB). A render estimated to need "
+                                  "more is refused with a 422 naming its size and the "
+                                  "largest that fits. Unset: the device's free memory.")
     warmup_model: str | None = Field(default=None,
                                      description="Model a worker loads before its first job.")
     task_soft_time_limit: int = Field(default=600, ge=1,

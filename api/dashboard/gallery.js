@@ -82,13 +82,21 @@ function entryCard(job, output) {
 
   const figure = document.createElement("figure");
   if (output) {
+    // The card shows the small WebP thumbnail (a page of 4K renders stays light); it links
+    // to the full image. Jobs stored before thumbnails give the full URL as thumbnail_url.
+    const full = document.createElement("a");
+    full.className = "full-image";
+    full.href = output.url;
+    full.target = "_blank";
+    full.rel = "noopener";
     const img = document.createElement("img");
-    img.src = output.url;
+    img.src = output.thumbnail_url || output.url;
     img.alt = prompt;
     img.loading = "lazy";
     img.width = output.width;
     img.height = output.height;
-    figure.append(img);
+    full.append(img);
+    figure.append(full);
   } else {
     const placeholder = document.createElement("div");
     placeholder.className = "placeholder";

@@ -27,7 +27,13 @@ function card(job, params) {
   const img = document.createElement("img");
   img.alt = "";
   img.hidden = true;
-  figure.append(img);
+  // A link to the full image once the job succeeds (no href, so no link, before then).
+  const full = document.createElement("a");
+  full.className = "full-image";
+  full.target = "_blank";
+  full.rel = "noopener";
+  full.append(img);
+  figure.append(full);
   const progress = document.createElement("progress");
   progress.max = 1;
   progress.value = 0;
@@ -55,7 +61,7 @@ function card(job, params) {
   });
   actions.append(cancel, dismiss);
   item.append(title, figure, progress, status, actions);
-  return { item, img, progress, status, cancel, dismiss };
+  return { item, img, full, progress, status, cancel, dismiss };
 }
 
 export function trackJob(job, params, { onFinished }) {
@@ -85,7 +91,8 @@ export function trackJob(job, params, { onFinished }) {
     if (final.status === "succeeded") {
       const output = final.outputs?.[0];
       if (output) {
-        view.img.src = output.url;
+        view.img.src = output.thumbnail_url || output.url; // small; the link has the full one
+        view.full.href = output.url;
         view.img.alt = `Result: ${label(params)}`;
         view.img.hidden = false;
       }

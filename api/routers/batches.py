@@ -157,7 +157,8 @@ def _result(job: Job, urls: UrlMaker) -> BatchItemResult:
         index=job.batch_index if job.batch_index is not None else -1, job_id=job.id,
         status=shown.status, parameters=shown.request,
         seed=seeds[0] if seeds else shown.request.get("seed"), seeds=seeds,
-        urls=[out.url for out in shown.outputs], error=shown.error,
+        urls=[out.url for out in shown.outputs],
+        thumbnail_urls=[out.thumbnail_url for out in shown.outputs], error=shown.error,
         job_url=shown.links["self"])
 
 

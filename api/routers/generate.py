@@ -95,6 +95,8 @@ def _answer(job: Job | None, job_id: str, request: Request, settings: Settings,
     if status is JobStatus.SUCCEEDED:
         result = GenerateResult(job_id=job_id, image_url=shown.outputs[0].url,
                                 image_urls=[out.url for out in shown.outputs],
+                                thumbnail_url=shown.outputs[0].thumbnail_url,
+                                thumbnail_urls=[out.thumbnail_url for out in shown.outputs],
                                 seed=shown.outputs[0].seed,
                                 seeds=[out.seed for out in shown.outputs], job=shown)
         return JSONResponse(result.model_dump(mode="json"))

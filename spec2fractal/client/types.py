@@ -48,6 +48,7 @@ class Timings(_Model):
 class Output(_Model):
     index: int
     url: str
+    thumbnail_url: str | None = None  # a WebP ≤ 512 px; None from servers before thumbnails
     record_url: str | None = None
     seed: int | None = None
     width: int
@@ -163,5 +164,6 @@ class BatchItemResult(_Model):
     seed: int | None = None
     seeds: list[int | None] = Field(default_factory=list)
     urls: list[str] = Field(default_factory=list)
+    thumbnail_urls: list[str] = Field(default_factory=list)
     error: str | None = None
     job_url: str | None = None

@@ -80,7 +80,10 @@ def test_readme_body_through_redis_and_s3(distributed_api: str,
     assert image.status_code == 200
     assert decode(image.content).size == (160, 96)
     assert seaweedfs_s3.keys(BUCKET, f"renders/{body['job_id']}/") == [
-        f"renders/{body['job_id']}/0.json", f"renders/{body['job_id']}/0.png"]
+        f"renders/{body['job_id']}/0.json", f"renders/{body['job_id']}/0.png",
+        f"renders/{body['job_id']}/0.thumb.webp"]
+    thumbnail = httpx.get(body["thumbnail_url"], timeout=10)
+    assert thumbnail.status_code == 200 and decode(thumbnail.content).format == "WEBP"
     # Private: the same object without the signature is refused.
     assert httpx.get(url.split("?")[0], timeout=10).status_code == 403
     ready = httpx.get(f"{distributed_api}/ready", timeout=10).json()

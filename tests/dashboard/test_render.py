@@ -65,7 +65,8 @@ def test_generate_watch_progress_and_see_parameters(open_page, dashboard: Dashbo
     expect(first).to_have_attribute("data-job-id", job_id)
     image = first.locator("img")
     expect(image).to_have_attribute("alt", PROMPT)
-    page.wait_for_function("(img) => img.complete && img.naturalWidth === 2048",
+    # Its 512 px thumbnail, not the 2048² original (tests/dashboard/test_thumbnails.py).
+    page.wait_for_function("(img) => img.complete && img.naturalWidth === 512",
                            arg=image.element_handle())
     first.locator("summary", has_text="Parameters").click()
     params = first.locator("dl.params")
