@@ -106,11 +106,11 @@ def check_upscale(size: tuple[int, int], scale: int) -> tuple[int, int]:
     over MAX_SIDE is refused, naming ``scale`` and the largest that fits."""
     width, height = size[0] * scale, size[1] * scale
     if max(width, height) > MAX_SIDE:
-        largest = max(1, MAX_SIDE // max(size))
+        fitting = [factor for factor in UPSCALE_FACTORS if max(size) * factor <= MAX_SIDE]
         raise InvalidRequestError(
             "scale", scale, f"would make a {width}x{height} image; sides are at most "
-            f"{MAX_SIDE}" + (f" (the largest scale for this image is {largest})"
-                             if largest >= 2 else " (this image is too large to upscale)"))
+            f"{MAX_SIDE}" + (f" (the largest scale for this image is {max(fitting)})"
+                             if fitting else " (this image is too large to upscale)"))
     return width, height
 
 
