@@ -187,11 +187,12 @@ def record_from_png(data: bytes) -> GenerationRecord | None:
             return None
         length = int.from_bytes(data[pos:pos + 4], "big")
         kind = data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + length]
-        if kind in (b"IDAT", b"IEND") or len(body) < length:
+        if kind in (b"IDAT", b"IEND") or pos + 12 + length > len(data):
             return None
-        if length <= MAX_RECORD_BYTES + 64 and body.startswith(key):
-            text = _chunk_text(kind, body[len(key):])
+        start = pos + 8
+        if kind in (b"tEXt", b"iTXt") and length <= MAX_RECORD_BYTES + 64 and \
+                data.startswith(key, start):
+            text = _chunk_text(kind, data[start + len(key):start + length])
             if text is not None:
                 return parse_record(text)
         pos += 12 + length
