@@ -179,6 +179,16 @@ def test_a_forged_but_valid_record_asks_for_no_more_than_a_text_request(
     assert np.array_equal(_pixels(result), _pixels(direct))
 
 
+def test_a_record_is_read_as_its_request_would_be(engine: Spec2Fractal) -> None:
+    """Names a request may spell loosely are normalised the same way from a record."""
+    loose = engine.upscale(_with_record(_forged(lighting="Golden_Hour", style="watercolor")),
+                           scale=2)
+    assert read_record(loose).passes[0]["upscaler"] == "engine re-render"
+    direct = engine.generate_from_text(PROMPT, width=192, height=128, seed=11,
+                                       lighting="golden hour", style="Watercolor")
+    assert np.array_equal(_pixels(loose), _pixels(direct))
+
+
 def test_record_chunks_are_read_within_bounds() -> None:
     unicode_prompt = _forged(prompt="Ein See im Morgenlicht, Berge — 山と湖")
     assert record_from_png(_with_record(unicode_prompt)) is not None  # iTXt (not Latin-1)

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from fractal.backends.base import PREVIEW_SIDE, StepCallback
-from fractal.controls import parse_colors
+from fractal.controls import normalise_lighting, parse_colors
 from fractal.errors import InvalidRequestError
 from fractal.plan import ModelDefaults, RenderPlan
 from fractal.request import GenerationRequest
@@ -149,13 +149,13 @@ class EngineBackend:
             if record.get("style") is not None:
                 style = self.styles.get(record["style"])
             palette = parse_colors(list(record["colors"])) if record.get("colors") else None
+            lighting = normalise_lighting(record.get("lighting"))  # "Golden_Hour" as well
         except (InvalidRequestError, TypeError, ValueError):
             return None
         effect = style.effect if style else None
         if effect is not None and effect not in _engine().EFFECTS:
             return None
-        return _Scene(prompt=record["prompt"], seed=record["seed"],
-                      lighting=record.get("lighting"),
+        return _Scene(prompt=record["prompt"], seed=record["seed"], lighting=lighting,
                       palette=tuple(palette) if palette else None,
                       texture=record.get("texture"), effect=effect)
 
