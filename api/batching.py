@@ -21,11 +21,13 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError, field_error, invalid_request
-from api.generation import build_request, check_webhook
+from api.generation import build_request, check_webhook, input_image
 from api.limits import QUEUE_FULL_RETRY_AFTER
 from api.schemas import BatchBody, GenerateBody
 from fractal import GenerationRequest, InvalidRequestError, StyleLibrary
-from fractal.images import decode_image
+from fractal.images import image_bytes
+from fractal.request import UPSCALE_FACTORS
+from fractal.validation import check_upscale
 from workers.db import Database
 from workers.db import batches as batch_store
 from workers.db.batches import NewItem
@@ -223,18 +225,28 @@ def _plan_item(plan: BatchPlan, item: GenerateBody, index: int, default_format: 
             return
     image_ref = None
     if item.image is not None:
-        image_ref = plan.image_refs.get(item.image)
+        upscale = item.input_type == "upscale"
+        # An upscale's input keeps its record (see input_image): stored apart from others.
+        ref = f"upscale:{item.image}" if upscale else item.image
+        image_ref = plan.image_refs.get(ref)
         if item.image in plan.bad_images:
             return
         if image_ref is None:
             try:
-                plan.images.append(decode_image(item.image))
+                plan.images.append(input_image(image_bytes(item.image), upscale))
             except InvalidRequestError as exc:
                 plan.bad_images.add(item.image)
                 for error in invalid_request(exc).errors():
                     errors.add(where(list(error["loc"][1:])), error, index)
                 return
-            image_ref = plan.image_refs[item.image] = len(plan.images) - 1
+            image_ref = plan.image_refs[ref] = len(plan.images) - 1
+        if upscale and item.scale in (None, *UPSCALE_FACTORS):
+            try:  # checked here: the item is checked below with a placeholder image
+                check_upscale(plan.images[image_ref].size, item.scale or 2)
+            except InvalidRequestError as exc:
+                for error in invalid_request(exc).errors():
+                    errors.add(where(list(error["loc"][1:])), error, index)
+                return
         item = item.model_copy(update={"image": _PLACEHOLDER})
     try:
         request, _ = build_request(item, None, settings, styles)

@@ -23,10 +23,11 @@ from api.idempotency import Idempotency
 from api.jsonbody import is_json, read_json
 from api.limits import MAX_BODY_BYTES, MAX_FORM_FIELDS, QUEUE_FULL_RETRY_AFTER, QUOTA_RETRY_AFTER
 from api.model_access import resolve_model
-from api.schemas import GenerateBody
+from api.schemas import GenerateBody, HiresOptions
 from fractal import GenerationRequest, InvalidRequestError, StyleLibrary
-from fractal.images import MAX_IMAGE_BYTES, decode_image, load_image
-from fractal.validation import MAX_SEED, check_request
+from fractal.images import MAX_IMAGE_BYTES, image_bytes, load_image
+from fractal.record import attach_record, record_from_png
+from fractal.validation import MAX_SEED, check_request, check_upscale
 from workers import job_errors, netguard
 from workers.db import Database, Job, JobStatus
 from workers.db import jobs as job_store
@@ -37,7 +38,7 @@ from workers.storage import Storage, StorageError
 from workers.task_queue import TaskQueue
 
 __all__ = ["Submission", "admit", "build_request", "check_webhook", "enqueue", "fetch_image",
-           "job_failure", "read_body"]
+           "input_image", "job_failure", "read_body"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,23 +115,37 @@ def build_request(body: GenerateBody, upload: bytes | None, settings: Settings,
             steps=body.steps, guidance=body.guidance, seed=seed, scheduler=body.scheduler,
             style=body.style, lighting=body.lighting, colors=body.colors,
             texture=body.texture, strength=body.strength, n=body.n,
-            model=resolve_model(body.model, settings),
+            model=resolve_model(body.model, settings), scale=body.scale,
+            hires=body.hires.model_dump(exclude_none=True)
+            if isinstance(body.hires, HiresOptions) else body.hires,
         )
         check_request(request, has_image=has_image)
         if request.style is not None:
             styles.get(request.style)  # unknown: a 422 listing the valid names
         if body.webhook is not None:
             check_webhook(["body", "webhook"], body.webhook, settings)
+        upscale = request.input_type == "upscale"
         image = None
         if body.image is not None:
-            image = decode_image(body.image)
+            image = input_image(image_bytes(body.image), upscale)
         elif upload is not None:
-            image = load_image(upload)
+            image = input_image(upload, upscale)
         elif body.image_url is not None:
-            image = fetch_image(body.image_url, settings)
+            image = fetch_image(body.image_url, settings, upscale)
+        if image is not None and upscale:
+            check_upscale(image.size, request.scale or 2)
     except InvalidRequestError as exc:
         raise invalid_request(exc, rename=rename) from None
     return request, image
+
+
+def input_image(data: bytes, upscale: bool = False, argument: str = "image") -> Image.Image:
+    """A caller's image file, decoded safely (no metadata survives). The input of an upscale
+    keeps one thing: the record of an image this library made, parsed and written anew, so
+    the worker's engine can draw that scene again larger (the stored input is a PNG)."""
+    image = load_image(data, argument)
+    record = record_from_png(data) if upscale else None
+    return attach_record(image, record) if record is not None else image
 
 
 def _check_url_syntax(field: str, url: str) -> None:
@@ -157,7 +172,7 @@ def check_webhook(loc: list[str | int], url: str, settings: Settings) -> None:
         raise field_error(loc, f"cannot be reached: {exc}", url) from None
 
 
-def fetch_image(url: str, settings: Settings) -> Image.Image:
+def fetch_image(url: str, settings: Settings, upscale: bool = False) -> Image.Image:
     """The image behind an ``image_url``, fetched under the address rules and decoded by the
     library's safe decoder; a 422 naming ``image_url`` if anything is wrong."""
     try:
@@ -169,7 +184,7 @@ def fetch_image(url: str, settings: Settings) -> Image.Image:
     except netguard.FetchError as exc:
         raise field_error(["body", "image_url"], f"could not be fetched: {exc}", url) from None
     # Bytes, never the URL string: load_image reads a str as a local path.
-    return load_image(result.content, argument="image_url")
+    return input_image(result.content, upscale, argument="image_url")
 
 
 class Submission:

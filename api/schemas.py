@@ -19,6 +19,7 @@ __all__ = [
     "ErrorDetail",
     "GenerateBody",
     "GenerateResult",
+    "HiresOptions",
     "JobList",
     "JobOut",
     "ModelInfo",
@@ -28,6 +29,7 @@ __all__ = [
     "StyleInfo",
     "StyleList",
     "Timings",
+    "UpscaleBody",
 ]
 
 OutputFormat = Literal["png", "webp", "jpeg"]
@@ -42,6 +44,20 @@ def no_bools(value: Any) -> Any:
     return value
 
 
+class HiresOptions(BaseModel):
+    """Two-pass high resolution forced on, with these refine settings."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    strength: float | None = Field(default=None, description="0.01..1; default 0.35.")
+    steps: int | None = Field(default=None, description="Refine steps actually run.")
+
+    @field_validator("strength", "steps", mode="before")
+    @classmethod
+    def _no_bools(cls, value: Any) -> Any:
+        return no_bools(value)
+
+
 class GenerateBody(BaseModel):
     """POST /generate: the product README's ``{"input_type", "content"}`` plus every option."""
 
@@ -49,7 +65,7 @@ class GenerateBody(BaseModel):
     # `strict`; FastAPI-read bodies take this config's.
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    input_type: Literal["text", "image", "hybrid"] = "text"
+    input_type: Literal["text", "image", "hybrid", "upscale"] = "text"
     content: str | None = Field(default=None, description="The prompt (README name).")
     prompt: str | None = Field(default=None, description="The prompt; alias of `content`.")
     image: str | None = Field(default=None,
@@ -74,6 +90,12 @@ class GenerateBody(BaseModel):
     strength: float | None = None
     n: int = 1
     model: str | None = Field(default=None, min_length=1, max_length=255)
+    scale: int | None = Field(default=None, description="input_type `upscale`: the result is "
+                              "`scale` (2 or 4) times the image; default 2.")
+    hires: Literal["auto", "off"] | HiresOptions | None = Field(
+        default=None, description="Text-to-image beyond the model's native size: `auto` "
+        "(the default) renders at the native size, upscales and refines; `off` renders in "
+        "one pass; an object forces two passes with these refine settings.")
     output_format: OutputFormat = "png"
     webhook: str | None = Field(
         default=None, max_length=2048,
@@ -82,7 +104,28 @@ class GenerateBody(BaseModel):
                     "ends; see docs/webhooks.md.")
 
     @field_validator("width", "height", "steps", "seed", "n", "guidance", "texture", "strength",
-                     mode="before")
+                     "scale", mode="before")
+    @classmethod
+    def _no_bools(cls, value: Any) -> Any:
+        return no_bools(value)
+
+
+class UpscaleBody(BaseModel):
+    """POST /jobs/{id}/upscale: one of a finished job's images, made larger."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    index: int = Field(default=0, description="Which of the job's images (`outputs[].index`).")
+    scale: int = Field(default=2, description="2 or 4: the result is `scale` times the image.")
+    prompt: str | None = Field(default=None, description="Guides a diffusion model's detail "
+                               "pass; unset: none.")
+    strength: float | None = Field(default=None, description="0..1: how much a diffusion "
+                                   "model repaints; default 0.3.")
+    seed: int | None = Field(default=None, description="Unset: a random seed, returned.")
+    output_format: OutputFormat | None = Field(default=None,
+                                               description="Default: the job's own.")
+
+    @field_validator("index", "scale", "strength", "seed", mode="before")
     @classmethod
     def _no_bools(cls, value: Any) -> Any:
         return no_bools(value)

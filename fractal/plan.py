@@ -11,11 +11,10 @@ from typing import Any
 from PIL import Image
 
 from fractal.controls import normalise_lighting, parse_colors, prompt_fragments
-from fractal.errors import InvalidRequestError
 from fractal.request import GenerationRequest
 from fractal.schedulers import check_scheduler
 from fractal.styles import Style, StyleLibrary
-from fractal.validation import MAX_SEED, MAX_SIDE, check_request
+from fractal.validation import MAX_SEED, MAX_SIDE, check_request, check_upscale
 
 __all__ = ["HIRES_FACTOR", "HiresPass", "ModelDefaults", "RenderPlan", "build_plan"]
 
@@ -99,14 +98,7 @@ def _size(
     request: GenerationRequest, init: Image.Image | None, defaults: ModelDefaults
 ) -> tuple[int, int]:
     if request.input_type == "upscale" and init is not None:
-        scale = request.scale or 2
-        width, height = init.width * scale, init.height * scale
-        if max(width, height) > MAX_SIDE:
-            largest = max(1, MAX_SIDE // max(init.size))
-            raise InvalidRequestError(
-                "scale", scale, f"would make a {width}x{height} image; sides are at most "
-                f"{MAX_SIDE}" + (f" (the largest scale for this image is {largest})"
-                                 if largest >= 2 else " (this image is too large to upscale)"))
+        width, height = check_upscale(init.size, request.scale or 2)
         return _snap(width, defaults.size_multiple), _snap(height, defaults.size_multiple)
     if request.width and request.height:
         return request.width, request.height

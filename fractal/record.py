@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import platform
+import zlib
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import metadata
@@ -12,7 +14,8 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
-__all__ = ["PARAMETERS_KEY", "RECORD_KEY", "GenerationRecord", "attach_record", "read_record"]
+__all__ = ["PARAMETERS_KEY", "RECORD_KEY", "GenerationRecord", "attach_record", "parse_record",
+           "read_record", "record_from_png"]
 
 PARAMETERS_KEY = "parameters"  # the key A1111, ComfyUI importers and civitai read
 RECORD_KEY = "spec2fractal"
@@ -122,3 +125,94 @@ def read_record(image: Image.Image) -> GenerationRecord | None:
     """The record of an image this library made (in memory or reopened from a saved PNG)."""
     text = image.info.get(RECORD_KEY)
     return GenerationRecord.from_json(text) if text else None
+
+
+# A record's JSON is a few kB (prompts are at most 4000 characters); a text chunk far larger
+# than this is not one of ours, and is not read.
+MAX_RECORD_BYTES = 256 * 1024
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_MAX_PNG_CHUNKS = 1000  # our own PNGs hold a handful before their pixels
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "input_type": (str,), "prompt": (str,), "negative_prompt": (str,), "sampler": (str,),
+    "model": (str,), "width": (int,), "height": (int,), "steps": (int,), "seed": (int,),
+    "index": (int,), "batch_size": (int,), "guidance": (int, float),
+}
+_OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
+    "user_prompt": (str,), "style": (str,), "lighting": (str,), "colors": (list,),
+    "texture": (int, float), "strength": (int, float), "scale": (int,), "passes": (list,),
+    "versions": (dict,),
+}
+
+
+def parse_record(data: Any) -> GenerationRecord | None:
+    """A record from untrusted data (JSON text or a decoded dict), or None when it is not a
+    well-typed one. Its values are not checked beyond their types: whoever acts on them
+    checks them as it would a request's."""
+    try:
+        if isinstance(data, (str, bytes)):
+            if len(data) > MAX_RECORD_BYTES:
+                return None
+            data = json.loads(data)
+        if not isinstance(data, dict) or not all(isinstance(key, str) for key in data):
+            return None
+        for name, types in _FIELD_TYPES.items():
+            if not _typed(data.get(name), types):
+                return None
+        for name, types in _OPTIONAL_TYPES.items():
+            if data.get(name) is not None and not _typed(data[name], types):
+                return None
+        if any(not isinstance(color, str) for color in data.get("colors") or ()) or \
+                any(not isinstance(entry, dict) for entry in data.get("passes") or ()):
+            return None
+        return GenerationRecord(**data)
+    except (ValueError, TypeError, RecursionError):  # bad JSON, unknown or missing fields
+        return None
+
+
+def _typed(value: Any, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) or not isinstance(value, types):
+        return False
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def record_from_png(data: bytes) -> GenerationRecord | None:
+    """The record in a PNG file's text chunks (``tEXt`` or ``iTXt``, before its pixels), read
+    without a decoder: a bounded walk over the chunk list. None for anything else (another
+    format, no record, a damaged or hostile chunk)."""
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    pos, key = len(_PNG_SIGNATURE), RECORD_KEY.encode("latin-1") + b"\0"
+    for _ in range(_MAX_PNG_CHUNKS):
+        if pos + 8 > len(data):
+            return None
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        if kind in (b"IDAT", b"IEND") or pos + 12 + length > len(data):
+            return None
+        start = pos + 8
+        if kind in (b"tEXt", b"iTXt") and length <= MAX_RECORD_BYTES + 64 and \
+                data.startswith(key, start):
+            text = _chunk_text(kind, data[start + len(key):start + length])
+            if text is not None:
+                return parse_record(text)
+        pos += 12 + length
+    return None
+
+
+def _chunk_text(kind: bytes, rest: bytes) -> str | None:
+    if kind == b"tEXt":
+        return rest.decode("latin-1")
+    if kind != b"iTXt" or len(rest) < 2:
+        return None
+    compressed, rest = rest[0], rest[2:]
+    _language, _, rest = rest.partition(b"\0")
+    _translated, _, text = rest.partition(b"\0")
+    try:
+        if compressed:
+            inflater = zlib.decompressobj()
+            text = inflater.decompress(text, MAX_RECORD_BYTES + 1)  # bounded: no zip bomb
+            if len(text) > MAX_RECORD_BYTES:
+                return None
+        return text.decode("utf-8")
+    except (zlib.error, UnicodeDecodeError):
+        return None

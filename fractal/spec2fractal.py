@@ -15,9 +15,22 @@ from fractal.backends.base import Backend, StepCallback
 from fractal.backends.engine import ENGINE_NAME, EngineBackend
 from fractal.corender import group_plans
 from fractal.errors import GenerationCancelled, InvalidRequestError, Spec2FractalError
-from fractal.images import ImageSource, decode_image, load_image
-from fractal.plan import HIRES_FACTOR, ModelDefaults, RenderPlan, build_plan, hires_pass
-from fractal.record import GenerationRecord, attach_record
+from fractal.images import ImageSource, image_bytes, load_image
+from fractal.plan import (
+    HIRES_FACTOR,
+    UPSCALE_STRENGTH,
+    ModelDefaults,
+    RenderPlan,
+    build_plan,
+    hires_pass,
+)
+from fractal.record import (
+    RECORD_KEY,
+    GenerationRecord,
+    attach_record,
+    parse_record,
+    record_from_png,
+)
 from fractal.request import GenerationRequest
 from fractal.styles import StyleLibrary
 from fractal.validation import check_request
@@ -74,7 +87,7 @@ class Spec2Fractal:
         self._names = {(model or ENGINE_NAME).strip().lower()}
         self._backend: Backend
         if model is None or model.strip().lower() == ENGINE_NAME:
-            self._backend = EngineBackend()
+            self._backend = EngineBackend(self.styles)
         else:
             from fractal.backends.diffusion import DiffusionBackend
             from fractal.device import resolve_device, resolve_dtype
@@ -115,8 +128,8 @@ class Spec2Fractal:
         if not isinstance(request, GenerationRequest):
             request = GenerationRequest.from_dict(request)
         check_request(request)
-        init_image = decode_image(request.image) if request.image is not None else None
-        return self._run(request, init_image, on_progress, cancel)
+        init_image, source = _request_image(request)
+        return self._run(request, init_image, on_progress, cancel, source)
 
     def generate_many(
         self,
@@ -144,8 +157,7 @@ class Spec2Fractal:
                 if not isinstance(request, GenerationRequest):
                     request = GenerationRequest.from_dict(request)
                 check_request(request)
-                image = decode_image(request.image) if request.image is not None else None
-                plans[index] = self._plan(request, image)
+                plans[index] = self._plan(request, *_request_image(request))
             except InvalidRequestError as exc:
                 results[index] = exc
         for members in group_plans(plans):
@@ -245,6 +257,30 @@ class Spec2Fractal:
         images = self._run(request, load_image(image), on_progress, cancel)
         return images[0] if n == 1 else images
 
+    def upscale(
+        self,
+        image: ImageSource,
+        scale: int = 2,
+        prompt: str | None = None,
+        strength: float = UPSCALE_STRENGTH,
+        seed: int | None = None,
+        *,
+        on_progress: ProgressCallback | None = None,
+        cancel: CancelHook | None = None,
+    ) -> Image.Image:
+        """``image`` (PIL image, path or bytes) made ``scale`` (2 or 4) times larger, with
+        more detail: one image.
+
+        An image this engine drew from a prompt (its record says so) is drawn again at the
+        new size: the same scene with more detail. Others are resampled (Lanczos) and given a
+        detail pass; a diffusion model refines the enlargement at ``strength`` (0..1).
+        """
+        request = GenerationRequest(input_type="upscale", prompt=prompt, strength=strength,
+                                    seed=seed, scale=scale)
+        check_request(request, has_image=True)
+        source = load_image(image)
+        return self._run(request, source, on_progress, cancel, _source_record(image))[0]
+
     # -- the work --------------------------------------------------------------------------
 
     def _run(
@@ -253,8 +289,9 @@ class Spec2Fractal:
         init_image: Image.Image | None,
         on_progress: ProgressCallback | None,
         cancel: CancelHook | None,
+        source_record: dict[str, Any] | None = None,
     ) -> list[Image.Image]:
-        plan = self._plan(request, init_image)
+        plan = self._plan(request, init_image, source_record)
         on_step = _step_hook(on_progress, cancel)
         on_step(0, plan.steps, None)  # a render cancelled before it starts never starts
         logger.info("rendering %d image(s) %dx%d with %s, seed %d",
@@ -263,13 +300,14 @@ class Spec2Fractal:
             images = self._backend.render(plan, on_step)
         return self._finish(plan, images)
 
-    def _plan(self, request: GenerationRequest, init_image: Image.Image | None) -> RenderPlan:
+    def _plan(self, request: GenerationRequest, init_image: Image.Image | None,
+              source_record: dict[str, Any] | None = None) -> RenderPlan:
         if request.model is not None and \
                 request.model.strip().lower() not in {*self._names, self.model.lower()}:
             raise InvalidRequestError("model", request.model,
                                       f"is not the loaded model ({self.model!r})")
         plan = build_plan(request, init_image, styles=self.styles, defaults=self.defaults,
-                          hires_factor=self.hires_factor)
+                          hires_factor=self.hires_factor, source_record=source_record)
         self._backend.check(plan)
         self._check_memory(request, plan)
         return plan
@@ -347,6 +385,36 @@ def _step_hook(on_progress: ProgressCallback | None, cancel: CancelHook | None) 
             on_progress(step, total, preview)
 
     return on_step
+
+
+def _request_image(request: GenerationRequest
+                   ) -> tuple[Image.Image | None, dict[str, Any] | None]:
+    """A request's input image, and for an upscale the record it carries (see
+    :func:`_source_record`)."""
+    if request.image is None:
+        return None, None
+    data = image_bytes(request.image)
+    image = load_image(data)
+    return image, _source_record(data) if request.input_type == "upscale" else None
+
+
+def _source_record(source: ImageSource) -> dict[str, Any] | None:
+    """The record of an image this library made, as a dict; None for any other image.
+
+    The image's own metadata never reaches a render (``load_image`` strips it all): only a
+    record that parses as one is kept, and the backend checks its values before it uses
+    them. It is read from the PNG's text chunk (or, for a PIL image, from ``info``)."""
+    record: GenerationRecord | None = None
+    if isinstance(source, Image.Image):
+        record = parse_record(source.info.get(RECORD_KEY))
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        record = record_from_png(bytes(source))
+    elif isinstance(source, (str, Path)):
+        try:
+            record = record_from_png(Path(source).read_bytes())  # load_image checked its size
+        except OSError:
+            record = None
+    return record.to_dict() if record is not None else None
 
 
 def _colors(colors: Any) -> Any:

@@ -22,6 +22,7 @@ __all__ = [
     "MAX_STEPS",
     "check_hires",
     "check_request",
+    "check_upscale",
 ]
 
 MAX_SIDE = 4096
@@ -98,6 +99,19 @@ def check_hires(hires: Any, input_type: str) -> None:
         raise InvalidRequestError("hires", hires, "applies only to input_type 'text'")
     check_float("hires.strength", hires.get("strength"), 0.01, 1.0)
     check_int("hires.steps", hires.get("steps"), 1, MAX_STEPS)
+
+
+def check_upscale(size: tuple[int, int], scale: int) -> tuple[int, int]:
+    """The size of an upscale of an image of ``size`` by ``scale``; a result with a side
+    over MAX_SIDE is refused, naming ``scale`` and the largest that fits."""
+    width, height = size[0] * scale, size[1] * scale
+    if max(width, height) > MAX_SIDE:
+        fitting = [factor for factor in UPSCALE_FACTORS if max(size) * factor <= MAX_SIDE]
+        raise InvalidRequestError(
+            "scale", scale, f"would make a {width}x{height} image; sides are at most "
+            f"{MAX_SIDE}" + (f" (the largest scale for this image is {max(fitting)})"
+                             if fitting else " (this image is too large to upscale)"))
+    return width, height
 
 
 def check_request(request: GenerationRequest, *, has_image: bool | None = None) -> None:

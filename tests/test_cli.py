@@ -81,6 +81,32 @@ def test_bad_input_is_one_clear_line(args: list[str], message: str, tmp_path: Pa
     assert not list(tmp_path.glob("*.png"))
 
 
+def test_upscale_draws_an_engine_image_again_and_resamples_others(tmp_path: Path) -> None:
+    drawn = tmp_path / "lake.png"
+    assert run("generate", "a lake at dawn", "-o", str(drawn), "--size", "96x64", "--seed",
+               "3").returncode == 0
+    result = run("upscale", str(drawn), "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "lake-x2.png"
+    assert Image.open(out).size == (192, 128) and "engine re-render" in result.stdout
+    assert read_record(Image.open(out)).scale == 2
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (50, 40), (90, 20, 160)).save(photo)
+    result = run("upscale", str(photo), "--scale", "4", "-o", str(tmp_path / "big.webp"),
+                 "--strength", "0.5")
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "big.webp").size == (200, 160)
+    assert "Lanczos + detail" in result.stdout
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (1100, 20)).save(wide)
+    for args, message in (([str(photo), "--scale", "3"], "`scale`"),
+                          ([str(wide), "--scale", "4"], "largest scale for this image is 2"),
+                          ([str(tmp_path / "missing.png")], "cannot be read")):
+        refused = run("upscale", *args)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+
+
 def test_styles_and_models_list_what_is_available() -> None:
     styles = run("styles")
     assert styles.returncode == 0

@@ -80,7 +80,8 @@ STORE_INTERNAL_ERROR = JobError(job_errors.INTERNAL, "internal error while stori
 Requeue = Callable[[str, str, float], None]
 
 # Request fields that must match for jobs to share a pipeline call (style may set defaults).
-_CORENDER_FIELDS = ("width", "height", "steps", "guidance", "scheduler", "strength", "style")
+_CORENDER_FIELDS = ("width", "height", "steps", "guidance", "scheduler", "strength", "style",
+                    "scale", "hires")
 
 
 @dataclass
@@ -144,7 +145,8 @@ class _Throttled:
 
 def _corender_key(job: Job) -> tuple[Any, ...]:
     request = job.request or {}
-    kind = "text" if request.get("input_type", "text") == "text" else "image"
+    input_type = request.get("input_type", "text")
+    kind = input_type if input_type in ("text", "upscale") else "image"
     return (job.model, kind, *(request.get(name) for name in _CORENDER_FIELDS))
 
 

@@ -7,6 +7,7 @@ import {
   batchItemParams, fillParams, installForm, randomSeed, setMaxima, setModels, submitParams,
 } from "./form.js";
 import { installGallery, loadGallery, setStyleFilter } from "./gallery.js";
+import { upscaleJob } from "./jobs.js";
 import { installKeyForm } from "./keys.js";
 import { trackJob } from "./live.js";
 import { installNotices, showNotice } from "./notice.js";
@@ -50,6 +51,18 @@ async function useAsInput(output, params) {
   }
 }
 
+// Upscale ×2: a new job on the server, followed live as any render is.
+async function upscale(job, output, params) {
+  try {
+    const started = await upscaleJob(job.id, output.index, 2);
+    onJob(started, { ...params, input_type: "upscale", prompt: `Upscale ×2: ${params.prompt || "image"}` });
+    $("live").scrollIntoView({ block: "start" });
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    showNotice(`That image could not be upscaled: ${error.message}`);
+  }
+}
+
 // Everything behind the key: loaded at start and again whenever the key changes.
 async function loadKeyed() {
   resetCompare();
@@ -74,7 +87,7 @@ async function start() {
   installForm({ onJob });
   installGallery({
     onReuse: reuse, onVariation: variation, onUseAsInput: useAsInput,
-    onComparePick: pickForCompare,
+    onUpscale: upscale, onComparePick: pickForCompare,
   });
   installCompare();
   installBatches({ itemParams: batchItemParams });

@@ -1,6 +1,7 @@
 // The gallery: the caller's jobs, newest first, a page at a time ("Load more"), filtered by
 // status, style and model on the server. Each image shows its parameters (its record) and
-// offers download, reuse in the form, a variation (new seed), use as input, and compare.
+// offers download, reuse in the form, a variation (new seed), use as input, upscale ×2, and
+// compare.
 
 import { ApiError } from "./api.js";
 import { listJobs, paramsOf } from "./jobs.js";
@@ -145,6 +146,7 @@ function entryCard(job, output) {
   );
   if (output) {
     actions.append(button("Use as input", captionId, () => handlers.onUseAsInput(output, reuse)));
+    actions.append(button("Upscale ×2", captionId, () => handlers.onUpscale(job, output, reuse)));
     const pick = document.createElement("label");
     pick.className = "compare-pick";
     const box = document.createElement("input");

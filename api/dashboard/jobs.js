@@ -23,6 +23,14 @@ export async function submitJob(params, image) {
   return data.job ?? data; // 202: the job; 200 (already finished): {job, ...}
 }
 
+// One of a finished job's images, larger, as a new job (the server reads the image itself).
+export async function upscaleJob(id, index, scale = 2) {
+  const { data } = await api(`/jobs/${encodeURIComponent(id)}/upscale`, {
+    method: "POST", json: { index, scale }, headers: { Prefer: "respond-async" },
+  });
+  return data.job ?? data;
+}
+
 export async function cancelJob(id) {
   return (await api(`/jobs/${encodeURIComponent(id)}/cancel`, { method: "POST" })).data;
 }

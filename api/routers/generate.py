@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
-from api.auth import CallerDep
+from api.auth import Caller, CallerDep
 from api.deps import DatabaseDep, FinishedDep, QueueDep, SettingsDep, StorageDep, StylesDep
-from api.errors import ApiError
+from api.errors import ApiError, field_error, invalid_request
 from api.generation import Submission, enqueue, job_failure, read_body
 from api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from api.idempotency import Idempotency
 from api.jobview import UrlMaker, job_out
 from api.jsonbody import JsonRoute
-from api.polling import wait_for_job
-from api.schemas import GenerateBody, GenerateResult, JobOut
+from api.polling import load_job, wait_for_job
+from api.schemas import GenerateBody, GenerateResult, JobOut, UpscaleBody
+from fractal import GenerationRequest, InvalidRequestError
+from fractal.images import load_image
+from fractal.record import attach_record, parse_record
+from fractal.validation import MAX_SEED, check_request, check_upscale
 from workers.db import Job, JobStatus
 from workers.settings import Settings
-from workers.storage import Storage
+from workers.storage import Storage, StorageError
 
 __all__ = ["router"]
 
@@ -83,6 +89,89 @@ async def generate(request: Request, settings: SettingsDep, database: DatabaseDe
         return _answer(job, job_id, request, settings, storage, respond_async)
 
     return await idempotency.run(work)
+
+
+@router.post(
+    "/jobs/{job_id}/upscale", response_model=GenerateResult, tags=["jobs"],
+    responses={202: {"model": JobOut, "description": "Still running: poll the Location."},
+               404: {"description": "No such job (or another key's)."},
+               409: {"description": "The job has not succeeded (yet), or was cancelled."},
+               429: {"description": "Rate limit or the key's job quota; see Retry-After."},
+               502: {"description": "The render failed on the server."},
+               503: {"description": "Queue full or a backend down; see Retry-After."}},
+)
+async def upscale_job(job_id: str, request: Request, settings: SettingsDep,
+                      database: DatabaseDep, storage: StorageDep, queue: QueueDep,
+                      caller: CallerDep, finished: FinishedDep,
+                      body: UpscaleBody | None = None,
+                      prefer: Annotated[str | None, Header()] = None,
+                      idempotency_key: Annotated[str | None, Header(
+                          alias=IDEMPOTENCY_HEADER, description="Retry safely: the same key "
+                          "and body replay the first response.")] = None) -> JSONResponse:
+    """One of a finished job's images, ``scale`` times larger, as a new job (answered as
+    POST /generate answers): the image is read from storage, not sent again. The built-in
+    engine draws its own text renders again at the new size. No body: ``{"index": 0,
+    "scale": 2}``."""
+    body = body if body is not None else UpscaleBody()
+    # 1. The job: the caller's own, finished, with that image.
+    job = await load_job(database, job_id, caller.owner)
+    if job is None:
+        raise ApiError(404, "job not found", job_id=job_id)
+    if JobStatus(job.status) is not JobStatus.SUCCEEDED:
+        raise ApiError(409, f"the job has not succeeded (it is {job.status}); only a "
+                       f"finished job's images can be upscaled", job_id=job_id)
+    outputs = {output.get("index"): output for output in job.outputs or ()}
+    if body.index not in outputs:
+        raise field_error(["body", "index"], f"the job has {len(outputs)} image(s); give "
+                          f"an index from 0 to {len(outputs) - 1}", body.index)
+    idempotency = Idempotency.of(idempotency_key, database, settings, caller,
+                                 f"upscale:{job_id}", fingerprint(body))
+
+    async def work(guard: Idempotency) -> JSONResponse:
+        # 2.-3. Its image and record as the new job's input; checked, admitted, queued.
+        new_id = await run_in_threadpool(_submit_upscale, job, outputs[body.index], body,
+                                         Submission(database, storage, queue), settings,
+                                         caller, guard)
+        # 4. Wait for the image, up to the Prefer header's patience.
+        respond_async, wait = _prefer(prefer, settings.sync_timeout)
+        done = await wait_for_job(database, new_id, 0 if respond_async else wait, finished,
+                                  just_queued=True)
+        return _answer(done, new_id, request, settings, storage, respond_async)
+
+    return await idempotency.run(work)
+
+
+def _submit_upscale(job: Job, output: dict[str, Any], body: UpscaleBody,
+                    submission: Submission, settings: Settings, caller: Caller,
+                    guard: Idempotency) -> str:
+    """The new job's id. Blocking."""
+    generation = GenerationRequest(
+        input_type="upscale", prompt=body.prompt, strength=body.strength, scale=body.scale,
+        seed=body.seed if body.seed is not None else secrets.randbelow(MAX_SEED + 1),
+        model=job.model or None)
+    try:
+        check_request(generation, has_image=True)
+    except InvalidRequestError as exc:
+        raise invalid_request(exc) from None
+    try:
+        data = submission.storage.get(output["key"])
+    except StorageError as exc:
+        raise ApiError(503, "image storage is unavailable; try again later",
+                       headers={"Retry-After": "10"}, job_id=job.id) from exc
+    try:
+        image = load_image(data)
+        check_upscale(image.size, generation.scale or 2)
+    except InvalidRequestError as exc:
+        raise invalid_request(exc) from None
+    # The job's stored record (its PNG may be a WebP or JPEG without one) goes with the
+    # input, so the engine can draw that scene again at the new size.
+    record = parse_record(output.get("record"))
+    if record is not None:
+        attach_record(image, record)
+    new_id = submission.submit(generation, image, body.output_format or job.output_format,
+                               caller.owner, admission=settings)
+    guard.attach_blocking(new_id)
+    return new_id
 
 
 def _answer(job: Job | None, job_id: str, request: Request, settings: Settings,

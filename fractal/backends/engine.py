@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -9,8 +10,12 @@ import numpy as np
 from PIL import Image
 
 from fractal.backends.base import PREVIEW_SIDE, StepCallback
+from fractal.controls import normalise_lighting, parse_colors
 from fractal.errors import InvalidRequestError
 from fractal.plan import ModelDefaults, RenderPlan
+from fractal.request import GenerationRequest
+from fractal.styles import Style, StyleLibrary
+from fractal.validation import check_request
 
 __all__ = ["ENGINE_NAME", "EngineBackend"]
 
@@ -18,6 +23,7 @@ ENGINE_NAME = "fractal"
 STEPS_PER_IMAGE = 10  # the progress bar's resolution for one engine render
 # Hybrid input: how much of the prompt's scene shows through the repainted image.
 HYBRID_SCENE_SHARE = 0.35
+RERENDER, RESAMPLE = "engine re-render", "Lanczos + detail"  # how an upscale is done
 
 
 def _engine() -> ModuleType:
@@ -35,10 +41,27 @@ def _preview(canvas: np.ndarray | None) -> Image.Image | None:
     return preview
 
 
+@dataclass(frozen=True)
+class _Scene:
+    """What a text render of the engine drew, read back from its record."""
+
+    prompt: str
+    seed: int
+    lighting: str | None
+    palette: tuple[tuple[int, int, int], ...] | None
+    texture: float | None
+    effect: str | None
+
+
 class EngineBackend:
+    """``styles``: the library that resolves the style an upscaled image's record names."""
+
     name = ENGINE_NAME
     defaults = ModelDefaults(width=1024, height=768, steps=STEPS_PER_IMAGE, guidance=0.0,
-                             controls_in_prompt=False)
+                             controls_in_prompt=False, two_pass=False)
+
+    def __init__(self, styles: StyleLibrary | None = None) -> None:
+        self.styles = styles if styles is not None else StyleLibrary()
 
     def check(self, plan: RenderPlan) -> None:
         if plan.style is not None and plan.style.effect not in (None, *_engine().EFFECTS):
@@ -50,7 +73,13 @@ class EngineBackend:
         return "Fractal"
 
     def passes(self, plan: RenderPlan) -> list[dict[str, Any]] | None:
-        return None
+        if plan.input_type != "upscale":
+            return None  # any size renders natively, in one pass
+        rerender = self._scene(plan) is not None
+        return [{"kind": "upscale", "width": plan.width, "height": plan.height,
+                 "steps": STEPS_PER_IMAGE, "strength": None if rerender else plan.strength,
+                 "upscaler": RERENDER if rerender else RESAMPLE, "tiles": 1, "tile": None,
+                 "vae_tile": None}]
 
     def render(self, plan: RenderPlan, on_step: StepCallback) -> list[Image.Image]:
         engine = _engine()
@@ -66,7 +95,20 @@ class EngineBackend:
                 done = offset + round(step * STEPS_PER_IMAGE / max(stage_total, 1))
                 on_step(min(done, total), total, _preview(canvas))
 
-            if source is None:
+            scene = self._scene(plan) if plan.input_type == "upscale" else None
+            if scene is not None:  # the same scene, drawn again at the new size
+                pixels = engine.render(
+                    scene.prompt, width=plan.width, height=plan.height, seed=scene.seed,
+                    lighting=scene.lighting, palette=scene.palette, texture=scene.texture,
+                    effect=scene.effect, progress=progress,
+                )
+            elif source is not None and plan.input_type == "upscale":
+                pixels = engine.upscale(
+                    source, width=plan.width, height=plan.height,
+                    strength=plan.strength if plan.strength is not None else 0.3,
+                    progress=progress,
+                )
+            elif source is None:
                 pixels = engine.render(
                     plan.prompt, width=plan.width, height=plan.height, seed=seed,
                     lighting=plan.lighting, palette=plan.palette, texture=plan.texture,
@@ -85,6 +127,37 @@ class EngineBackend:
                     ) -> list[list[Image.Image]]:
         # numpy already uses the CPU fully for one picture: a batch would gain nothing.
         return [self.render(plan, on_step) for plan in plans]
+
+    def _scene(self, plan: RenderPlan) -> _Scene | None:
+        """The scene of an upscale's source when this engine drew it from a prompt and the
+        result is exactly ``scale`` times its size; else None (the source is resampled).
+
+        The record came with the image, so it is checked as the request it stands for would
+        be: a forged one can ask for nothing a text request could not."""
+        record = plan.source_record
+        if not record or plan.scale is None or record.get("model") != ENGINE_NAME \
+                or record.get("input_type") != "text" \
+                or (plan.width, plan.height) != (record.get("width", 0) * plan.scale,
+                                                 record.get("height", 0) * plan.scale):
+            return None
+        try:
+            check_request(GenerationRequest(
+                input_type="text", prompt=record.get("prompt"), seed=record.get("seed"),
+                lighting=record.get("lighting"), colors=record.get("colors"),
+                texture=record.get("texture")))
+            style: Style | None = None
+            if record.get("style") is not None:
+                style = self.styles.get(record["style"])
+            palette = parse_colors(list(record["colors"])) if record.get("colors") else None
+            lighting = normalise_lighting(record.get("lighting"))  # "Golden_Hour" as well
+        except (InvalidRequestError, TypeError, ValueError):
+            return None
+        effect = style.effect if style else None
+        if effect is not None and effect not in _engine().EFFECTS:
+            return None
+        return _Scene(prompt=record["prompt"], seed=record["seed"], lighting=lighting,
+                      palette=tuple(palette) if palette else None,
+                      texture=record.get("texture"), effect=effect)
 
     @staticmethod
     def _hybrid_source(plan: RenderPlan, source: np.ndarray, seed: int) -> np.ndarray:

@@ -1,9 +1,10 @@
 """The built-in offline fractal engine: no weights, no GPU, numpy only.
 
-Two entry points, both pure functions of their arguments (deterministic per seed):
+Three entry points, pure functions of their arguments (deterministic per seed):
 
 * :func:`render` draws a picture from a prompt (text-to-image).
 * :func:`stylise` repaints an input picture (the engine's image-to-image).
+* :func:`upscale` enlarges a picture it did not draw (one it drew, it renders again larger).
 
 Scenes live in :mod:`fractal.engine.scene` (prompt vocabulary, terrain, water, sky, plants,
 abstract fractals); painterly effects and palette recolouring in :mod:`fractal.engine.paint`.
@@ -17,13 +18,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from fractal.engine.paint import EFFECTS, apply_effect, recolour
+from fractal.engine.paint.detail import enlarge, sharpen
 from fractal.engine.scene import LIGHTING_PRESETS, render_scene
 
 RGB = tuple[int, int, int]
 # progress(step, total, preview): preview is the current canvas (H, W, 3) uint8, or None.
 Progress = Callable[[int, int, "np.ndarray | None"], None]
 
-__all__ = ["EFFECTS", "LIGHTING_PRESETS", "Progress", "render", "stylise"]
+__all__ = ["EFFECTS", "LIGHTING_PRESETS", "Progress", "render", "stylise", "upscale"]
 
 _DEFAULT_IMAGE_EFFECT = "impressionist"
 
@@ -96,3 +98,24 @@ def stylise(
         painted = recolour(painted, palette, amount=0.7)
     mixed = image.astype(np.float32) * (1.0 - strength) + painted.astype(np.float32) * strength
     return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+
+
+def upscale(
+    image: np.ndarray,
+    *,
+    width: int,
+    height: int,
+    strength: float = 0.3,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """``image`` (H, W, 3) uint8 enlarged to ``width``×``height``: Lanczos, then a detail pass
+    whose strength follows ``strength`` (0 is plain Lanczos)."""
+    scale = max(width / image.shape[1], height / image.shape[0])
+    large = enlarge(image, width, height)
+    if progress is not None:
+        progress(1, 2, large)
+    # The blur an enlargement adds is about the scale wide: sharpen over that radius.
+    detailed = sharpen(large, strength, radius=max(1.0, 0.75 * scale))
+    if progress is not None:
+        progress(2, 2, detailed)
+    return detailed

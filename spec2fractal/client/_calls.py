@@ -283,12 +283,28 @@ def _drop_none(**params: Any) -> dict[str, Any]:
 def generate(config: ClientConfig, prompt: str | None, image: ImageInput | None,
              options: Mapping[str, Any], *, wait: bool, wait_timeout: float | None,
              idempotency_key: str | None) -> Call[Job]:
+    return (yield from _render(config, "/generate", generate_request(prompt, image, options),
+                               wait=wait, wait_timeout=wait_timeout,
+                               idempotency_key=idempotency_key))
+
+
+def upscale_job(config: ClientConfig, job_id: str, body: Mapping[str, Any], *, wait: bool,
+                wait_timeout: float | None, idempotency_key: str | None) -> Call[Job]:
+    """POST /jobs/{id}/upscale: one of a finished job's images, larger, as a new job."""
+    return (yield from _render(config, f"/jobs/{job_id}/upscale",
+                               {"json": _drop_none(**body)}, wait=wait,
+                               wait_timeout=wait_timeout, idempotency_key=idempotency_key))
+
+
+def _render(config: ClientConfig, path: str, content: Mapping[str, Any], *, wait: bool,
+            wait_timeout: float | None, idempotency_key: str | None) -> Call[Job]:
+    """A POST that makes a render job, answered as POST /generate answers; with ``wait``,
+    the job once finished."""
     prefer = config.prefer_wait() if wait else None
     headers = {"Prefer": prefer or "respond-async"}
     if idempotency_key is not None:
         headers["Idempotency-Key"] = idempotency_key
-    answer = yield from call_json(config, "POST", "/generate", headers=headers,
-                                  **generate_request(prompt, image, options))
+    answer = yield from call_json(config, "POST", path, headers=headers, **content)
     job = Job.model_validate(answer["job"] if "job_id" in answer else answer)
     if wait and not job.finished:
         job = yield from wait_for_job(config, job.id, wait_timeout)

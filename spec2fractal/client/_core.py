@@ -52,7 +52,8 @@ POLL_FIRST = 0.05  # waiting on a job: the first look, then 1.5× longer each ti
 POLL_MAX = 1.0  # ... up to this
 IMAGE_FIELDS = ("input_type", "image", "negative_prompt", "width", "height", "steps",
                 "guidance", "seed", "scheduler", "style", "lighting", "colors", "texture",
-                "strength", "n", "model", "output_format", "webhook", "image_url")
+                "strength", "n", "model", "output_format", "webhook", "image_url", "scale",
+                "hires")
 ImageInput = Image.Image | bytes | str | Path
 
 

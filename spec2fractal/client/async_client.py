@@ -36,6 +36,16 @@ class Images(Resource):
             idempotency_key=idempotency_key))
         return AsyncImageResult(job=job).bind(self._client._fetch)
 
+    async def upscale(self, image: ImageInput, scale: int = 2, *, prompt: str | None = None,
+                      strength: float | None = None, seed: int | None = None,
+                      wait: bool = True, wait_timeout: float | None = None,
+                      idempotency_key: str | None = None,
+                      **options: Any) -> AsyncImageResult:
+        return await self.generate(prompt, image=image, wait=wait, wait_timeout=wait_timeout,
+                                   idempotency_key=idempotency_key, **{
+                                       **options, "input_type": "upscale", "scale": scale,
+                                       "strength": strength, "seed": seed})
+
 
 @docs_from(sync_client.Jobs)
 class Jobs(Resource):
@@ -51,6 +61,18 @@ class Jobs(Resource):
 
     async def wait(self, job_id: str, *, timeout: float | None = None) -> Job:
         return await self._client._run(calls.wait_for_job(self._config, job_id, timeout))
+
+    async def upscale(self, job_id: str, *, index: int = 0, scale: int = 2,
+                      prompt: str | None = None, strength: float | None = None,
+                      seed: int | None = None, output_format: str | None = None,
+                      wait: bool = True, wait_timeout: float | None = None,
+                      idempotency_key: str | None = None) -> AsyncImageResult:
+        body = {"index": index, "scale": scale, "prompt": prompt, "strength": strength,
+                "seed": seed, "output_format": output_format}
+        job = await self._client._run(calls.upscale_job(
+            self._config, job_id, body, wait=wait, wait_timeout=wait_timeout,
+            idempotency_key=idempotency_key))
+        return AsyncImageResult(job=job).bind(self._client._fetch)
 
     async def stream(self, job_id: str) -> AsyncIterator[JobEvent]:
         # aclosing: a caller that stops early closes the stream's response now, not at exit.

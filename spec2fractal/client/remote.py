@@ -1,7 +1,7 @@
 """``Spec2Fractal(server=...)``: the library's calls, rendered by a Spec-2-Fractal server.
 
-The same ``generate``, ``generate_from_text`` and ``generate_from_image`` as local mode, with
-the same arguments and results: PIL images carrying their generation record in
+The same ``generate``, ``generate_from_text``, ``generate_from_image`` and ``upscale`` as local
+mode, with the same arguments and results: PIL images carrying their generation record in
 ``image.info`` (``read_record`` works), one image for ``n=1`` else a list. A request the
 server refuses raises the library's InvalidRequestError naming the argument; a cancelled
 render GenerationCancelled. ``on_progress`` and ``cancel`` follow the job's event stream.
@@ -93,6 +93,15 @@ class RemoteSpec2Fractal:
             image_file = image
         images = self._render(prompt, image_file, {**options, "n": n}, on_progress, cancel)
         return images[0] if n == 1 else images
+
+    def upscale(self, image: ImageInput, scale: int = 2, prompt: str | None = None,
+                strength: float | None = None, seed: int | None = None, *,
+                on_progress: Any = None, cancel: Any = None) -> Image.Image:
+        """``image`` made ``scale`` (2 or 4) times larger: one image, as the local
+        ``upscale`` gives it (an engine image keeps its record, so it is drawn again)."""
+        return self._render(prompt, image, {"input_type": "upscale", "scale": scale,
+                                            "strength": strength, "seed": seed},
+                            on_progress, cancel)[0]
 
     # -- the work --------------------------------------------------------------------------
 
