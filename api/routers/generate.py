@@ -125,7 +125,7 @@ async def upscale_job(job_id: str, request: Request, settings: SettingsDep,
         raise field_error(["body", "index"], f"the job has {len(outputs)} image(s); give "
                           f"an index from 0 to {len(outputs) - 1}", body.index)
     idempotency = Idempotency.of(idempotency_key, database, settings, caller,
-                                 f"upscale:{job_id}", fingerprint(body))
+                                 f"upscale:{job_id}", body)
 
     async def work(guard: Idempotency) -> JSONResponse:
         # 2.-3. Its image and record as the new job's input; checked, admitted, queued.
