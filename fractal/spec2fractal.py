@@ -19,7 +19,7 @@ from fractal.plan import HIRES_FACTOR, ModelDefaults, RenderPlan, build_plan
 from fractal.record import GenerationRecord, attach_record
 from fractal.request import GenerationRequest
 from fractal.styles import StyleLibrary
-from fractal.validation import check_request
+from fractal.validation import check_request, check_tiling
 
 if TYPE_CHECKING:
     import torch
@@ -38,6 +38,9 @@ class Spec2Fractal:
 
     ``model`` is a diffusers folder or hub id, or ``"fractal"`` (the default): the built-in
     offline engine. The model loads once, here; an instance renders one request at a time.
+    A text-to-image size over ``hires_factor`` × the model's native area renders in two
+    passes; a diffusion pass with a side over ``tile_size`` pixels (default: the native
+    side) denoises and decodes in tiles overlapping by ``tile_overlap`` (default: a quarter).
     """
 
     def __init__(
@@ -48,6 +51,8 @@ class Spec2Fractal:
         dtype: str | torch.dtype | None = None,
         styles: str | Path | Sequence[str | Path] | None = None,
         hires_factor: float = HIRES_FACTOR,
+        tile_size: int | None = None,
+        tile_overlap: int | None = None,
     ) -> None:
         if model is not None and (not isinstance(model, str) or not model.strip()):
             raise InvalidRequestError("model", model, "must be a model folder, hub id or 'fractal'")
@@ -56,6 +61,7 @@ class Spec2Fractal:
             raise InvalidRequestError("hires_factor", hires_factor,
                                       "must be a number between 1 and 64")
         self.hires_factor = float(hires_factor)
+        check_tiling(tile_size, tile_overlap)
         self.styles = StyleLibrary()
         for path in [styles] if isinstance(styles, (str, Path)) else styles or ():
             self.styles.load(path)
@@ -71,7 +77,8 @@ class Spec2Fractal:
 
             resolved = resolve_device(device)
             self._backend = DiffusionBackend(
-                model.strip(), device=resolved, dtype=resolve_dtype(dtype, resolved)
+                model.strip(), device=resolved, dtype=resolve_dtype(dtype, resolved),
+                tile_size=tile_size, tile_overlap=tile_overlap,
             )
 
     @property

@@ -22,6 +22,7 @@ __all__ = [
     "MAX_STEPS",
     "check_hires",
     "check_request",
+    "check_tiling",
 ]
 
 MAX_SIDE = 4096
@@ -98,6 +99,21 @@ def check_hires(hires: Any, input_type: str) -> None:
         raise InvalidRequestError("hires", hires, "applies only to input_type 'text'")
     check_float("hires.strength", hires.get("strength"), 0.01, 1.0)
     check_int("hires.steps", hires.get("steps"), 1, MAX_STEPS)
+
+
+def check_tiling(tile_size: Any, tile_overlap: Any) -> None:
+    """The tile budget of large passes, in pixels: a tile side (a multiple of 8 up to
+    MAX_SIDE) and the overlap of neighbouring tiles (a multiple of 8, at least 8, at most
+    half the tile). None: the model's native size and a quarter of it."""
+    check_side("tile_size", tile_size)
+    if tile_size is not None and tile_size < 16:
+        raise InvalidRequestError("tile_size", tile_size, "must be at least 16")
+    if tile_overlap is None:
+        return
+    check_side("tile_overlap", tile_overlap)
+    if tile_size is not None and tile_overlap * 2 > tile_size:
+        raise InvalidRequestError("tile_overlap", tile_overlap,
+                                  f"must be at most half of tile_size ({tile_size})")
 
 
 def check_request(request: GenerationRequest, *, has_image: bool | None = None) -> None:

@@ -67,7 +67,8 @@ def worker_context() -> WorkerContext:
     return WorkerContext(
         database=database,
         storage=get_storage(settings),
-        models=ModelCache(settings.model_cache_size, device=settings.device),
+        models=ModelCache(settings.model_cache_size, device=settings.device,
+                          options=settings.model_options),
         png_level=settings.png_compress_level,
         time_limit=settings.task_soft_time_limit,
         stale_after=settings.task_time_limit,
