@@ -281,9 +281,10 @@ class DiffusionBackend:
                 if step.grid is not None:
                     logger.info("%s pass %dx%d in %d tiles", step.kind, step.width, step.height,
                                 len(step.grid))
-                    images = refine(self.image_pipeline, images, total=step.total,
-                                    run=step.steps, grid=step.grid, on_tile=report,
-                                    **arguments)
+                    with vae_tiling(self.text_pipeline.vae, step.vae_tile is not None):
+                        images = refine(self.image_pipeline, images, total=step.total,
+                                        run=step.steps, grid=step.grid, on_tile=report,
+                                        **arguments)
                 else:
                     images = self._pipeline_pass(step, images, report, **arguments)
         size = (first.width, first.height)
