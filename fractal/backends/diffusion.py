@@ -132,7 +132,7 @@ class DiffusionBackend:
                 "scheduler", plan.scheduler,
                 f"cannot be changed for the flow-matching model {self.name!r}")
         if plan.hires is not None:  # its refine pass is image-to-image
-            self._image_to_image("hires", "auto")
+            self._image_to_image("hires", f"{plan.width}x{plan.height} in two passes")
         pipeline = self.image_pipeline if plan.init_image is not None else self.text_pipeline
         accepted = inspect.signature(pipeline.__call__).parameters
         if plan.negative_prompt and "negative_prompt" not in accepted:
