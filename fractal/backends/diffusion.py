@@ -16,8 +16,9 @@ from PIL import Image
 
 from fractal.backends.base import PREVIEW_SIDE, StepCallback
 from fractal.backends.model_defaults import defaults_for
-from fractal.backends.refine import can_tile, iterations, refine, vae_tiling
+from fractal.backends.refine import can_tile, iterations, refine
 from fractal.backends.tiling import TileGrid
+from fractal.backends.vae_tiles import decode, vae_tile_size, vae_tiling
 from fractal.errors import InvalidRequestError, ModelLoadError
 from fractal.naming import display_name, looks_like_path
 from fractal.plan import RenderPlan
@@ -179,13 +180,10 @@ class DiffusionBackend:
         return max(width, height) > self.tile_size
 
     def _vae_tile(self, width: int, height: int) -> int | None:
-        vae = self.text_pipeline.vae
-        side = getattr(vae, "tile_sample_min_size", None)
-        if isinstance(side, (tuple, list)):
-            side = side[0]
-        if not self._tiled(width, height) or not hasattr(vae, "enable_tiling") or side is None:
+        side = vae_tile_size(self.text_pipeline.vae)
+        if side is None or not self._tiled(width, height) or max(width, height) <= side:
             return None
-        return int(side) if max(width, height) > side else None
+        return side
 
     def _text_pass(self, width: int, height: int, steps: int) -> _Pass:
         return _Pass("base", width, height, steps, vae_tile=self._vae_tile(width, height))
@@ -281,10 +279,9 @@ class DiffusionBackend:
                 if step.grid is not None:
                     logger.info("%s pass %dx%d in %d tiles", step.kind, step.width, step.height,
                                 len(step.grid))
-                    with vae_tiling(self.text_pipeline.vae, step.vae_tile is not None):
-                        images = refine(self.image_pipeline, images, total=step.total,
-                                        run=step.steps, grid=step.grid, on_tile=report,
-                                        **arguments)
+                    images = refine(self.image_pipeline, images, total=step.total,
+                                    run=step.steps, grid=step.grid, vae_tile=step.vae_tile,
+                                    on_tile=report, **arguments)
                 else:
                     images = self._pipeline_pass(step, images, report, **arguments)
         size = (first.width, first.height)
@@ -326,7 +323,11 @@ class DiffusionBackend:
                              strength=step.pipeline_strength)
         accepted = inspect.signature(pipeline.__call__).parameters
         arguments = {key: value for key, value in arguments.items() if key in accepted}
-        with vae_tiling(pipeline.vae, step.vae_tile is not None):
+        if step.vae_tile is not None and images is None and self._tiles_ok:
+            # A UNet's latents decode here, tile by tile, blended (see vae_tiles).
+            latents = pipeline(**{**arguments, "output_type": "latent"}).images
+            return decode(pipeline, latents, step.vae_tile)
+        with vae_tiling(pipeline.vae, step.vae_tile is not None):  # diffusers' own tiles
             return list(pipeline(**arguments).images)
 
 

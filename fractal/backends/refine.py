@@ -9,17 +9,17 @@ the scheduler steps the whole latent once per step (multistep samplers keep one 
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from PIL import Image
 
 from fractal.backends.tiling import Tile, TileGrid
+from fractal.backends.vae_tiles import decode, encode
 
-__all__ = ["can_tile", "iterations", "refine", "vae_tiling"]
+__all__ = ["can_tile", "iterations", "refine"]
 
 # Called after each tile: the tile-steps done in this pass so far, and the whole latent
 # when a step has just finished (None between the tiles of a step).
@@ -41,75 +41,6 @@ def can_tile(pipeline: Any) -> bool:
             and config.addition_embed_type in (None, "text_time")
             and not getattr(pipeline.config, "requires_aesthetics_score", False)
             and hasattr(pipeline, "encode_prompt") and hasattr(pipeline, "image_processor"))
-
-
-@contextlib.contextmanager
-def vae_tiling(vae: Any, enabled: bool) -> Iterator[None]:
-    """diffusers' own tiled VAE encode and decode for the duration, through its public switch."""
-    was = bool(getattr(vae, "use_tiling", False))
-    if enabled and not was:
-        vae.enable_tiling()
-    try:
-        yield
-    finally:
-        if enabled and not was:
-            vae.disable_tiling()
-
-
-@contextlib.contextmanager
-def _vae_precision(vae: Any) -> Iterator[torch.dtype]:
-    """A float16 VAE that asks for it runs in float32 (SDXL's overflows), as the pipelines do."""
-    dtype = vae.dtype
-    upcast = dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
-    if upcast:
-        vae.to(dtype=torch.float32)
-    try:
-        yield vae.dtype
-    finally:
-        if upcast:
-            vae.to(dtype=dtype)
-
-
-def _latent_stats(vae: Any, device: torch.device) -> tuple[Any, Any]:
-    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
-    if mean is None or std is None:
-        return None, None
-    shape = (1, len(mean), 1, 1)
-    return (torch.tensor(mean).view(shape).to(device), torch.tensor(std).view(shape).to(device))
-
-
-def _encode(pipeline: Any, images: list[Image.Image], generators: list[torch.Generator],
-            device: torch.device) -> torch.Tensor:
-    """Latents of each image with its own generator, one image at a time (bounded memory)."""
-    vae = pipeline.vae
-    mean, std = _latent_stats(vae, device)
-    latents = []
-    with _vae_precision(vae) as dtype:
-        for image, generator in zip(images, generators, strict=True):
-            pixels = pipeline.image_processor.preprocess(image).to(device, dtype=dtype)
-            latent = vae.encode(pixels).latent_dist.sample(generator).float()
-            if mean is not None:
-                latent = (latent - mean) * vae.config.scaling_factor / std
-            else:
-                latent = latent * vae.config.scaling_factor
-            latents.append(latent)
-    return torch.cat(latents)
-
-
-def _decode(pipeline: Any, latents: torch.Tensor) -> list[Image.Image]:
-    vae = pipeline.vae
-    mean, std = _latent_stats(vae, latents.device)
-    images: list[Image.Image] = []
-    with _vae_precision(vae) as dtype:
-        for latent in latents.split(1):
-            latent = latent.float()
-            if mean is not None:
-                latent = latent * std / vae.config.scaling_factor + mean
-            else:
-                latent = latent / vae.config.scaling_factor
-            pixels = vae.decode(latent.to(dtype)).sample
-            images.extend(pipeline.image_processor.postprocess(pixels.float(), output_type="pil"))
-    return images
 
 
 def _prompt_embeds(pipeline: Any, prompts: list[str], negatives: list[str] | None,
@@ -136,9 +67,11 @@ def iterations(scheduler: Any, total: int, run: int) -> int:
 
 def refine(pipeline: Any, images: list[Image.Image], *, prompts: list[str],
            negatives: list[str] | None, generators: list[torch.Generator], guidance: float,
-           total: int, run: int, grid: TileGrid, on_tile: TileCallback) -> list[Image.Image]:
+           total: int, run: int, grid: TileGrid, vae_tile: int | None,
+           on_tile: TileCallback) -> list[Image.Image]:
     """Image-to-image of ``images`` (already at the output size): the last ``run`` steps of
-    a ``total``-step schedule, the noise prediction blended over ``grid``'s tiles."""
+    a ``total``-step schedule, the noise prediction blended over ``grid``'s tiles, the VAE
+    run in tiles of ``vae_tile`` pixels (None: whole)."""
     unet, scheduler = pipeline.unet, pipeline.scheduler
     device, dtype = unet.device, unet.dtype
     scale = pipeline.vae_scale_factor
@@ -158,7 +91,7 @@ def refine(pipeline: Any, images: list[Image.Image], *, prompts: list[str],
     # 3. The images' latents, noised to the first timestep, each with its own generator.
     from diffusers.utils.torch_utils import randn_tensor
 
-    latents = _encode(pipeline, images, generators, device)
+    latents = encode(pipeline, images, generators, device, vae_tile)
     noise = randn_tensor(latents.shape, generator=generators, device=device,
                          dtype=latents.dtype)
     latents = scheduler.add_noise(latents, noise, timesteps[:1].repeat(len(images)))
@@ -202,4 +135,4 @@ def refine(pipeline: Any, images: list[Image.Image], *, prompts: list[str],
         on_tile(done, latents)
 
     # 5. Decode, one image at a time.
-    return _decode(pipeline, latents)
+    return decode(pipeline, latents, vae_tile)
