@@ -4,11 +4,12 @@ untiled against tiled, as the size grows.
 Each case runs in a fresh process: load the model, render once at the native size (so
 imports and lazy allocations are in the baseline), reset the kernel's peak-RSS mark
 (/proc/self/clear_refs), render the case, and read the peak (VmHWM). "Peak" is that high-water
-mark; "added" is it less the resident size just before the render. Two-pass renders (native
-size, then a refine at the target at strength 0.35); tiled means the model's defaults
-(tile = native side, 64 px, overlap 16 px; the VAE in tiles of its own 64 px), untiled a
-tile budget of 4096 px. Untiled runs only where it finishes: the tiny UNet's self-attention
-grows with the square of the latent area. Prints a table; not a test.
+mark; "added" is it less the resident size just before the render. glibc maps allocations
+over 1 MiB on their own (MALLOC_MMAP_THRESHOLD_), so freed memory leaves the count.
+Two-pass renders (native size, then a refine at the target at strength 0.35). Tiled: the
+model's defaults (tile = native side, 64 px, overlap 16 px; the VAE in tiles of its own
+64 px); untiled: a tile budget of 4096 px. Untiled runs only where it finishes: the tiny
+UNet's self-attention grows with the square of the latent area. Prints a table; not a test.
 Run: python bench/hires.py [--sizes 256 512 1024 2048] [--untiled-max 512] [--steps 2]
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -25,6 +27,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 UNTILED_BUDGET = 4096  # a tile as large as any image: one tile, and the VAE whole
+# glibc keeps freed heap memory resident, so a process's RSS high-water mark says more about
+# its allocator's history than its tensors; every allocation over 1 MiB mapped on its own
+# makes the mark count memory in use (as torch.cuda.max_memory_allocated does on a GPU).
+MEASURED_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1024 * 1024)}
 
 
 def _status(field: str) -> int:
@@ -84,7 +90,7 @@ def main() -> None:
                        str(size), "1" if tiled else "0"]
             try:
                 done = subprocess.run(command, capture_output=True, text=True, check=True,
-                                      timeout=args.timeout)
+                                      timeout=args.timeout, env=MEASURED_ENV)
             except subprocess.TimeoutExpired:
                 rows.append({"size": size, "tiled": tiled, "skipped": True})
                 continue
@@ -93,7 +99,7 @@ def main() -> None:
 
     mib = 1024 * 1024
     print(f"tiny SD (native 64²), text-to-image in two passes, {args.steps} steps "
-          "(refine: strength 0.35); one process per case")
+          "(refine: strength 0.35); one process per case; tiled: 64 px tiles, 16 px overlap")
     print(f"{'size':>6}  {'mode':<8} {'tiles':>6} {'seconds':>8} {'peak MiB':>9} "
           f"{'added MiB':>10}")
     for row in rows:

@@ -348,7 +348,12 @@ def _schedule(run: int, strength: float) -> tuple[int, float]:
 def _preview(latents: torch.Tensor | None) -> Image.Image | None:
     if latents is None or latents.ndim != 4 or latents.shape[1] != 4:
         return None
-    rgb = torch.einsum("chw,cr->rhw", latents[0].float().cpu(), _LATENT_RGB)
+    latent = latents[:1]
+    if max(latent.shape[-2:]) > PREVIEW_SIDE:  # a 4K latent: average it down first
+        shrink = PREVIEW_SIDE / max(latent.shape[-2:])
+        size = (max(1, round(latent.shape[-2] * shrink)), max(1, round(latent.shape[-1] * shrink)))
+        latent = torch.nn.functional.adaptive_avg_pool2d(latent.float(), size)
+    rgb = torch.einsum("chw,cr->rhw", latent[0].float().cpu(), _LATENT_RGB)
     pixels = ((rgb + 1) * 127.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
     preview = Image.fromarray(pixels)
     preview.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))

@@ -96,6 +96,7 @@ def refine(pipeline: Any, images: list[Image.Image], *, prompts: list[str],
                          dtype=latents.dtype)
     latents = scheduler.add_noise(latents, noise, timesteps[:1].repeat(len(images)))
     latents = latents.to(dtype)
+    del noise  # a large image's latents are tens of MiB: keep few alive
     extra = {"generator": generators} \
         if "generator" in inspect.signature(scheduler.step).parameters else {}
 
@@ -130,6 +131,7 @@ def refine(pipeline: Any, images: list[Image.Image], *, prompts: list[str],
             return prediction
 
         prediction = grid.blend(one_tile).to(dtype)
+        del one_tile, model_input  # free the scaled input before the step makes more
         latents = scheduler.step(prediction, timestep, latents, **extra,
                                  return_dict=False)[0]
         on_tile(done, latents)

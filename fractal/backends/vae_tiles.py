@@ -78,7 +78,7 @@ def _grid(pipeline: Any, height: int, width: int, tile: int | None) -> TileGrid:
 def encode(pipeline: Any, images: list[Image.Image], generators: list[torch.Generator],
            device: torch.device, tile: int | None) -> torch.Tensor:
     """Scaled latents of each image, sampled with its own generator."""
-    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+    from diffusers.utils.torch_utils import randn_tensor
 
     vae = pipeline.vae
     scale = int(pipeline.vae_scale_factor)
@@ -98,7 +98,15 @@ def encode(pipeline: Any, images: list[Image.Image], generators: list[torch.Gene
                 if moments is None:
                     moments = both.new_zeros((1, both.shape[1], grid.height, grid.width))
                 moments[..., cell.rows, cell.cols] += both * weight.to(device)
-            latent = DiagonalGaussianDistribution(moments).sample(generator)
+            # DiagonalGaussianDistribution.sample, in place: the moments are the largest
+            # tensor here, and a 4096² image's are 128 MiB.
+            assert moments is not None, "a grid has at least one tile"
+            latent, spread = moments.chunk(2, dim=1)
+            spread.clamp_(-30.0, 20.0).mul_(0.5).exp_()  # log-variance → standard deviation
+            noise = randn_tensor(latent.shape, generator=generator, device=latent.device,
+                                 dtype=latent.dtype)
+            latent = noise.mul_(spread).add_(latent)
+            del moments, spread
             if mean is not None:
                 latent = (latent - mean) * vae.config.scaling_factor / std
             else:
@@ -121,13 +129,34 @@ def decode(pipeline: Any, latents: torch.Tensor, tile: int | None) -> list[Image
             else:
                 latent = latent / vae.config.scaling_factor
             grid = _grid(pipeline, latent.shape[-2], latent.shape[-1], tile)
-            picture = np.zeros((grid.height * scale, grid.width * scale, 3), np.float32)
-            for cell, weight in zip(grid.tiles, grid.weights, strict=True):
-                pixels = vae.decode(latent[..., cell.rows, cell.cols].to(dtype)).sample[0]
-                pixels = (pixels.float() / 2 + 0.5).clamp(0, 1)  # as the image processor
-                weight = weight.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
-                picture[cell.top * scale:(cell.top + cell.height) * scale,
-                        cell.left * scale:(cell.left + cell.width) * scale] += \
-                    (pixels * weight.to(pixels.device)).permute(1, 2, 0).cpu().numpy()
-            images.append(Image.fromarray((picture * 255).round().astype(np.uint8)))
+            images.append(_decode_tiles(vae, latent.to(dtype), grid, scale))
     return images
+
+
+def _decode_tiles(vae: Any, latent: torch.Tensor, grid: TileGrid, scale: int) -> Image.Image:
+    """Decode tile by tile, row of tiles by row, blending into a float32 band no taller than
+    a tile: rows above the next row of tiles are final, and go to the 8-bit picture."""
+    picture = np.zeros((grid.height * scale, grid.width * scale, 3), np.uint8)
+    band = np.zeros((0, picture.shape[1], 3), np.float32)
+    band_top = 0  # the picture row band[0] is
+
+    def flush(until: int) -> None:
+        nonlocal band, band_top
+        done = until - band_top
+        if done > 0:  # as the image processor rounds: [0, 1] → 0…255
+            picture[band_top:until] = np.round(band[:done] * 255).astype(np.uint8)
+            band, band_top = band[done:], until
+
+    for cell, weight in zip(grid.tiles, grid.weights, strict=True):
+        top, bottom = cell.top * scale, (cell.top + cell.height) * scale
+        flush(top)  # tiles come row by row: nothing later reaches above this one
+        if band_top + band.shape[0] < bottom:
+            grow = bottom - band_top - band.shape[0]
+            band = np.concatenate([band, np.zeros((grow, *band.shape[1:]), np.float32)])
+        pixels = vae.decode(latent[..., cell.rows, cell.cols]).sample[0]
+        pixels = (pixels.float() / 2 + 0.5).clamp(0, 1)
+        weight = weight.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
+        band[top - band_top:bottom - band_top, cell.left * scale:(cell.left + cell.width) * scale] \
+            += (pixels * weight.to(pixels.device)).permute(1, 2, 0).cpu().numpy()
+    flush(picture.shape[0])
+    return Image.fromarray(picture)
