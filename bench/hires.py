@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -79,7 +80,14 @@ def main() -> None:
     from tests.tiny_models import build_tiny_sd
 
     folder = Path(tempfile.mkdtemp(prefix="s2f-hires-"))
-    model = str(build_tiny_sd(folder / "tiny-sd", folder))
+    try:
+        rows = measure(str(build_tiny_sd(folder / "tiny-sd", folder)), args)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    report(rows, args.steps)
+
+
+def measure(model: str, args: argparse.Namespace) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for size in args.sizes:
         for tiled in (False, True):
@@ -96,9 +104,12 @@ def main() -> None:
                 continue
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(f"  {size}² {'tiled' if tiled else 'untiled'}: done", file=sys.stderr)
+    return rows
 
+
+def report(rows: list[dict[str, object]], steps: int) -> None:
     mib = 1024 * 1024
-    print(f"tiny SD (native 64²), text-to-image in two passes, {args.steps} steps "
+    print(f"tiny SD (native 64²), text-to-image in two passes, {steps} steps "
           "(refine: strength 0.35); one process per case; tiled: 64 px tiles, 16 px overlap")
     print(f"{'size':>6}  {'mode':<8} {'tiles':>6} {'seconds':>8} {'peak MiB':>9} "
           f"{'added MiB':>10}")
