@@ -33,7 +33,7 @@ from fractal.record import (
 )
 from fractal.request import GenerationRequest
 from fractal.styles import StyleLibrary
-from fractal.validation import check_request
+from fractal.validation import check_request, check_tiling
 
 if TYPE_CHECKING:
     import torch
@@ -59,6 +59,10 @@ class Spec2Fractal:
     a request whose estimated peak is larger is refused before it starts (fractal.memory).
     None: what the device has (CUDA: free plus what torch holds; CPU: available RAM; MPS:
     no check).
+
+    A text-to-image size over ``hires_factor`` × the model's native area renders in two
+    passes; a diffusion pass with a side over ``tile_size`` pixels (default: the native
+    side) denoises and decodes in tiles overlapping by ``tile_overlap`` (default: a quarter).
     """
 
     def __init__(
@@ -70,6 +74,8 @@ class Spec2Fractal:
         styles: str | Path | Sequence[str | Path] | None = None,
         hires_factor: float = HIRES_FACTOR,
         memory_limit: int | None = None,
+        tile_size: int | None = None,
+        tile_overlap: int | None = None,
     ) -> None:
         if model is not None and (not isinstance(model, str) or not model.strip()):
             raise InvalidRequestError("model", model, "must be a model folder, hub id or 'fractal'")
@@ -79,6 +85,7 @@ class Spec2Fractal:
                                       "must be a number between 1 and 64")
         self.hires_factor = float(hires_factor)
         _check_memory_limit(memory_limit)
+        check_tiling(tile_size, tile_overlap)
         self.styles = StyleLibrary()
         for path in [styles] if isinstance(styles, (str, Path)) else styles or ():
             self.styles.load(path)
@@ -94,7 +101,8 @@ class Spec2Fractal:
 
             resolved = resolve_device(device)
             self._backend = DiffusionBackend(
-                model.strip(), device=resolved, dtype=resolve_dtype(dtype, resolved)
+                model.strip(), device=resolved, dtype=resolve_dtype(dtype, resolved),
+                tile_size=tile_size, tile_overlap=tile_overlap,
             )
         self._memory = _memory_guard(self._backend, memory_limit)
 

@@ -22,6 +22,7 @@ __all__ = [
     "MAX_STEPS",
     "check_hires",
     "check_request",
+    "check_tiling",
     "check_upscale",
 ]
 
@@ -112,6 +113,21 @@ def check_upscale(size: tuple[int, int], scale: int) -> tuple[int, int]:
             f"{MAX_SIDE}" + (f" (the largest scale for this image is {max(fitting)})"
                              if fitting else " (this image is too large to upscale)"))
     return width, height
+
+
+def check_tiling(tile_size: Any, tile_overlap: Any) -> None:
+    """The tile budget of large passes, in pixels: a tile side (a multiple of 8 up to
+    MAX_SIDE) and the overlap of neighbouring tiles (a multiple of 8, at least 8, at most
+    half the tile). None: the model's native size and a quarter of it."""
+    check_side("tile_size", tile_size)
+    if tile_size is not None and tile_size < 16:
+        raise InvalidRequestError("tile_size", tile_size, "must be at least 16")
+    if tile_overlap is None:
+        return
+    check_side("tile_overlap", tile_overlap)
+    if tile_size is not None and tile_overlap * 2 > tile_size:
+        raise InvalidRequestError("tile_overlap", tile_overlap,
+                                  f"must be at most half of tile_size ({tile_size})")
 
 
 def check_request(request: GenerationRequest, *, has_image: bool | None = None) -> None:

@@ -68,7 +68,7 @@ def worker_context() -> WorkerContext:
         database=database,
         storage=get_storage(settings),
         models=ModelCache(settings.model_cache_size, device=settings.device,
-                          memory_limit=settings.memory_limit),
+                          options=settings.model_options),
         png_level=settings.png_compress_level,
         time_limit=settings.task_soft_time_limit,
         stale_after=settings.task_time_limit,

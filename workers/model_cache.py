@@ -6,6 +6,8 @@ import gc
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
 
 from fractal import Spec2Fractal
 
@@ -16,10 +18,12 @@ logger = logging.getLogger(__name__)
 
 class ModelCache:
     def __init__(self, size: int = 1, *, device: str | None = None,
-                 memory_limit: int | None = None) -> None:
+                 options: Mapping[str, Any] | None = None) -> None:
         self.size = size
         self.device = device
-        self.memory_limit = memory_limit  # bytes a model may use (None: the device's free)
+        # Spec2Fractal's keyword options for every model: hires_factor, tile_size,
+        # tile_overlap, memory_limit.
+        self.options = dict(options or {})
         self._models: OrderedDict[str, Spec2Fractal] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0  # how many times a model was actually loaded (for tests and metrics)
@@ -34,7 +38,7 @@ class ModelCache:
                 logger.info("unloading model %s", evicted)
                 gc.collect()  # free the weights before the next model takes their memory
             logger.info("loading model %s", name)
-            model = Spec2Fractal(name, device=self.device, memory_limit=self.memory_limit)
+            model = Spec2Fractal(name, device=self.device, **self.options)
             self.loads += 1
             self._models[name] = model
             return model

@@ -11,7 +11,7 @@ import ipaddress
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, ByteSize, Field, field_validator, model_validator
@@ -99,6 +99,18 @@ class Settings(BaseSettings):
         default=0, ge=0, le=10_000, validation_alias=_renamed("corender_wait_ms", "batch_wait_ms"),
         description="How long a worker waits for compatible jobs to render with; 0 takes "
                     "only what is queued. Alias: SPEC2FRACTAL_BATCH_WAIT_MS.")
+    # --- high resolution (issue #18) ---
+    hires_factor: float = Field(default=1.5, ge=1.0, le=64.0,
+                                description="A text-to-image size over this many times the "
+                                            "model's native area renders in two passes "
+                                            "(native size, upscaled, refined).")
+    tile_size: int | None = Field(default=None, ge=16, le=4096, multiple_of=8,
+                                  description="A diffusion pass with a side over this many "
+                                              "pixels denoises and decodes in tiles of it. "
+                                              "Unset: the model's native side.")
+    tile_overlap: int | None = Field(default=None, ge=8, le=2048, multiple_of=8,
+                                     description="Pixels neighbouring tiles share (at most "
+                                                 "half a tile). Unset: a quarter tile.")
 
     # --- security (who may call, and how much) ---
     host: str = Field(default="127.0.0.1",
@@ -170,6 +182,10 @@ class Settings(BaseSettings):
         # Celery rejects (and drops) a retried task whose soft limit is above its hard one,
         # so lowering only the hard limit lowers the soft one with it.
         self.task_soft_time_limit = min(self.task_soft_time_limit, self.task_time_limit)
+        if self.tile_size is not None and self.tile_overlap is not None \
+                and self.tile_overlap * 2 > self.tile_size:
+            raise ValueError(f"tile_overlap ({self.tile_overlap}) must be at most half of "
+                             f"tile_size ({self.tile_size})")
         return self
 
     @field_validator("models", "cors_origins", mode="before")
@@ -206,6 +222,13 @@ class Settings(BaseSettings):
         if self.auth == "auto":
             return not is_loopback(self.host)
         return self.auth == "required"
+
+    @property
+    def model_options(self) -> dict[str, Any]:
+        """Spec2Fractal's keyword options for every model a worker loads."""
+        return {"hires_factor": self.hires_factor, "tile_size": self.tile_size,
+                "tile_overlap": self.tile_overlap,
+                "memory_limit": int(self.memory_limit) if self.memory_limit else None}
 
     @property
     def embedded(self) -> bool:
