@@ -217,14 +217,20 @@ class Spec2Fractal:
         colors: Sequence[str] | None = None,
         texture: float | None = None,
         n: int = 1,
+        hires: str | dict[str, Any] | None = None,
         on_progress: ProgressCallback | None = None,
         cancel: CancelHook | None = None,
     ) -> Image.Image | list[Image.Image]:
-        """Text-to-image. One image for ``n=1``, else a list of ``n``."""
+        """Text-to-image. One image for ``n=1``, else a list of ``n``.
+
+        ``hires``: ``"auto"`` (None: two passes when the size is far over the model's native
+        one), ``"off"``, or ``{"strength": 0.35, "steps": 10}`` to force two passes.
+        """
         request = GenerationRequest(
             input_type="text", prompt=prompt, negative_prompt=negative_prompt, width=width,
             height=height, steps=steps, guidance=guidance, seed=seed, scheduler=scheduler,
             style=style, lighting=lighting, colors=_colors(colors), texture=texture, n=n,
+            hires=hires,
         )
         check_request(request)
         images = self._run(request, None, on_progress, cancel)

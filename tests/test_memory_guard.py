@@ -113,9 +113,11 @@ def test_largest_fitting_keeps_the_aspect_and_the_multiple() -> None:
 
 @pytest.fixture(scope="module")
 def guarded(tiny_sd: Path, profile: MemoryProfile) -> Spec2Fractal:
-    """The tiny model allowed what a 256² render needs, a little more."""
+    """The tiny model allowed what a 256² render needs, a little more. Untiled (a tile as
+    large as any side): tiled passes take little memory at any size, and this tests what
+    is refused. One pass up to 64× the native area (512² here), as the limit was sized."""
     limit = estimate_peak_bytes(profile, [_pass(256)], 1) + MiB
-    return Spec2Fractal(str(tiny_sd), memory_limit=limit)
+    return Spec2Fractal(str(tiny_sd), memory_limit=limit, tile_size=4096, hires_factor=64)
 
 
 def _largest(error: InvalidRequestError) -> tuple[int, int]:
@@ -165,6 +167,18 @@ def test_an_upscale_too_large_names_scale(guarded: Spec2Fractal) -> None:
     assert "(scale 2 fits)" in refused.value.reason
 
 
+def test_tiles_make_a_size_fit_that_one_pass_cannot(tiny_sd: Path,
+                                                    profile: MemoryProfile) -> None:
+    # The same limit, the same request: refused untiled, planned in tiles.
+    limit = estimate_peak_bytes(profile, [_pass(256)], 1) + MiB
+    request = _request(width=1024, height=512)
+    with pytest.raises(InvalidRequestError):
+        Spec2Fractal(str(tiny_sd), memory_limit=limit, tile_size=4096)._plan(request, None)
+    tiled = Spec2Fractal(str(tiny_sd), memory_limit=limit)
+    plan = tiled._plan(request, None)
+    assert any(entry["tiles"] > 1 for entry in tiled.backend.passes(plan) or ())
+
+
 def test_memory_limit_must_be_a_number_of_bytes() -> None:
     for bad in (0, -5, "6GiB", 1.5, True):
         with pytest.raises(InvalidRequestError) as refused:
@@ -182,7 +196,7 @@ def test_through_the_api_an_impossible_size_is_a_422_naming_it(
         tiny_sd: Path, tmp_path: Path, profile: MemoryProfile) -> None:
     limit = estimate_peak_bytes(profile, [_pass(256)], 1) + MiB
     with serving(tmp_path, SPEC2FRACTAL_MODELS=str(tiny_sd),
-                 SPEC2FRACTAL_MEMORY_LIMIT=str(limit),
+                 SPEC2FRACTAL_MEMORY_LIMIT=str(limit), SPEC2FRACTAL_TILE_SIZE="4096",
                  SPEC2FRACTAL_SYNC_TIMEOUT="60") as server:
         body = {"prompt": "a quartz crystal", "model": "tiny-sd", "steps": 1, "seed": 2}
         refused = httpx.post(f"{server.url}/generate", timeout=90,
