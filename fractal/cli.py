@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,6 +16,9 @@ from rich.table import Table
 
 from fractal.errors import GenerationCancelled, InvalidRequestError, Spec2FractalError
 from fractal.record import read_record
+
+if TYPE_CHECKING:
+    from fractal.spec2fractal import Spec2Fractal
 
 __all__ = ["app", "main"]
 
@@ -62,6 +67,28 @@ def _quiet_third_parties() -> None:
         pass
 
 
+@contextlib.contextmanager
+def _loaded(model: str | None, device: str | None, dtype: str | None,
+            styles_file: Path | None, doing: str
+            ) -> Iterator[tuple[Spec2Fractal, Callable[[int, int, object], None]]]:
+    """The model, loaded under a spinner, and a progress callback for its bar."""
+    from fractal.spec2fractal import Spec2Fractal
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                  console=errors, transient=True) as progress:
+        task = progress.add_task(f"Loading {model or 'the fractal engine'}", total=None)
+        if model is not None:
+            _quiet_third_parties()
+        renderer = Spec2Fractal(model, device=device, dtype=dtype, styles=styles_file)
+        progress.update(task, description=doing)
+
+        def on_progress(step: int, total: int, _preview: object) -> None:
+            progress.update(task, completed=step, total=total)
+
+        yield renderer, on_progress
+
+
 @app.command()
 def generate(
     prompt: Annotated[str | None, typer.Argument(help="What to draw.")] = None,
@@ -88,7 +115,6 @@ def generate(
 ) -> None:
     """Render PROMPT (and/or --image) to an image file."""
     from fractal.request import GenerationRequest
-    from fractal.spec2fractal import Spec2Fractal
     from fractal.styles import StyleLibrary
     from fractal.validation import check_request
 
@@ -108,18 +134,7 @@ def generate(
             library.load(styles_file)
         library.get(style)
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                  console=errors, transient=True) as progress:
-        task = progress.add_task(f"Loading {model or 'the fractal engine'}", total=None)
-        if model is not None:
-            _quiet_third_parties()
-        renderer = Spec2Fractal(model, device=device, dtype=dtype, styles=styles_file)
-        progress.update(task, description="Rendering")
-
-        def on_progress(step: int, total: int, _preview: object) -> None:
-            progress.update(task, completed=step, total=total)
-
+    with _loaded(model, device, dtype, styles_file, "Rendering") as (renderer, on_progress):
         if image is None:
             images = renderer.generate_from_text(
                 prompt or "", negative_prompt=negative, width=width, height=height, steps=steps,
@@ -166,7 +181,6 @@ def upscale(
     drawn again at the new size)."""
     from fractal.images import load_image
     from fractal.request import GenerationRequest
-    from fractal.spec2fractal import Spec2Fractal
     from fractal.validation import check_request, check_upscale
 
     path = output if output is not None else image.with_name(f"{image.stem}-x{scale}.png")
@@ -176,18 +190,7 @@ def upscale(
                                     seed=seed, scale=scale), has_image=True)
     check_upscale(load_image(image).size, scale)
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                  console=errors, transient=True) as progress:
-        task = progress.add_task(f"Loading {model or 'the fractal engine'}", total=None)
-        if model is not None:
-            _quiet_third_parties()
-        renderer = Spec2Fractal(model, device=device, dtype=dtype, styles=styles_file)
-        progress.update(task, description="Upscaling")
-
-        def on_progress(step: int, total: int, _preview: object) -> None:
-            progress.update(task, completed=step, total=total)
-
+    with _loaded(model, device, dtype, styles_file, "Upscaling") as (renderer, on_progress):
         picture = renderer.upscale(image, scale=scale, prompt=prompt, strength=strength,
                                    seed=seed, on_progress=on_progress)
     path.parent.mkdir(parents=True, exist_ok=True)
