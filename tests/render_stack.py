@@ -219,7 +219,9 @@ class RenderStack:
             if job.status == "succeeded":
                 audit.succeeded.append(job_id)
                 expected = {key for output in job.outputs
-                            for key in (output["key"], output["record_key"])}
+                            for key in (output["key"], output["record_key"],
+                                        output.get("thumbnail_key"))
+                            if key is not None}
                 if not expected or not expected <= stored:
                     audit.missing_objects.append(job_id)
                 if stored - expected or completions.get(job_id, 0) > 1:

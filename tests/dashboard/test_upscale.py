@@ -28,6 +28,7 @@ def test_upscale_a_gallery_image(open_page, dashboard: Dashboard) -> None:
     output = job["outputs"][0]
     assert (output["width"], output["height"]) == (128, 96)
     assert output["record"]["passes"][0]["upscaler"] == "engine re-render"
-    expect(live.locator("img")).to_have_attribute("src", output["url"])
+    expect(live.locator("img")).to_have_attribute("src", output["thumbnail_url"])
+    expect(live.locator("a.full-image")).to_have_attribute("href", output["url"])
     # The gallery shows it too once it reloads after the job ends.
     expect(page.locator(f'#gallery-list .card[data-job-id="{upscale_id}"]')).to_be_visible()

@@ -160,7 +160,7 @@ def test_a_job_through_redis_lands_in_the_private_bucket(stack: Stack,
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert job.attempts == 1
     assert stack.s3.keys(BUCKET, f"renders/{job.id}/") == [
-        f"renders/{job.id}/0.json", f"renders/{job.id}/0.png"]
+        f"renders/{job.id}/0.json", f"renders/{job.id}/0.png", f"renders/{job.id}/0.thumb.webp"]
     [output] = job.outputs
     assert output["key"] == f"renders/{job.id}/0.png"
     assert (output["width"], output["height"]) == (256, 128)
@@ -208,7 +208,7 @@ def test_a_rerun_overwrites_the_same_keys(stack: Stack, worker: CeleryWorker) ->
     assert again.status == JobStatus.SUCCEEDED, again.error
     assert again.attempts == 2
     assert stack.s3.keys(BUCKET, f"renders/{job.id}/") == [
-        f"renders/{job.id}/0.json", f"renders/{job.id}/0.png"]
+        f"renders/{job.id}/0.json", f"renders/{job.id}/0.png", f"renders/{job.id}/0.thumb.webp"]
     assert stack.storage().get(f"renders/{job.id}/0.png") == first  # same seed, same image
 
 
@@ -330,7 +330,8 @@ def test_a_second_job_on_the_same_model_does_not_reload_it(stack: Stack, tiny_sd
     assert models.loads == 1
     for job_id in (first, second):
         assert stack.s3.keys(BUCKET, f"renders/{job_id}/") == [
-            f"renders/{job_id}/0.json", f"renders/{job_id}/0.png"]
+            f"renders/{job_id}/0.json", f"renders/{job_id}/0.png",
+            f"renders/{job_id}/0.thumb.webp"]
 
 
 def test_a_killed_worker_s_job_is_redelivered_to_a_restarted_worker(
@@ -358,8 +359,8 @@ def test_a_killed_worker_s_job_is_redelivered_to_a_restarted_worker(
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert job.attempts == 2
     assert stack.s3.keys(BUCKET, f"renders/{job_id}/") == [
-        f"renders/{job_id}/0.json", f"renders/{job_id}/0.png",
-        f"renders/{job_id}/1.json", f"renders/{job_id}/1.png"]
+        f"renders/{job_id}/0.json", f"renders/{job_id}/0.png", f"renders/{job_id}/0.thumb.webp",
+        f"renders/{job_id}/1.json", f"renders/{job_id}/1.png", f"renders/{job_id}/1.thumb.webp"]
 
 
 def test_presigned_urls_name_the_public_endpoint(stack: Stack) -> None:

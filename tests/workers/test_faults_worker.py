@@ -28,9 +28,10 @@ def _succeeded_once(stack: RenderStack, ids: Sequence[str], max_attempts: int = 
     assert audit.clean, audit.summary()
     assert len(audit.succeeded) == len(ids), audit.summary()
     assert max(audit.attempts.values()) <= max_attempts, audit.attempts
-    for job_id in ids:  # exactly one set of objects: an image and its record
+    for job_id in ids:  # exactly one set of objects: an image, its record and thumbnail
         assert sorted(key for key in stack.objects() if f"/{job_id}/" in key) == [
-            f"renders/{job_id}/0.json", f"renders/{job_id}/0.png"]
+            f"renders/{job_id}/0.json", f"renders/{job_id}/0.png",
+            f"renders/{job_id}/0.thumb.webp"]
 
 
 def test_a_worker_killed_mid_render_loses_and_duplicates_nothing(
