@@ -109,6 +109,9 @@ def generate(
     colors: Annotated[str | None, typer.Option(help='Palette, e.g. "#ff0000,navy".')] = None,
     lighting: Annotated[str | None, typer.Option(help="sunrise, noon, sunset, night …")] = None,
     texture: Annotated[float | None, typer.Option(help="0 smooth … 1 intricate.")] = None,
+    hires: Annotated[str | None, typer.Option(
+        help="Two-pass high resolution: auto (far over the model's native size) or off.")
+    ] = None,
     styles_file: Annotated[Path | None, typer.Option(help="Extra styles (TOML).")] = None,
     device: Annotated[str | None, typer.Option(help="cuda, mps or cpu; default: auto.")] = None,
     dtype: Annotated[str | None, typer.Option(help="fp16, bf16 or fp32; default: auto.")] = None,
@@ -125,6 +128,7 @@ def generate(
         input_type=input_type, prompt=prompt, negative_prompt=negative, width=width,
         height=height, steps=steps, guidance=guidance, seed=seed, scheduler=scheduler,
         style=style, lighting=lighting, colors=colors, texture=texture, strength=strength, n=n,
+        hires=hires,
     )
     # Fail before a model loads: a typo should not cost a minute of loading.
     check_request(request, has_image=image is not None)
@@ -140,7 +144,7 @@ def generate(
                 prompt or "", negative_prompt=negative, width=width, height=height, steps=steps,
                 guidance=guidance, seed=seed, scheduler=scheduler, style=style,
                 lighting=lighting, colors=request.colors, texture=texture, n=n,
-                on_progress=on_progress,
+                hires=hires, on_progress=on_progress,
             )
         else:
             images = renderer.generate_from_image(

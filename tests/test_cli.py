@@ -65,6 +65,7 @@ def test_diffusers_model_folder_through_the_cli(tiny_sd: Path, tmp_path: Path) -
     (["generate", "x", "--colors", "#zzz"], "`colors` is not a colour"),
     (["generate", "x", "-o", "a.gif"], "`output` must end in .png"),
     (["generate", "x", "--scheduler", "warp"], "`scheduler` is not a known sampler"),
+    (["generate", "x", "--hires", "maybe"], "`hires` must be 'auto', 'off'"),
     (["generate", "x", "--bogus"], "No such option: --bogus"),
     (["generate", "x", "--n", "many"], "Invalid value for '--n'"),
     (["generate"], "`prompt` is required"),
