@@ -21,7 +21,8 @@ from tests.tiny_models import build_tiny_sd
 from workers.db import JobStatus, get_database
 from workers.db import jobs as job_store
 from workers.model_cache import ModelCache
-from workers.runner import WorkerContext, _claim_partners, run_job
+from workers.partners import claim_partners
+from workers.runner import WorkerContext, run_job
 from workers.storage.local import LocalStorage
 
 
@@ -107,7 +108,7 @@ def main() -> None:
         with context.database.session() as session:
             job = job_store.start_job(session, job_id)
         start = time.perf_counter()
-        _claim_partners(context, job)
+        claim_partners(context, job)
         waits.append(time.perf_counter() - start)
         with context.database.session() as session:
             job_store.finish_job(session, job_id, JobStatus.CANCELLED)

@@ -16,13 +16,11 @@ storage did not answer (see :attr:`StorageError.transient`). A claimed job is ne
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import logging
-import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,8 +44,10 @@ from workers.encoding import (
     preview_data_url,
 )
 from workers.finish_signals import Publisher, progress_signal, publish_quietly
+from workers.heartbeat import Heartbeat
 from workers.job_errors import JobError
 from workers.model_cache import ModelCache
+from workers.partners import claim_partners
 from workers.storage import Storage, StorageError
 from workers.webhooks import schedule_job_events
 
@@ -62,7 +62,6 @@ PREVIEW_INTERVAL = 0.25  # seconds between preview images: a JPEG each step woul
 # Seconds between looks at a job's cancel flag. Each progress write reads it too, so with
 # writes every PROGRESS_INTERVAL no look of its own falls due.
 CANCEL_INTERVAL = 1.5 * PROGRESS_INTERVAL
-PARTNER_POLL = 0.005  # seconds between looks for partners while the wait window is open
 BUSY = "busy"  # run_job's answer when another live worker holds the job
 STORAGE_ERROR = JobError(job_errors.STORAGE_UNAVAILABLE, "image storage unavailable: the "
                          "image could not be stored; try again later")
@@ -78,11 +77,6 @@ STORE_INTERNAL_ERROR = JobError(job_errors.INTERNAL, "internal error while stori
 
 # (job id, queue name, delay in seconds) → a render message sent; raises if it cannot be.
 Requeue = Callable[[str, str, float], None]
-
-# Request fields that must match for jobs to share a pipeline call (style may set defaults).
-_CORENDER_FIELDS = ("width", "height", "steps", "guidance", "scheduler", "strength", "style",
-                    "scale", "hires")
-
 
 @dataclass
 class WorkerContext:
@@ -141,47 +135,6 @@ class _Throttled:
             self.last = now
             return True
         return False
-
-
-def _corender_key(job: Job) -> tuple[Any, ...]:
-    request = job.request or {}
-    input_type = request.get("input_type", "text")
-    kind = input_type if input_type in ("text", "upscale") else "image"
-    return (job.model, kind, *(request.get(name) for name in _CORENDER_FIELDS))
-
-
-def _claim_partners(context: WorkerContext, first: Job) -> list[Job]:
-    """Compatible queued jobs, claimed to render with it, waiting up to the window for more."""
-    wanted = context.max_corender - 1
-    # A job tried before may be the one that killed its worker: it runs alone.
-    if wanted <= 0 or first.attempts > 1 or context.stopping.is_set():
-        return []
-    key, partners = _corender_key(first), []
-    deadline = time.monotonic() + context.corender_wait
-    while True:
-        looked, found = time.monotonic(), []
-        try:
-            with context.database.session() as session:
-                for candidate in job_store.queued_candidates(session, first.model,
-                                                             4 * wanted):
-                    if len(partners) + len(found) == wanted:
-                        break
-                    if _corender_key(candidate) == key:
-                        claimed = job_store.start_job(session, candidate.id)
-                        if claimed is not None:
-                            found.append(claimed)
-        except Exception:
-            # Partners are a bonus: render with those whose claims committed. A look that
-            # failed rolled its own claims back, so no job is left claimed and unrendered.
-            logger.exception("job %s: the look for partners failed", first.id)
-            return partners
-        partners += found
-        # The window is a promise: the next look must also end before it closes.
-        look = time.monotonic() - looked
-        left = deadline - time.monotonic() - look
-        if len(partners) == wanted or left <= 0:
-            return partners
-        time.sleep(min(PARTNER_POLL, left))
 
 
 class _InputUnreadable(Exception):
@@ -265,78 +218,6 @@ class _JobHooks:
             self.timed_out = True
             return True
         return self.cancelled
-
-
-class Heartbeat:
-    """Keeps the leases of the jobs in hand while they load, render and upload.
-
-    Progress writes beat too, but a model load, one long step or an upload retried with
-    backoff writes nothing for a while. A job's beats stop at the hard time limit, so a
-    worker stuck past it loses the job to the reconciler even while its process lives on.
-    One thread per worker process beats for every job in hand, started with the first and
-    ended after a quiet interval: a thread of each job's own cost a start and a join on the
-    way to its answer.
-    """
-
-    def __init__(self, database: Database, lease: float | None,
-                 stale_after: float | None) -> None:
-        self.database, self.lease, self.stale_after = database, lease, stale_after
-        self._lock = threading.Lock()
-        self._until: dict[str, float] = {}  # job id → when its beats stop
-        self._late: set[str] = set()  # past it: warned about, no longer beaten for
-        self._thread: threading.Thread | None = None
-
-    @contextlib.contextmanager
-    def holding(self, job_ids: list[str]) -> Iterator[None]:
-        if self.lease is None:
-            yield
-            return
-        until = time.monotonic() + (self.stale_after or math.inf)
-        with self._lock:
-            self._until.update(dict.fromkeys(job_ids, until))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="job-heartbeat",
-                                                daemon=True)
-                self._thread.start()
-        try:
-            yield
-        finally:
-            with self._lock:
-                for job_id in job_ids:
-                    self._until.pop(job_id, None)
-                    self._late.discard(job_id)
-
-    def _due(self) -> list[str] | None:
-        """The jobs to beat for now; None when none are held (the thread then ends)."""
-        now = time.monotonic()
-        with self._lock:
-            if not self._until:
-                self._thread = None
-                return None
-            due = []
-            for job_id, until in self._until.items():
-                if now <= until:
-                    due.append(job_id)
-                elif job_id not in self._late:
-                    self._late.add(job_id)
-                    logger.warning("job %s passed its time limit: heartbeat stopped", job_id)
-            return due
-
-    def _run(self) -> None:
-        assert self.lease is not None
-        interval = max(0.1, self.lease / 3)
-        while True:
-            time.sleep(interval)
-            job_ids = self._due()
-            if job_ids is None:
-                return
-            if not job_ids:
-                continue
-            try:
-                with self.database.session() as session:
-                    job_store.heartbeat(session, job_ids)
-            except Exception:  # the database may be briefly away; the next beat may work
-                logger.exception("heartbeat for jobs %s failed", job_ids)
 
 
 @dataclass
@@ -516,7 +397,7 @@ def run_job(job_id: str, context: WorkerContext) -> str:
     jobs: list[Job] = [job]
     ended: dict[str, str] = {}  # job id → its status, once recorded
     try:
-        jobs += _claim_partners(context, job)
+        jobs += claim_partners(context, job)
         if len(jobs) > 1:
             logger.info("job %s renders with %d partner(s)", job_id, len(jobs) - 1)
         # Started: their event streams say so now, not at the first progress (after a
