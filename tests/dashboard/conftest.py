@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -109,6 +110,13 @@ def finished_card(page: Page, job_id: str, status: str = "succeeded"):
     card = page.locator(f'.live-card[data-job-id="{job_id}"][data-status="{status}"]')
     card.wait_for()
     return card
+
+
+def url_path(url: str | None) -> str:
+    """A signed URL without its query: each answer signs afresh (expiry, signature), so
+    only the path is the same from one answer to the next."""
+    assert url, "no URL"
+    return urlsplit(url).path
 
 
 def newest_job(client: httpx.Client) -> dict:

@@ -3,16 +3,9 @@ thumbnail links to its full image."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from playwright.sync_api import expect
 
-from tests.dashboard.conftest import Dashboard, finished_card
-
-
-def _path(url: str) -> str:
-    # Each answer signs its URLs afresh: only the path is the same from one to the next.
-    return urlsplit(url).path
+from tests.dashboard.conftest import Dashboard, finished_card, url_path
 
 
 def test_gallery_and_live_cards_show_thumbnails_linking_to_full_images(
@@ -28,15 +21,15 @@ def test_gallery_and_live_cards_show_thumbnails_linking_to_full_images(
         image = card.locator("figure img")
         page.wait_for_function("(img) => img.complete && img.naturalWidth > 0",
                                arg=image.element_handle())
-        assert _path(image.get_attribute("src")) == _path(output["thumbnail_url"])
-        assert _path(image.get_attribute("src")).endswith(f"/{output['index']}.thumb.webp")
+        assert url_path(image.get_attribute("src")) == url_path(output["thumbnail_url"])
+        assert url_path(image.get_attribute("src")).endswith(f"/{output['index']}.thumb.webp")
         assert image.evaluate("(img) => [img.naturalWidth, img.naturalHeight]") == [512, 341]
         link = card.locator("figure a.full-image")
-        assert _path(link.get_attribute("href")) == _path(output["url"])
+        assert url_path(link.get_attribute("href")) == url_path(output["url"])
         assert link.locator("img").count() == 1  # the thumbnail is the link
     # No full image was fetched to show the gallery.
     fetched = page.evaluate("performance.getEntriesByType('resource').map((r) => r.name)")
-    renders = [_path(url) for url in fetched if "/files/renders/" in url]
+    renders = [url_path(url) for url in fetched if "/files/renders/" in url]
     assert renders and all(path.endswith(".thumb.webp") for path in renders), renders
 
     # A render started on the page: its live card shows the thumbnail too.
@@ -51,5 +44,5 @@ def test_gallery_and_live_cards_show_thumbnails_linking_to_full_images(
     image = card.locator("img")
     page.wait_for_function("(img) => !img.hidden && img.complete && img.naturalWidth === 512",
                            arg=image.element_handle())
-    assert _path(image.get_attribute("src")) == _path(output["thumbnail_url"])
-    assert _path(card.locator("a.full-image").get_attribute("href")) == _path(output["url"])
+    assert url_path(image.get_attribute("src")) == url_path(output["thumbnail_url"])
+    assert url_path(card.locator("a.full-image").get_attribute("href")) == url_path(output["url"])
