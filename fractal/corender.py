@@ -17,7 +17,12 @@ __all__ = ["compatibility_key", "group_plans"]
 def compatibility_key(plan: RenderPlan) -> tuple[object, ...]:
     return (plan.init_image is None, plan.width, plan.height, plan.steps, plan.guidance,
             plan.scheduler, plan.strength, plan.hires, plan.input_type == "upscale",
-            plan.init_image.size if plan.init_image is not None else None)
+            plan.init_image.size if plan.init_image is not None else None,
+            # Adapters are set on the pipeline for a whole call: one reference and one set of
+            # controls per group (their images may differ only where the pipeline takes a
+            # batch of them, which they do not: same hashes).
+            plan.style_reference.describe() if plan.style_reference else None,
+            tuple(tuple(sorted(unit.describe().items())) for unit in plan.controls))
 
 
 def group_plans(plans: Mapping[int, RenderPlan]) -> list[list[int]]:

@@ -11,6 +11,7 @@ from typing import Any
 from PIL import Image
 
 from fractal.controls import normalise_lighting, parse_colors, prompt_fragments
+from fractal.references import ControlUnit, StyleReference
 from fractal.request import GenerationRequest
 from fractal.schedulers import check_scheduler
 from fractal.styles import Style, StyleLibrary
@@ -82,6 +83,10 @@ class RenderPlan:
     # GenerationRecord as a dict when this library made it (the engine re-renders from it).
     scale: int | None = None
     source_record: dict[str, Any] | None = None
+    # Reference images (fractal.references), decoded: render in the style of
+    # ``style_reference`` (on every pass), keeping each control's structure.
+    style_reference: StyleReference | None = None
+    controls: tuple[ControlUnit, ...] = ()
 
     @property
     def n(self) -> int:
@@ -144,6 +149,8 @@ def build_plan(
     defaults: ModelDefaults,
     hires_factor: float = HIRES_FACTOR,
     source_record: dict[str, Any] | None = None,
+    style_reference: StyleReference | None = None,
+    controls: tuple[ControlUnit, ...] = (),
 ) -> RenderPlan:
     style = styles.get(request.style) if request.style is not None else None
     lighting = normalise_lighting(request.lighting or (style.lighting if style else None))
@@ -195,6 +202,8 @@ def build_plan(
         hires=hires_pass(request, width, height, steps, defaults, hires_factor),
         scale=(request.scale or 2) if upscale else None,
         source_record=source_record if upscale else None,
+        style_reference=style_reference,
+        controls=tuple(controls),
     )
     # Style files are user data too: their defaults go through the same checks.
     check_request(

@@ -57,6 +57,11 @@ class GenerationRecord:
     # upscale, tiling): one entry per pass, e.g. {"kind": "refine", "width": 2048,
     # "height": 2048, "steps": 10, "strength": 0.35, "tiles": 9, "vae_tiled": true}.
     passes: list[dict[str, Any]] | None = None
+    # Reference images by the hash of their pixels (fractal.references), with their settings:
+    # {"sha256", "strength", "mode"} and [{"type", "sha256", "scale", "start", "end",
+    # "preprocess"}, ...]; the adapter a diffusion model used is named in "adapter"/"model".
+    style_reference: dict[str, Any] | None = None
+    controls: list[dict[str, Any]] | None = None
     versions: dict[str, str] = field(default_factory=library_versions)
 
     def to_parameters(self) -> str:
@@ -92,6 +97,14 @@ class GenerationRecord:
                 details.append(f"Denoising strength: {refine['strength']:g}")
         if self.scale:
             details.append(f"Upscale: {self.scale}")
+        if self.style_reference:  # A1111's IP-Adapter unit, as its ControlNet extension writes
+            reference = self.style_reference
+            details.append(f"Style reference: \"{reference.get('mode')}, weight "
+                           f"{reference.get('strength')}, {str(reference.get('sha256'))[:10]}\"")
+        for index, unit in enumerate(self.controls or ()):
+            details.append(f"ControlNet {index}: \"Module: {unit.get('type')}, Weight: "
+                           f"{unit.get('scale')}, Guidance Start: {unit.get('start')}, "
+                           f"Guidance End: {unit.get('end')}\"")
         if self.batch_size > 1:
             details.append(f"Batch size: {self.batch_size}, Batch pos: {self.index}")
         details.append(f"Version: spec2fractal {self.versions.get('spec2fractal', 'dev')}")
@@ -140,7 +153,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "user_prompt": (str,), "style": (str,), "lighting": (str,), "colors": (list,),
     "texture": (int, float), "strength": (int, float), "scale": (int,), "passes": (list,),
-    "versions": (dict,),
+    "versions": (dict,), "style_reference": (dict,), "controls": (list,),
 }
 
 
@@ -162,7 +175,8 @@ def parse_record(data: Any) -> GenerationRecord | None:
             if data.get(name) is not None and not _typed(data[name], types):
                 return None
         if any(not isinstance(color, str) for color in data.get("colors") or ()) or \
-                any(not isinstance(entry, dict) for entry in data.get("passes") or ()):
+                any(not isinstance(entry, dict) for entry in data.get("passes") or ()) or \
+                any(not isinstance(entry, dict) for entry in data.get("controls") or ()):
             return None
         return GenerationRecord(**data)
     except (ValueError, TypeError, RecursionError):  # bad JSON, unknown or missing fields

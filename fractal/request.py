@@ -46,6 +46,16 @@ class GenerationRequest:
     # {"strength": 0..1, "steps": n} to force it with those refine settings.
     hires: str | dict[str, Any] | None = None
     scale: int | None = None  # input_type "upscale": the result is scale × the image (2 or 4)
+    # A style reference (fractal.references): render in the style of this image (base64 or
+    # a data URL), at style_strength 0..1 (default 0.6), style_mode "style" (colours,
+    # brushwork, texture), "composition" or "both" (default "style").
+    style_image: str | None = None
+    style_strength: float | None = None
+    style_mode: str | None = None
+    # Structural control: a list of units {"type": "canny" | "depth" | "pose" | "lineart" |
+    # "tile" | "image", "image": base64 or a data URL, "scale": 0..2 (1), "start": 0..1 (0),
+    # "end": 0..1 (1), "preprocess": bool (default: when the type has a built-in one)}.
+    control: tuple[dict[str, Any], ...] | None = None
 
     def __post_init__(self) -> None:
         # JSON has no tuples and a command line gives "red,#222": keep one hashable shape.
@@ -54,11 +64,16 @@ class GenerationRequest:
             object.__setattr__(self, "colors", tuple(part for part in parts if part))
         elif isinstance(self.colors, list):
             object.__setattr__(self, "colors", tuple(self.colors))
+        if isinstance(self.control, list):
+            object.__setattr__(self, "control", tuple(self.control))
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         if self.colors is not None:
             data["colors"] = list(self.colors)
+        if self.control is not None:
+            data["control"] = [dict(unit) if isinstance(unit, dict) else unit
+                               for unit in self.control]
         return data
 
     def to_json(self) -> str:

@@ -15,7 +15,7 @@ from fractal.backends.base import Backend, StepCallback
 from fractal.backends.engine import ENGINE_NAME, EngineBackend
 from fractal.corender import group_plans
 from fractal.errors import GenerationCancelled, InvalidRequestError, Spec2FractalError
-from fractal.images import ImageSource, image_bytes, load_image
+from fractal.images import ImageSource, image_bytes, image_to_data_url, load_image
 from fractal.plan import (
     HIRES_FACTOR,
     UPSCALE_STRENGTH,
@@ -31,6 +31,7 @@ from fractal.record import (
     parse_record,
     record_from_png,
 )
+from fractal.references import load_references
 from fractal.request import GenerationRequest
 from fractal.styles import StyleLibrary
 from fractal.validation import check_request, check_tiling
@@ -63,6 +64,11 @@ class Spec2Fractal:
     A text-to-image size over ``hires_factor`` × the model's native area renders in two
     passes; a diffusion pass with a side over ``tile_size`` pixels (default: the native
     side) denoises and decodes in tiles overlapping by ``tile_overlap`` (default: a quarter).
+
+    ``adapters``: the IP-Adapter and ControlNets of each model family (fractal.adapters),
+    e.g. ``{"sd15": {"ip_adapter": {...}, "controlnets": {"canny": "..."}}}``; the loaded
+    model takes its family's, once, here. The built-in engine needs none: it takes a style
+    reference and ``canny`` and ``image`` controls by itself.
     """
 
     def __init__(
@@ -76,6 +82,7 @@ class Spec2Fractal:
         memory_limit: int | None = None,
         tile_size: int | None = None,
         tile_overlap: int | None = None,
+        adapters: Mapping[str, Any] | str | None = None,
     ) -> None:
         if model is not None and (not isinstance(model, str) or not model.strip()):
             raise InvalidRequestError("model", model, "must be a model folder, hub id or 'fractal'")
@@ -86,6 +93,9 @@ class Spec2Fractal:
         self.hires_factor = float(hires_factor)
         _check_memory_limit(memory_limit)
         check_tiling(tile_size, tile_overlap)
+        from fractal.adapters import parse_adapters
+
+        family_adapters = parse_adapters(adapters)
         self.styles = StyleLibrary()
         for path in [styles] if isinstance(styles, (str, Path)) else styles or ():
             self.styles.load(path)
@@ -102,7 +112,7 @@ class Spec2Fractal:
             resolved = resolve_device(device)
             self._backend = DiffusionBackend(
                 model.strip(), device=resolved, dtype=resolve_dtype(dtype, resolved),
-                tile_size=tile_size, tile_overlap=tile_overlap,
+                tile_size=tile_size, tile_overlap=tile_overlap, adapters=family_adapters,
             )
         self._memory = _memory_guard(self._backend, memory_limit)
 
@@ -118,6 +128,12 @@ class Spec2Fractal:
     @property
     def backend(self) -> Backend:
         return self._backend
+
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        """What this model takes beyond a prompt: ``{"style_reference": bool, "controls":
+        [control types]}``."""
+        return self._backend.capabilities()
 
     # -- the one entry point -------------------------------------------------------------
 
@@ -218,6 +234,10 @@ class Spec2Fractal:
         texture: float | None = None,
         n: int = 1,
         hires: str | dict[str, Any] | None = None,
+        style_image: ImageSource | None = None,
+        style_strength: float | None = None,
+        style_mode: str | None = None,
+        control: Sequence[Mapping[str, Any]] | None = None,
         on_progress: ProgressCallback | None = None,
         cancel: CancelHook | None = None,
     ) -> Image.Image | list[Image.Image]:
@@ -225,12 +245,18 @@ class Spec2Fractal:
 
         ``hires``: ``"auto"`` (None: two passes when the size is far over the model's native
         one), ``"off"``, or ``{"strength": 0.35, "steps": 10}`` to force two passes.
+
+        ``style_image`` (PIL image, path or bytes): render in its style, at
+        ``style_strength`` (0..1, default 0.6); ``style_mode`` "style" (colours, brushwork,
+        texture: the default), "composition" or "both". ``control``: units such as
+        ``{"type": "canny", "image": photo, "scale": 1.0, "start": 0.0, "end": 1.0}`` whose
+        structure the render keeps (see GenerationRequest.control).
         """
         request = GenerationRequest(
             input_type="text", prompt=prompt, negative_prompt=negative_prompt, width=width,
             height=height, steps=steps, guidance=guidance, seed=seed, scheduler=scheduler,
             style=style, lighting=lighting, colors=_colors(colors), texture=texture, n=n,
-            hires=hires,
+            hires=hires, **_references(style_image, style_strength, style_mode, control),
         )
         check_request(request)
         images = self._run(request, None, on_progress, cancel)
@@ -254,18 +280,25 @@ class Spec2Fractal:
         colors: Sequence[str] | None = None,
         texture: float | None = None,
         n: int = 1,
+        style_image: ImageSource | None = None,
+        style_strength: float | None = None,
+        style_mode: str | None = None,
+        control: Sequence[Mapping[str, Any]] | None = None,
         on_progress: ProgressCallback | None = None,
         cancel: CancelHook | None = None,
     ) -> Image.Image | list[Image.Image]:
         """Image-to-image (hybrid when a prompt is given). ``image``: PIL image, path or bytes.
 
         ``strength`` runs from 0 (the source) to 1 (fully repainted); default 0.6 or the style's.
+        ``style`` is a preset's name; ``style_image`` a reference picture whose style the
+        result takes (see :meth:`generate_from_text` for it and ``control``).
         """
         request = GenerationRequest(
             input_type="hybrid" if prompt and prompt.strip() else "image", prompt=prompt,
             negative_prompt=negative_prompt, width=width, height=height, steps=steps,
             guidance=guidance, seed=seed, scheduler=scheduler, style=style, lighting=lighting,
             colors=_colors(colors), texture=texture, strength=strength, n=n,
+            **_references(style_image, style_strength, style_mode, control),
         )
         check_request(request, has_image=True)
         images = self._run(request, load_image(image), on_progress, cancel)
@@ -320,8 +353,10 @@ class Spec2Fractal:
                 request.model.strip().lower() not in {*self._names, self.model.lower()}:
             raise InvalidRequestError("model", request.model,
                                       f"is not the loaded model ({self.model!r})")
+        style_reference, controls = load_references(request)
         plan = build_plan(request, init_image, styles=self.styles, defaults=self.defaults,
-                          hires_factor=self.hires_factor, source_record=source_record)
+                          hires_factor=self.hires_factor, source_record=source_record,
+                          style_reference=style_reference, controls=controls)
         self._backend.check(plan)
         self._check_memory(request, plan)
         return plan
@@ -363,6 +398,8 @@ class Spec2Fractal:
             batch_size=plan.n,
             scale=plan.scale,
             passes=self._backend.passes(plan),
+            style_reference=plan.style_reference.describe() if plan.style_reference else None,
+            controls=[unit.describe() for unit in plan.controls] or None,
         )
 
 
@@ -429,6 +466,29 @@ def _source_record(source: ImageSource) -> dict[str, Any] | None:
         except OSError:
             record = None
     return record.to_dict() if record is not None else None
+
+
+def _references(style_image: ImageSource | None, style_strength: float | None,
+                style_mode: str | None, control: Sequence[Mapping[str, Any]] | None
+                ) -> dict[str, Any]:
+    """The reference arguments of a convenience method as request data: each image (PIL,
+    path or bytes) decoded safely and sent on as a PNG data URL; the rest as given, for
+    check_request to judge."""
+    def data(value: Any, argument: str) -> Any:
+        if value is None or (isinstance(value, str) and value.startswith("data:")):
+            return value
+        if isinstance(value, (Image.Image, Path, str, bytes, bytearray)):
+            return image_to_data_url(load_image(value, argument))
+        return value  # not an image: check_request names it
+
+    units = None
+    if control is not None:
+        units = [({**unit, "image": data(unit.get("image"), f"control[{index}].image")}
+                  if isinstance(unit, Mapping) else unit)
+                 for index, unit in enumerate(control)] if isinstance(control, (list, tuple)) \
+            else control
+    return {"style_image": data(style_image, "style_image"), "style_strength": style_strength,
+            "style_mode": style_mode, "control": units}
 
 
 def _colors(colors: Any) -> Any:

@@ -10,6 +10,7 @@ from typing import Any
 
 from fractal.controls import normalise_lighting, parse_colors
 from fractal.errors import InvalidRequestError
+from fractal.references import check_controls, check_style_reference
 from fractal.request import INPUT_TYPES, UPSCALE_FACTORS, GenerationRequest
 from fractal.schedulers import check_scheduler
 
@@ -182,3 +183,6 @@ def check_request(request: GenerationRequest, *, has_image: bool | None = None) 
         raise InvalidRequestError("style", request.style, "must be a style name")
     if request.model is not None and not isinstance(request.model, str):
         raise InvalidRequestError("model", request.model, "must be a model name")
+    check_style_reference(request.style_image, request.style_strength, request.style_mode,
+                          request.input_type)
+    check_controls(request.control, request.input_type)

@@ -111,6 +111,15 @@ class Settings(BaseSettings):
     tile_overlap: int | None = Field(default=None, ge=8, le=2048, multiple_of=8,
                                      description="Pixels neighbouring tiles share (at most "
                                                  "half a tile). Unset: a quarter tile.")
+    # --- style reference and control (issue #19) ---
+    adapters: Annotated[dict[str, Any], NoDecode] = Field(
+        default_factory=dict,
+        description="Each model family's IP-Adapter and ControlNets, as JSON: "
+                    '`{"sd15": {"ip_adapter": {"model": ..., "weight_name": ..., '
+                    '"subfolder": ..., "image_encoder": ...}, "controlnets": {"canny": ...}}}` '
+                    "(families: sd15, sd2, sdxl, sd3, flux). Loaded once per worker with "
+                    "the model. Unset: no style reference or control on diffusion models "
+                    "(the built-in engine needs none).")
 
     # --- security (who may call, and how much) ---
     host: str = Field(default="127.0.0.1",
@@ -199,6 +208,18 @@ class Settings(BaseSettings):
             return [item.strip() for item in text.split(",") if item.strip()]
         return value
 
+    @field_validator("adapters", mode="before")
+    @classmethod
+    def _adapters(cls, value: object) -> object:
+        from fractal.adapters import parse_adapters
+        from fractal.errors import InvalidRequestError
+
+        try:
+            parse_adapters(value)  # type: ignore[arg-type]
+        except InvalidRequestError as exc:
+            raise ValueError(str(exc)) from None
+        return json.loads(value) if isinstance(value, str) and value.strip() else value or {}
+
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
@@ -228,7 +249,8 @@ class Settings(BaseSettings):
         """Spec2Fractal's keyword options for every model a worker loads."""
         return {"hires_factor": self.hires_factor, "tile_size": self.tile_size,
                 "tile_overlap": self.tile_overlap,
-                "memory_limit": int(self.memory_limit) if self.memory_limit else None}
+                "memory_limit": int(self.memory_limit) if self.memory_limit else None,
+                "adapters": self.adapters or None}
 
     @property
     def embedded(self) -> bool:

@@ -23,6 +23,10 @@ class Backend(Protocol):
     def check(self, plan: RenderPlan) -> None:
         """Raise InvalidRequestError for what this model cannot do (before any work)."""
 
+    def capabilities(self) -> dict[str, Any]:
+        """``{"style_reference": bool, "controls": [control types]}``: what ``check`` lets
+        through beyond a prompt (fractal.references)."""
+
     def sampler_label(self, plan: RenderPlan) -> str:
         """The sampler's name as the ``parameters`` record gives it."""
 

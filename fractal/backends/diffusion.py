@@ -6,7 +6,7 @@ import inspect
 import logging
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from fractal.adapters import FamilyAdapters, family_of
 from fractal.backends.base import PREVIEW_SIDE, StepCallback
 from fractal.backends.model_defaults import defaults_for
 from fractal.backends.refine import can_tile, iterations, refine
@@ -87,7 +88,8 @@ class _Pass:
 
 class DiffusionBackend:
     def __init__(self, model: str, *, device: torch.device, dtype: torch.dtype,
-                 tile_size: int | None = None, tile_overlap: int | None = None) -> None:
+                 tile_size: int | None = None, tile_overlap: int | None = None,
+                 adapters: Mapping[str, FamilyAdapters] | None = None) -> None:
         self.name = display_name(model)
         self.device = device
         logger.info("loading %s on %s (%s)", self.name, device, dtype)
@@ -105,6 +107,12 @@ class DiffusionBackend:
             raise InvalidRequestError("tile_overlap", tile_overlap,
                                       f"must be at most half the tile ({self.tile_size})")
         self._tiles_ok = can_tile(self.text_pipeline)
+        # This family's IP-Adapter and ControlNets (fractal.adapters), loaded once, here.
+        self.family = family_of(self.text_pipeline)
+        self.adapters = (adapters or {}).get(self.family or "") or FamilyAdapters()
+
+    def capabilities(self) -> dict[str, Any]:
+        return self.adapters.describe()
 
     @property
     def image_pipeline(self) -> Any:
@@ -128,6 +136,18 @@ class DiffusionBackend:
         return type(self._default_scheduler).__name__.startswith("FlowMatch")
 
     def check(self, plan: RenderPlan) -> None:
+        if plan.style_reference is not None and self.adapters.ip_adapter is None:
+            raise InvalidRequestError(
+                "style_image", "<image>", f"needs an IP-Adapter, and none is configured for "
+                f"model {self.name!r} (family {self.family or 'unknown'})")
+        for index, unit in enumerate(plan.controls):
+            if unit.type not in self.adapters.controlnets:
+                configured = sorted(self.adapters.controlnets)
+                raise InvalidRequestError(
+                    f"control[{index}].type", unit.type,
+                    f"has no ControlNet configured for model {self.name!r} (family "
+                    f"{self.family or 'unknown'}); configured: "
+                    f"{', '.join(configured) or 'none'}", choices=configured)
         if plan.scheduler is not None and self._is_flow_matching():
             raise InvalidRequestError(
                 "scheduler", plan.scheduler,

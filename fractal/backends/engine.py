@@ -24,6 +24,9 @@ STEPS_PER_IMAGE = 10  # the progress bar's resolution for one engine render
 # Hybrid input: how much of the prompt's scene shows through the repainted image.
 HYBRID_SCENE_SHARE = 0.35
 RERENDER, RESAMPLE = "engine re-render", "Lanczos + detail"  # how an upscale is done
+# The engine draws its scene on a control image's structure for these types; the others
+# need a trained model to read them (a pose skeleton, a depth map).
+ENGINE_CONTROLS = ("canny", "image")
 
 
 def _engine() -> ModuleType:
@@ -63,7 +66,16 @@ class EngineBackend:
     def __init__(self, styles: StyleLibrary | None = None) -> None:
         self.styles = styles if styles is not None else StyleLibrary()
 
+    def capabilities(self) -> dict[str, Any]:
+        return {"style_reference": True, "controls": list(ENGINE_CONTROLS)}
+
     def check(self, plan: RenderPlan) -> None:
+        for index, unit in enumerate(plan.controls):
+            if unit.type not in ENGINE_CONTROLS:
+                raise InvalidRequestError(
+                    f"control[{index}].type", unit.type,
+                    "is not a control the built-in engine takes (it draws its scene on "
+                    "canny edges or an image's structure)", choices=ENGINE_CONTROLS)
         if plan.style is not None and plan.style.effect not in (None, *_engine().EFFECTS):
             raise InvalidRequestError("style", plan.style.name,
                                       f"names an unknown engine effect {plan.style.effect!r}",
