@@ -13,6 +13,7 @@ from fractal.backends.base import PREVIEW_SIDE, StepCallback
 from fractal.controls import normalise_lighting, parse_colors
 from fractal.errors import InvalidRequestError
 from fractal.plan import ModelDefaults, RenderPlan
+from fractal.preprocess import prepare_control
 from fractal.request import GenerationRequest
 from fractal.styles import Style, StyleLibrary
 from fractal.validation import check_request
@@ -42,6 +43,30 @@ def _preview(canvas: np.ndarray | None) -> Image.Image | None:
     preview = Image.fromarray(canvas)
     preview.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
     return preview
+
+
+def _guides(plan: RenderPlan, width: int, height: int) -> list[Any]:
+    """The plan's control units as the engine's structural guides (scale 0: none at all).
+
+    canny → its edge map (fitted and preprocessed as every backend does) becomes ridgelines;
+    image → its luminance is the layout. start/end pick the band of detail octaves shaped."""
+    guides = []
+    for unit in plan.controls:
+        if unit.scale <= 0:
+            continue
+        image = np.asarray(prepare_control(unit, width, height).convert("RGB"))
+        guides.append(_engine().Guide("edges" if unit.type == "canny" else "layout", image,
+                                      scale=unit.scale, start=unit.start, end=unit.end))
+    return guides
+
+
+def _style_source(plan: RenderPlan) -> Any:
+    """The plan's style reference for the engine, or None (none, or strength 0)."""
+    reference = plan.style_reference
+    if reference is None or reference.strength <= 0:
+        return None
+    return _engine().StyleSource(np.asarray(reference.image.convert("RGB")),
+                                 strength=reference.strength, mode=reference.mode)
 
 
 @dataclass(frozen=True)
@@ -98,6 +123,11 @@ class EngineBackend:
         total = plan.n * STEPS_PER_IMAGE
         effect = plan.style.effect if plan.style else None
         source = np.asarray(plan.init_image) if plan.init_image is not None else None
+        if source is not None:
+            height, width = source.shape[:2]
+        else:
+            width, height = plan.width, plan.height
+        guides, style = _guides(plan, width, height), _style_source(plan)
         images = []
         for index, seed in enumerate(plan.seeds):
             offset = index * STEPS_PER_IMAGE
@@ -124,13 +154,14 @@ class EngineBackend:
                 pixels = engine.render(
                     plan.prompt, width=plan.width, height=plan.height, seed=seed,
                     lighting=plan.lighting, palette=plan.palette, texture=plan.texture,
-                    effect=effect, progress=progress,
+                    effect=effect, guides=guides, style=style, progress=progress,
                 )
             else:
                 pixels = engine.stylise(
                     self._hybrid_source(plan, source, seed), seed=seed, effect=effect,
                     strength=plan.strength if plan.strength is not None else 0.6,
-                    palette=plan.palette, texture=plan.texture, progress=progress,
+                    palette=plan.palette, texture=plan.texture, guides=guides, style=style,
+                    progress=progress,
                 )
             images.append(Image.fromarray(pixels))
         return images
@@ -149,6 +180,7 @@ class EngineBackend:
         record = plan.source_record
         if not record or plan.scale is None or record.get("model") != ENGINE_NAME \
                 or record.get("input_type") != "text" \
+                or record.get("style_reference") or record.get("controls") \
                 or (plan.width, plan.height) != (record.get("width", 0) * plan.scale,
                                                  record.get("height", 0) * plan.scale):
             return None
