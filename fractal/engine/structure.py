@@ -6,8 +6,9 @@ the broad light/dark layout, each finer band halves the size of the detail it ho
 with the same octaves of its own structure, weighted by ``scale``:
 
 * ``"edges"`` (a canny edge map, white on black): each edge becomes a ridgeline — a lit crest
-  with a shaded flank below it — so the picture's contours follow the control's edges. The
-  coarsest band (the picture's overall light) is never replaced by an edge map.
+  with a shaded flank below it — and the topmost edges are the skyline, the land below them
+  darker than the sky, so the picture's contours follow the control's edges. The coarsest
+  band (the picture's overall light) is never replaced by an edge map.
 * ``"layout"`` (any image): its luminance is the picture's height and layout map — bright
   where the control is bright, dark where it is dark.
 
@@ -33,6 +34,9 @@ GUIDE_KINDS = ("edges", "layout")
 # 2 (the largest scale) → 91 %, so the picture never vanishes entirely under a control.
 KEEP = 0.3
 RIDGE_LIGHT = 70.0  # L* a ridgeline's crest adds over its surroundings (Lab L runs 0..100)
+EDGE_REACH = 6.0  # an edge guide speaks fully within this many crest widths of an edge…
+FAR_FROM_EDGES = 0.3  # …and at this share of its weight far from every edge
+LAND_SHADE = 25.0  # L* the land below the edges' skyline is darker than the sky above it
 
 
 @dataclass(frozen=True)
@@ -96,23 +100,41 @@ def band_coverage(count: int, start: float, end: float) -> np.ndarray:
     return (np.clip(np.minimum(high, end) - np.maximum(low, start), 0.0, None) * count).astype(F)
 
 
-def _ridges(edges: np.ndarray) -> np.ndarray:
-    """An edge map (H, W, 3) as a relief in L* units: a crest on each edge, its flank below
-    shaded (light from above), so edges read as ridgelines rather than drawn lines."""
+def _ridges(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An edge map (H, W, 3) as a relief in L* units — a crest on each edge, its flank below
+    shaded (light from above), so edges read as ridgelines rather than drawn lines — and
+    where it speaks: fully near an edge, only a little far from any (the scene keeps most of
+    its own detail there)."""
     cv2 = _cv2()
     mask = (edges.max(axis=2) > 127).astype(np.uint8)
     if not mask.any():
-        return np.zeros(mask.shape, F)
+        return np.zeros(mask.shape, F), np.full(mask.shape, FAR_FROM_EDGES, F)
     width = max(1.0, min(mask.shape) / 400)  # about 2 px at 768 rows
     distance = cv2.distanceTransform(1 - mask, cv2.DIST_L2, 3)
     crest = np.exp(-((distance / width) ** 2)).astype(F)
     shift = max(1, round(2 * width))
     flank = np.zeros_like(crest)
     flank[shift:] = crest[:-shift]  # the crest moved down: its shadow side
-    return (crest - 0.5 * np.clip(flank - crest, 0.0, None)) * F(RIDGE_LIGHT)
+    relief = (crest - 0.5 * np.clip(flank - crest, 0.0, None)) * F(RIDGE_LIGHT)
+    relief -= _land(mask, width) * F(LAND_SHADE)
+    near = np.exp(-((distance / (EDGE_REACH * width)) ** 2)).astype(F)
+    return relief, F(FAR_FROM_EDGES) + F(1 - FAR_FROM_EDGES) * near
 
 
-def _target(guide: Guide, lightness: np.ndarray) -> np.ndarray:
+def _land(mask: np.ndarray, width: float) -> np.ndarray:
+    """1 below the skyline (each column's topmost edge: the horizon the edges draw), 0 above,
+    softened; columns without an edge take their neighbours' skyline."""
+    rows, cols = mask.shape
+    has_edge = mask.any(axis=0)
+    top = np.argmax(mask, axis=0).astype(F)
+    known = np.flatnonzero(has_edge)
+    skyline = np.interp(np.arange(cols), known, top[known]).astype(F)
+    below = np.arange(rows, dtype=F)[:, None] - skyline[None, :]
+    return np.clip(below / (4 * width), 0.0, 1.0)
+
+
+def _target(guide: Guide, lightness: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The lightness the guide asks for, and where (None: everywhere alike)."""
     if guide.kind == "edges":
         return _ridges(guide.image)
     # The control's luminance, spread over the picture's own range of lightness.
@@ -120,7 +142,7 @@ def _target(guide: Guide, lightness: np.ndarray) -> np.ndarray:
     low, high = np.percentile(lightness, (2, 98))
     lum_low, lum_high = np.percentile(lum, (2, 98))
     spread = (high - low) / max(lum_high - lum_low, 1e-3)
-    return ((lum - lum_low) * F(max(spread, 0.5)) + F(low)).astype(F)
+    return ((lum - lum_low) * F(max(spread, 0.5)) + F(low)).astype(F), None
 
 
 def apply_guides(rgb: np.ndarray, guides: Sequence[Guide]) -> np.ndarray:
@@ -134,27 +156,29 @@ def apply_guides(rgb: np.ndarray, guides: Sequence[Guide]) -> np.ndarray:
             raise ValueError(f"unknown guide kind {guide.kind!r}; one of {GUIDE_KINDS}")
         if guide.image.shape != rgb.shape:
             raise ValueError(f"a guide is {guide.image.shape}, the picture {rgb.shape}")
+    cv2 = _cv2()
     lab = to_lab(rgb)
     levels = octave_count(*rgb.shape[:2])
     own = bands(lab[..., 0], levels)
-    mixed = [band * F(0) for band in own]
-    totals = np.zeros(len(own), F)
+    mixed = [np.zeros_like(band) for band in own]
+    totals = [np.zeros_like(band) for band in own]
     for guide in active:
         weights = band_coverage(len(own), guide.start, guide.end) * F(1 - KEEP ** guide.scale)
         if guide.kind == "edges":
             weights[0] = 0.0  # an edge map says nothing about the picture's overall light
-        target = bands(_target(guide, lab[..., 0]), levels)
+        target, where = _target(guide, lab[..., 0])
+        target_bands = bands(target, levels)
         for index, weight in enumerate(weights):
-            if weight > 0:
-                mixed[index] += target[index] * weight
-        totals += weights
+            if weight <= 0:
+                continue
+            local = F(weight) if where is None else weight * cv2.resize(
+                where, own[index].shape[::-1], interpolation=cv2.INTER_AREA)
+            mixed[index] += target_bands[index] * local
+            totals[index] += local
     out = []
-    for index, band in enumerate(own):
-        total = float(totals[index])
-        if total <= 0:
-            out.append(band)
-            continue
-        share = min(total, 1.0)  # guides together replace at most the whole octave
-        out.append(band * F(1 - share) + mixed[index] * F(share / total))
+    for band, mix, total in zip(own, mixed, totals, strict=True):
+        # Guides together replace at most the whole octave, sharing it by their weights.
+        share = np.minimum(total, 1.0)
+        out.append(band * (1 - share) + mix * (share / np.maximum(total, 1e-6)))
     lab[..., 0] = np.clip(collapse(out), 0.0, 100.0)
     return from_lab(lab)
