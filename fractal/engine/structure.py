@@ -108,7 +108,7 @@ def _ridges(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cv2 = _cv2()
     mask = (edges.max(axis=2) > 127).astype(np.uint8)
     if not mask.any():
-        return np.zeros(mask.shape, F), np.full(mask.shape, FAR_FROM_EDGES, F)
+        return np.zeros(mask.shape, F), np.zeros(mask.shape, F)  # no edges ask for nothing
     width = max(1.0, min(mask.shape) / 400)  # about 2 px at 768 rows
     distance = cv2.distanceTransform(1 - mask, cv2.DIST_L2, 3)
     crest = np.exp(-((distance / width) ** 2)).astype(F)
@@ -147,15 +147,18 @@ def _target(guide: Guide, lightness: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def apply_guides(rgb: np.ndarray, guides: Sequence[Guide]) -> np.ndarray:
     """``rgb`` (H, W, 3) uint8 drawn on the guides' structure; several guides share each
-    octave in proportion to their weights. No guide with a scale above 0: ``rgb`` itself."""
-    active = [guide for guide in guides if guide.scale > 0]
-    if not active:
-        return rgb
-    for guide in active:
+    octave in proportion to their weights. No guide with a scale above 0 (or only edge maps
+    without an edge): ``rgb`` itself."""
+    for guide in guides:
         if guide.kind not in GUIDE_KINDS:
             raise ValueError(f"unknown guide kind {guide.kind!r}; one of {GUIDE_KINDS}")
         if guide.image.shape != rgb.shape:
             raise ValueError(f"a guide is {guide.image.shape}, the picture {rgb.shape}")
+    # An edge map without an edge asks for nothing: the picture stays exactly as drawn.
+    active = [guide for guide in guides if guide.scale > 0 and (
+        guide.kind != "edges" or (guide.image.max(axis=2) > 127).any())]
+    if not active:
+        return rgb
     cv2 = _cv2()
     lab = to_lab(rgb)
     levels = octave_count(*rgb.shape[:2])

@@ -199,3 +199,37 @@ def test_edges_become_ridgelines_not_a_replaced_picture() -> None:
         Guide("edges", np.asarray(Image.fromarray(edges(_drawing()).astype(np.uint8) * 255)
                                   .convert("RGB")), 1.0)], **SIZE)
     assert abs(float(ridged.mean()) - float(night.mean())) < 15
+
+
+def test_a_controlled_render_is_upscaled_by_resampling_not_redrawn_without_its_control(
+        engine_model: Spec2Fractal) -> None:
+    # The record names the control by hash only: redrawing the scene would lose it.
+    controlled = engine_model.generate_from_text("a lake", seed=1, width=80, height=64,
+                                                 control=[canny_unit(_drawing())])
+    styled = engine_model.generate_from_text("a lake", seed=1, width=80, height=64,
+                                             style_image=_png(_drawing()))
+    plain = engine_model.generate_from_text("a lake", seed=1, width=80, height=64)
+    upscaler = {name: read_record(engine_model.upscale(image, scale=2)).passes[0]["upscaler"]
+                for name, image in (("controlled", controlled), ("styled", styled),
+                                    ("plain", plain))}
+    assert upscaler == {"controlled": "Lanczos + detail", "styled": "Lanczos + detail",
+                        "plain": "engine re-render"}
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 300), (300, 1)])
+def test_degenerate_control_and_reference_images_render(engine_model: Spec2Fractal,
+                                                        size: tuple[int, int]) -> None:
+    odd = Image.new("RGB", size, (200, 40, 40))
+    for width, height in ((8, 8), (64, 8)):
+        for kind in ("canny", "image"):
+            image = engine_model.generate_from_text(
+                "a lake", seed=1, width=width, height=height, style_image=_png(odd),
+                style_mode="both", control=[{"type": kind, "image": _png(odd), "scale": 2}])
+            assert image.size == (width, height)
+
+
+def test_a_canny_control_without_edges_changes_nothing(engine_model: Spec2Fractal) -> None:
+    plain = engine_model.generate_from_text("a lake", seed=1, **SIZE)
+    blank = engine_model.generate_from_text(
+        "a lake", seed=1, control=[canny_unit(Image.new("RGB", (W, H), (90, 90, 90)))], **SIZE)
+    assert np.array_equal(np.asarray(plain), np.asarray(blank))
