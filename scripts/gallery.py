@@ -2,7 +2,8 @@
 
 Usage: ``python scripts/gallery.py``. The painterly restylings use
 :func:`fractal.engine.stylise` (the paint package); the scenes only need
-:mod:`fractal.engine.scene`.
+:mod:`fractal.engine.scene`. The style reference and control pictures go through the library
+(:class:`fractal.Spec2Fractal`), as a user's request would.
 """
 
 from __future__ import annotations
@@ -49,6 +50,18 @@ SCENES: list[tuple[str, str, dict]] = [
     ("galaxy", "a spiral galaxy", {"seed": 3}),
     ("snowflake", "koch snowflake", {}),
     ("dragon", "dragon curve", {"seed": 4}),
+]
+# Style reference: (file stem, reference scene stem, prompt, options of generate_from_text)
+STYLED = [
+    ("lake-styled-watercolor", "island-watercolor", LAKE, {"style_strength": 0.8}),
+    ("island-styled-night", "volcano-night", ISLAND, {"style_strength": 0.9,
+                                                      "style_mode": "both"}),
+]
+# Control: (file stem, control scene stem, prompt, control unit options)
+CONTROLLED = [
+    ("island-on-volcano-edges", "volcano-day", ISLAND, {"type": "canny", "scale": 1.0}),
+    ("lake-on-waterfall-layout", "waterfall", LAKE, {"type": "image", "scale": 0.8,
+                                                     "end": 0.5}),
 ]
 # (file stem, source scene stem, effect, strength)
 RESTYLES = [
@@ -107,6 +120,7 @@ def main() -> None:
     else:
         for stem, source, effect, strength in RESTYLES:
             image = stylise(rendered[source], seed=1, effect=effect, strength=strength)
+            rendered[stem] = image
             name = _save(image, stem)
             logger.info("restyled %s", name)
             lines += [
@@ -117,7 +131,56 @@ def main() -> None:
                 f"![{stem}](gallery/{name})",
                 "",
             ]
+    lines += _references(rendered)
     (ROOT / "docs" / "gallery.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def _options(options: dict) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in options.items())
+
+
+def _references(rendered: dict[str, np.ndarray]) -> list[str]:
+    """Style transfer from a reference and structural control, through the library.
+
+    Each entry shows its inputs next to the result: the reference and the plain render; the
+    control image and the canny edges the engine drew on (the same fractal.preprocess call
+    every backend uses)."""
+    from fractal import Spec2Fractal
+    from fractal.preprocess import canny, fit
+
+    model = Spec2Fractal()
+    size = {"width": WIDTH, "height": HEIGHT, "seed": 1}
+    lines = ["## Style reference and control", "",
+             "See [style-and-control.md](style-and-control.md). Every render below is "
+             f"`Spec2Fractal().generate_from_text(prompt, seed=1, width={WIDTH}, "
+             f"height={HEIGHT}, ...)`.", ""]
+    for stem, reference, prompt, options in STYLED:
+        styled = model.generate_from_text(prompt, style_image=Image.fromarray(
+            rendered[reference]), **size, **options)
+        plain = model.generate_from_text(prompt, **size)
+        name, plain_name = _save(np.asarray(styled), stem), _save(np.asarray(plain),
+                                                                  f"{stem}-plain")
+        logger.info("styled %s", name)
+        lines += [f"### {stem}", "",
+                  f"`{prompt}` with `style_image=<{reference}>, {_options(options)}` — "
+                  "reference, plain render, styled render", "",
+                  f"![reference](gallery/{reference}.jpg) ![plain](gallery/{plain_name}) "
+                  f"![styled](gallery/{name})", ""]
+    for stem, control, prompt, unit in CONTROLLED:
+        image = Image.fromarray(rendered[control])
+        result = model.generate_from_text(prompt, control=[{"image": image, **unit}], **size)
+        name = _save(np.asarray(result), stem)
+        shown = f"gallery/{control}.jpg"
+        preview = ""
+        if unit["type"] == "canny":
+            edges = _save(np.asarray(canny(fit(image, WIDTH, HEIGHT))), f"{stem}-edges")
+            preview = f" ![canny edges](gallery/{edges})"
+        logger.info("controlled %s", name)
+        lines += [f"### {stem}", "",
+                  f"`{prompt}` with `control=[{{{_options(unit)}, 'image': <{control}>}}]` — "
+                  f"control image{', its canny edges' if preview else ''}, controlled render",
+                  "", f"![control]({shown}){preview} ![controlled](gallery/{name})", ""]
+    return lines
 
 
 if __name__ == "__main__":

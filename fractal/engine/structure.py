@@ -116,21 +116,25 @@ def _ridges(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     flank = np.zeros_like(crest)
     flank[shift:] = crest[:-shift]  # the crest moved down: its shadow side
     relief = (crest - 0.5 * np.clip(flank - crest, 0.0, None)) * F(RIDGE_LIGHT)
-    relief -= _land(mask, width) * F(LAND_SHADE)
+    relief -= _land(mask) * F(LAND_SHADE)
     near = np.exp(-((distance / (EDGE_REACH * width)) ** 2)).astype(F)
     return relief, F(FAR_FROM_EDGES) + F(1 - FAR_FROM_EDGES) * near
 
 
-def _land(mask: np.ndarray, width: float) -> np.ndarray:
-    """1 below the skyline (each column's topmost edge: the horizon the edges draw), 0 above,
-    softened; columns without an edge take their neighbours' skyline."""
+def _land(mask: np.ndarray) -> np.ndarray:
+    """1 below the skyline (the topmost edges: the horizon the edges draw), 0 above, blurred
+    so it shapes only the coarse octaves (the ridgelines draw the sharp line). The skyline is
+    each column's topmost edge, median-smoothed across columns so a stray fragment (a cloud's
+    rim) does not cut a notch; edgeless columns take their neighbours' height."""
+    from scipy.ndimage import median_filter
+
     rows, cols = mask.shape
-    has_edge = mask.any(axis=0)
     top = np.argmax(mask, axis=0).astype(F)
-    known = np.flatnonzero(has_edge)
+    known = np.flatnonzero(mask.any(axis=0))
     skyline = np.interp(np.arange(cols), known, top[known]).astype(F)
-    below = np.arange(rows, dtype=F)[:, None] - skyline[None, :]
-    return np.clip(below / (4 * width), 0.0, 1.0)
+    skyline = median_filter(skyline, size=max(3, cols // 8) | 1, mode="nearest")
+    land = (np.arange(rows, dtype=F)[:, None] >= skyline[None, :]).astype(F)
+    return _cv2().GaussianBlur(land, (0, 0), max(1.0, rows / 30))
 
 
 def _target(guide: Guide, lightness: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
