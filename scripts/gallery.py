@@ -51,11 +51,12 @@ SCENES: list[tuple[str, str, dict]] = [
     ("snowflake", "koch snowflake", {}),
     ("dragon", "dragon curve", {"seed": 4}),
 ]
-# Style reference: (file stem, reference scene stem, prompt, options of generate_from_text)
+# Style reference: (file stem, reference stem, plain render's scene stem, options of
+# generate_from_text); the plain scene's prompt, rendered with the reference.
 STYLED = [
-    ("lake-styled-watercolor", "island-watercolor", LAKE, {"style_strength": 0.8}),
-    ("island-styled-night", "volcano-night", ISLAND, {"style_strength": 0.9,
-                                                      "style_mode": "both"}),
+    ("lake-styled-watercolor", "island-watercolor", "lake-sunrise", {"style_strength": 0.8}),
+    ("island-styled-night", "volcano-night", "tropical-island", {"style_strength": 0.9,
+                                                                 "style_mode": "both"}),
 ]
 # Control: (file stem, control scene stem, prompt, control unit options)
 CONTROLLED = [
@@ -139,6 +140,11 @@ def _options(options: dict) -> str:
     return ", ".join(f"{key}={value!r}" for key, value in options.items())
 
 
+def _unit(unit: dict, control: str) -> str:
+    items = [f"{key!r}: {value!r}" for key, value in unit.items()]
+    return "{" + ", ".join([*items, f"'image': <{control}>"]) + "}"
+
+
 def _references(rendered: dict[str, np.ndarray]) -> list[str]:
     """Style transfer from a reference and structural control, through the library.
 
@@ -154,17 +160,17 @@ def _references(rendered: dict[str, np.ndarray]) -> list[str]:
              "See [style-and-control.md](style-and-control.md). Every render below is "
              f"`Spec2Fractal().generate_from_text(prompt, seed=1, width={WIDTH}, "
              f"height={HEIGHT}, ...)`.", ""]
-    for stem, reference, prompt, options in STYLED:
+    prompts = {stem: prompt for stem, prompt, _ in SCENES}
+    for stem, reference, plain, options in STYLED:
+        prompt = prompts[plain]
         styled = model.generate_from_text(prompt, style_image=Image.fromarray(
             rendered[reference]), **size, **options)
-        plain = model.generate_from_text(prompt, **size)
-        name, plain_name = _save(np.asarray(styled), stem), _save(np.asarray(plain),
-                                                                  f"{stem}-plain")
+        name = _save(np.asarray(styled), stem)
         logger.info("styled %s", name)
         lines += [f"### {stem}", "",
                   f"`{prompt}` with `style_image=<{reference}>, {_options(options)}` — "
-                  "reference, plain render, styled render", "",
-                  f"![reference](gallery/{reference}.jpg) ![plain](gallery/{plain_name}) "
+                  f"reference, plain render ({plain}), styled render", "",
+                  f"![reference](gallery/{reference}.jpg) ![plain](gallery/{plain}.jpg) "
                   f"![styled](gallery/{name})", ""]
     for stem, control, prompt, unit in CONTROLLED:
         image = Image.fromarray(rendered[control])
@@ -177,7 +183,7 @@ def _references(rendered: dict[str, np.ndarray]) -> list[str]:
             preview = f" ![canny edges](gallery/{edges})"
         logger.info("controlled %s", name)
         lines += [f"### {stem}", "",
-                  f"`{prompt}` with `control=[{{{_options(unit)}, 'image': <{control}>}}]` — "
+                  f"`{prompt}` with `control=[{_unit(unit, control)}]` — "
                   f"control image{', its canny edges' if preview else ''}, controlled render",
                   "", f"![control]({shown}){preview} ![controlled](gallery/{name})", ""]
     return lines

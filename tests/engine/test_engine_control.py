@@ -3,6 +3,7 @@ control's edges — more with a control than without, more at scale 1 than at 0.
 
 from __future__ import annotations
 
+import base64
 import io
 import threading
 
@@ -233,3 +234,28 @@ def test_a_canny_control_without_edges_changes_nothing(engine_model: Spec2Fracta
     blank = engine_model.generate_from_text(
         "a lake", seed=1, control=[canny_unit(Image.new("RGB", (W, H), (90, 90, 90)))], **SIZE)
     assert np.array_equal(np.asarray(plain), np.asarray(blank))
+
+
+_GOOD = base64.b64encode(_png(Image.new("RGB", (8, 8)))).decode()
+
+
+@pytest.mark.parametrize(("fields", "argument"), [
+    ({"style_image": _GOOD, "style_strength": float("nan")}, "style_strength"),
+    ({"style_image": _GOOD, "style_strength": float("inf")}, "style_strength"),
+    ({"style_image": "\ud800abc"}, "style_image"),
+    ({"style_image": 123}, "style_image"),
+    ({"style_image": _GOOD, "style_mode": "\ud800"}, "style_mode"),
+    ({"control": [{"type": "canny", "image": _GOOD, "scale": float("nan")}]}, "control[0].scale"),
+    ({"control": [{"type": "canny", "image": "\ud800"}]}, "control[0].image"),
+    ({"control": [{"type": "canny", "image": _GOOD}] * 10_000}, "control"),
+    ({"control": [{"type": "image", "image": _GOOD, "start": 0.5, "end": 0.5}]},
+     "control[0].end"),
+    ({"control": "canny"}, "control"),
+    ({"control": [{"type": "canny", "image": _GOOD, "scale": 2.5}]}, "control[0].scale"),
+])
+def test_hostile_reference_fields_are_named_errors_before_the_engine_runs(
+        engine_model: Spec2Fractal, fields: dict, argument: str) -> None:
+    with pytest.raises(InvalidRequestError) as error:
+        engine_model.generate({"input_type": "text", "prompt": "a lake", "width": 64,
+                               "height": 64, **fields})
+    assert error.value.argument == argument
