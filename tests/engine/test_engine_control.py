@@ -259,3 +259,15 @@ def test_hostile_reference_fields_are_named_errors_before_the_engine_runs(
         engine_model.generate({"input_type": "text", "prompt": "a lake", "width": 64,
                                "height": 64, **fields})
     assert error.value.argument == argument
+
+
+@pytest.mark.parametrize("style", ["Impressionist", "Watercolor", "Pencil Sketch"])
+def test_the_control_survives_a_style_preset_painting_over_it(engine_model: Spec2Fractal,
+                                                              style: str) -> None:
+    # The scene is placed on the structure first, then the preset's effect paints it.
+    control = _drawing()
+    scores = [edge_agreement(engine_model.generate_from_text(
+        "a lake below snowy mountains", seed=2, style=style,
+        control=[canny_unit(control, scale=scale)] if scale else None, **SIZE), control)
+        for scale in (0.0, 0.25, 1.0)]
+    assert scores[0] < scores[1] < scores[2], scores
