@@ -1,4 +1,4 @@
-"""The built-in offline fractal engine: no weights, no GPU, numpy only.
+"""The built-in offline fractal engine: no weights, no GPU — numpy, SciPy and OpenCV only.
 
 Three entry points, pure functions of their arguments (deterministic per seed):
 
