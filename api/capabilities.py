@@ -9,6 +9,7 @@ worker's own check ends such a job, naming the field.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,12 +57,18 @@ def _family(model: str) -> str | None:
     return family_of_folder(folder) if folder is not None else None
 
 
+@functools.cache
+def _engine() -> Capabilities:
+    # Its own answer, asked once: making an EngineBackend reads the style library.
+    described = EngineBackend().capabilities()
+    return Capabilities(None, True, bool(described["style_reference"]),
+                        list(described["controls"]))
+
+
 def capabilities_of(model: str, settings: Settings) -> Capabilities:
     """A served model's capabilities, as far as the API can read them. Blocking (files)."""
     if model == BUILT_IN:
-        described = EngineBackend().capabilities()
-        return Capabilities(None, True, bool(described["style_reference"]),
-                            list(described["controls"]))
+        return _engine()
     family = _family(model)
     if family is None:
         return Capabilities(None, False)
