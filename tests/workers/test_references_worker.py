@@ -87,3 +87,25 @@ def test_a_reference_gone_from_storage_fails_the_job_naming_it(api: TestClient,
     assert job["error_detail"]["field"] == field
     assert field in job["error"]
     assert job["attempts"] == 1  # missing is final: no retry brings it back
+
+
+def test_a_reference_storage_does_not_answer_for_is_tried_again(
+        api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As for an input image: queued again while attempts remain, then failed as
+    input_unavailable naming the field. Storage here is an S3 endpoint nobody listens on."""
+    from tests.api.conftest import free_port
+    from workers.storage.s3 import S3Storage
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "test")
+    down = S3Storage("nowhere", endpoint_url=f"http://127.0.0.1:{free_port()}",
+                     create_bucket=False)
+    job_id = _queue(api, style_image=data_url(png_bytes(16, 16, "navy")))
+    context = _context(api)
+    context.storage = down
+    assert run_job(job_id, context) == JobStatus.QUEUED  # attempt 1 of 3
+    context.max_attempts = 2  # the next attempt is its last
+    assert run_job(job_id, context) == JobStatus.FAILED
+    job = api.get(f"/jobs/{job_id}").json()
+    assert job["error_detail"]["code"] == job_errors.INPUT_UNAVAILABLE
+    assert job["error_detail"]["field"] == "style_image"
