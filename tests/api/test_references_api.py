@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -305,3 +306,30 @@ def test_a_control_the_worker_lacks_is_a_422_naming_it(
     detail = response.json()["detail"][0]
     assert detail["loc"] == ["body", "control", 0, "type"]
     assert response.json()["job"]["error_detail"]["field"] == "control[0].type"
+
+
+def test_a_hub_models_family_is_read_from_the_local_cache(tmp_path: Path,
+                                                          tiny_sd: Path) -> None:
+    """A hub id's family comes from its model_index.json in the Hugging Face cache (laid out
+    as huggingface_hub lays it out; nothing is downloaded); not cached: not known."""
+    import shutil
+    import subprocess
+    import sys
+
+    repo = tmp_path / "hub" / "models--acme--tiny-sd"
+    snapshot = repo / "snapshots" / "0123abcd"
+    (snapshot / "unet").mkdir(parents=True)
+    shutil.copy(tiny_sd / "model_index.json", snapshot / "model_index.json")
+    shutil.copy(tiny_sd / "unet" / "config.json", snapshot / "unet" / "config.json")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    code = ("from api.capabilities import capabilities_of; from workers.settings import "
+            "Settings; s = Settings(adapters={'sd15': {'controlnets': {'canny': 'x/y'}}}); "
+            "print(capabilities_of('acme/tiny-sd', s)); print(capabilities_of('acme/other', s))")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=60, check=True,
+                           env={**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"),
+                                "HF_HUB_OFFLINE": "1"}).stdout.splitlines()
+    assert shown == [
+        "Capabilities(family='sd15', known=True, style_reference=False, controls=['canny'])",
+        "Capabilities(family=None, known=False, style_reference=False, controls=[])"]
