@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -21,8 +21,8 @@ from workers import job_errors
 from workers.job_errors import JobError
 from workers.storage import Storage, StorageError
 
-__all__ = ["REFERENCE_PREFIX", "InputUnreadable", "input_error", "named_hash",
-           "reference_fields", "reference_key", "restore_references", "store_references"]
+__all__ = ["REFERENCE_PREFIX", "InputUnreadable", "input_error", "named_hash", "reference_key",
+           "restore_references", "store_references"]
 
 REFERENCE_PREFIX = "sha256:"  # never base64 data (no colon there) nor a data: URL
 _MISSING = JobError(job_errors.INPUT_MISSING, "the input image could not be read from image "
@@ -61,18 +61,6 @@ def input_error(field: str, transient: bool) -> JobError:
     return replace(error, field=field,
                    message=error.message.replace("the input image",
                                                  f"the reference image `{field}`"))
-
-
-def reference_fields(data: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
-    """(field name, value) of each reference image in a request's data, in order:
-    ``style_image``, then ``control[i].image``."""
-    if data.get("style_image") is not None:
-        yield "style_image", data["style_image"]
-    control = data.get("control")
-    if isinstance(control, (list, tuple)):
-        for index, unit in enumerate(control):
-            if isinstance(unit, Mapping) and unit.get("image") is not None:
-                yield f"control[{index}].image", unit["image"]
 
 
 def store_references(storage: Storage, images: Mapping[str, Image.Image]) -> None:
