@@ -87,6 +87,9 @@ async def _read_form(request: Request
     control_files: list[str] = []
     for key in set(form.keys()):
         values = form.getlist(key)
+        if key in ("image", "style_image") and len(values) > 1:
+            raise field_error(["body", key], "give one image, not several",
+                              f"<{len(values)} parts>")
         if key == "image" and isinstance(values[-1], UploadFile):
             upload = await values[-1].read()
             continue

@@ -213,6 +213,7 @@ def test_engine_refuses_unconfigured_types_listing_its_own(service: TestClient) 
     ([("style_image", ("s.png", b"\x89PNG broken", "image/png"))], {},
      ["body", "style_image"]),
     ([], {"control": "[{"}, ["body", "control", 2]),
+    ([("style_image", ("s.png", STYLE, "image/png"))] * 2, {}, ["body", "style_image"]),
     ([], {"control": '[{"type": "canny", "scale": NaN}]'}, ["body", "control", 0, "scale"]),
 ])
 def test_bad_multipart_parts_are_422_naming_them(service: TestClient, files: list,
