@@ -89,17 +89,23 @@ def test_a_reference_gone_from_storage_fails_the_job_naming_it(api: TestClient,
     assert job["attempts"] == 1  # missing is final: no retry brings it back
 
 
-def test_a_reference_storage_does_not_answer_for_is_tried_again(
-        api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_reference_storage_does_not_answer_for_is_tried_again(api: TestClient) -> None:
     """As for an input image: queued again while attempts remain, then failed as
     input_unavailable naming the field. Storage here is an S3 endpoint nobody listens on."""
+    import boto3
+    from botocore.config import Config
+
     from tests.api.conftest import free_port
     from workers.storage.s3 import S3Storage
 
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, "test")
-    down = S3Storage("nowhere", endpoint_url=f"http://127.0.0.1:{free_port()}",
-                     create_bucket=False)
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    down = S3Storage("nowhere", endpoint_url=endpoint, create_bucket=False)
+    # Credentials given to this client alone: set in the environment, boto3's default
+    # session would keep them for every later client of this process.
+    down.client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                               aws_access_key_id="test", aws_secret_access_key="test",
+                               config=Config(connect_timeout=1,
+                                             retries={"max_attempts": 1, "mode": "standard"}))
     job_id = _queue(api, style_image=data_url(png_bytes(16, 16, "navy")))
     context = _context(api)
     context.storage = down
