@@ -1,0 +1,99 @@
+"""POST /controls/preview: what a control unit's image becomes before a model sees it (the
+dashboard's live Canny preview), through the same fractal.preprocess.prepare_control every
+backend uses, so the edges a user previews are the edges a render follows."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from fastapi import APIRouter, Response
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from api.auth import CallerDep
+from api.errors import invalid_request
+from api.jsonbody import JsonRoute
+from fractal import InvalidRequestError
+from fractal.images import image_bytes, load_image
+from fractal.preprocess import prepare_control
+from fractal.references import (
+    CONTROL_TYPES,
+    PREPROCESSORS,
+    ControlUnit,
+    check_controls,
+    pixel_hash,
+)
+
+__all__ = ["MAX_PREVIEW_SIDE", "ControlPreviewBody", "preview_png", "router"]
+
+router = APIRouter(prefix="/controls", tags=["controls"], route_class=JsonRoute)
+
+# The preview is for eyes: never more work per call than a 768 px image's edges.
+MAX_PREVIEW_SIDE = 768
+
+
+class ControlPreviewBody(BaseModel):
+    """One control unit's type and image, as in POST /generate's ``control`` list."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: str = Field(description="The control type.",
+                      json_schema_extra={"enum": list(CONTROL_TYPES)})
+    image: str = Field(description="The control image as base64 or a data:image/...;base64 "
+                                   "URL (PNG, JPEG or WEBP; the same limits as every input "
+                                   "image).")
+    preprocess: bool | None = Field(
+        default=None, description="Run the type's built-in preprocessor (only "
+        f"{', '.join(PREPROCESSORS)} has one); unset: on where there is one.")
+
+
+def _preview_size(size: tuple[int, int]) -> tuple[int, int]:
+    """The image's own size, scaled down (never up) to MAX_PREVIEW_SIDE on its long side."""
+    width, height = size
+    ratio = min(1.0, MAX_PREVIEW_SIDE / max(width, height))
+    return max(1, round(width * ratio)), max(1, round(height * ratio))
+
+
+def preview_png(body: ControlPreviewBody) -> bytes:
+    """The prepared control image as PNG bytes. Blocking (decode, resize, preprocess)."""
+    unit: dict[str, Any] = {"type": body.type, "image": body.image}
+    if body.preprocess is not None:
+        unit["preprocess"] = body.preprocess
+    try:
+        # The library's own rules, its `control[0].key` names read as this body's keys.
+        try:
+            check_controls([unit], "text")
+        except InvalidRequestError as exc:
+            key = exc.argument.rpartition(".")[2]
+            raise InvalidRequestError(key, exc.value, exc.reason,
+                                      choices=exc.choices) from None
+        image = load_image(image_bytes(body.image, "image"), "image")
+    except InvalidRequestError as exc:
+        raise invalid_request(exc) from None
+    width, height = _preview_size(image.size)
+    # Scaled first: preprocessing runs on the preview's pixels, never on a 25-megapixel input.
+    small = image.convert("RGB").resize((width, height), resample=Image.Resampling.LANCZOS) \
+        if (width, height) != image.size else image
+    preprocess = body.type in PREPROCESSORS if body.preprocess is None else body.preprocess
+    control = ControlUnit(type=body.type, image=small, sha256=pixel_hash(small), scale=1.0,
+                          start=0.0, end=1.0, preprocess=preprocess)
+    prepared = prepare_control(control, width, height)
+    buffer = io.BytesIO()
+    prepared.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@router.post(
+    "/preview", response_class=Response,
+    responses={200: {"description": "The control image a model is given, as PNG.",
+                     "content": {"image/png": {"schema": {"type": "string",
+                                                          "format": "binary"}}}}},
+)
+async def preview_control(body: ControlPreviewBody, caller: CallerDep) -> Response:
+    """Preview a control image: for ``canny``, white edges on black, as a render would use
+    them; at the image's own size, at most 768 px on its longest side."""
+    del caller  # the Gatekeeper has checked the key and its rate limit
+    png = await run_in_threadpool(preview_png, body)
+    return Response(png, media_type="image/png")
