@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from api.errors import ApiError, field_error, invalid_request
 from api.generation import build_request, check_webhook, input_image
 from api.limits import QUEUE_FULL_RETRY_AFTER
+from api.references import DecodeCache, References
 from api.schemas import BatchBody, GenerateBody
 from fractal import GenerationRequest, InvalidRequestError, StyleLibrary
 from fractal.images import image_bytes
@@ -33,6 +34,7 @@ from workers.db import batches as batch_store
 from workers.db.batches import NewItem
 from workers.db.jobs import new_job_id
 from workers.job_errors import NOT_QUEUED
+from workers.references import store_references
 from workers.runner import input_key
 from workers.settings import Settings
 from workers.storage import Storage, StorageError
@@ -79,6 +81,7 @@ class PlannedItem:
     request: GenerationRequest
     output_format: str
     image: int | None  # index into BatchPlan.images
+    references: References  # its reference images, by hash (stored once per batch)
 
 
 @dataclass
@@ -89,6 +92,7 @@ class BatchPlan:
     images: list[Image.Image] = field(default_factory=list)
     image_refs: dict[str, int] = field(default_factory=dict)  # data URL -> index in images
     bad_images: set[str] = field(default_factory=set)  # reported once, never decoded again
+    decoded: DecodeCache = field(default_factory=dict)  # reference images, each decoded once
     webhook_url: str | None = None  # gets batch.completed
 
 
@@ -249,7 +253,8 @@ def _plan_item(plan: BatchPlan, item: GenerateBody, index: int, default_format: 
                 return
         item = item.model_copy(update={"image": _PLACEHOLDER})
     try:
-        request, _ = build_request(item, None, settings, styles)
+        request, _, references = build_request(item, None, settings, styles,
+                                               plan.decoded)
     except RequestValidationError as exc:
         for error in exc.errors():
             errors.add(where(list(error["loc"][1:])), error, index)  # loc[0] is "body"
@@ -259,7 +264,7 @@ def _plan_item(plan: BatchPlan, item: GenerateBody, index: int, default_format: 
     own = "output_format" in item.model_fields_set
     output_format = item.output_format if own or default_format is None else default_format
     plan.items.append(PlannedItem(request=request, output_format=output_format,
-                                  image=image_ref))
+                                  image=image_ref, references=references))
 
 
 def create_batch(plan: BatchPlan, database: Database, storage: Storage,
@@ -279,14 +284,16 @@ def create_batch(plan: BatchPlan, database: Database, storage: Storage,
             image.save(buffer, format="PNG", compress_level=1)
             storage.put(key, buffer.getvalue(), "image/png")
             keys.append(key)
+        # Each distinct reference once, however many items name it.
+        store_references(storage, {sha256: image for planned in plan.items
+                                   for sha256, image in planned.references.images.items()})
     except StorageError as exc:
         logger.error("batch %s: input image not stored: %s", batch_id, exc)
         raise ApiError(503, "image storage is unavailable; try again later",
                        headers={"Retry-After": "10"}) from None
     items = []
     for planned in plan.items:
-        stored = planned.request.to_dict()
-        stored.pop("image", None)  # image bytes live in storage, never in the row
+        stored = planned.references.stored(planned.request)  # no image bytes in the row
         items.append(NewItem(job_id=new_job_id(), model=planned.request.model or "",
                              request=stored, output_format=planned.output_format,
                              input_key=keys[planned.image] if planned.image is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -27,7 +28,7 @@ from workers import job_errors
 from workers.job_errors import JobError
 from workers.storage import StorageError
 
-__all__ = ["JOB_ERROR_STATUS", "ApiError", "field_error", "install_error_handlers",
+__all__ = ["JOB_ERROR_STATUS", "ApiError", "field_error", "field_loc", "install_error_handlers",
            "invalid_request", "job_error_entry"]
 
 logger = logging.getLogger(__name__)
@@ -91,8 +92,21 @@ def job_error_entry(error: JobError, where: str = "body") -> dict[str, Any]:
         ctx["reason"] = error.reason
     if error.choices is not None:
         ctx["choices"] = list(error.choices)
-    return {"loc": [where, error.field] if error.field else [where], "msg": error.message,
+    return {"loc": [where, *field_loc(error.field)] if error.field else [where],
+            "msg": error.message,
             "type": "value_error", "input": error.value, "ctx": ctx}
+
+
+_INDEXED = re.compile(r"^([A-Za-z_]+)\[(\d+)\]\.([A-Za-z_]+)$")
+
+
+def field_loc(field: str) -> list[str | int]:
+    """A library argument as a FastAPI loc: ``control[1].type`` is ``["control", 1, "type"]``
+    (where pydantic names a list item's key); any other name is one part."""
+    match = _INDEXED.match(field)
+    if match is None:
+        return [field]
+    return [match.group(1), int(match.group(2)), match.group(3)]
 
 
 def _short(value: Any) -> Any:

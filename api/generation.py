@@ -3,6 +3,8 @@ exactly as the library would, and turn it into a stored input image plus a job r
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import io
 import logging
 import secrets
@@ -18,31 +20,37 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from api.auth import Caller
+from api.capabilities import check_capabilities
 from api.errors import JOB_ERROR_STATUS, ApiError, field_error, invalid_request, job_error_entry
 from api.idempotency import Idempotency
 from api.jsonbody import is_json, read_json
+from api.jsonparse import JsonRefused, parse_json
 from api.limits import MAX_BODY_BYTES, MAX_FORM_FIELDS, QUEUE_FULL_RETRY_AFTER, QUOTA_RETRY_AFTER
 from api.model_access import resolve_model
+from api.references import DecodeCache, References, decode_references
 from api.schemas import GenerateBody, HiresOptions
 from fractal import GenerationRequest, InvalidRequestError, StyleLibrary
 from fractal.images import MAX_IMAGE_BYTES, image_bytes, load_image
 from fractal.record import attach_record, record_from_png
+from fractal.references import MAX_CONTROLS
 from fractal.validation import MAX_SEED, check_request, check_upscale
 from workers import job_errors, netguard
 from workers.db import Database, Job, JobStatus
 from workers.db import jobs as job_store
 from workers.job_errors import NOT_QUEUED, JobError
+from workers.references import store_references
 from workers.runner import input_key
 from workers.settings import Settings
 from workers.storage import Storage, StorageError
 from workers.task_queue import TaskQueue
 
-__all__ = ["Submission", "admit", "build_request", "check_webhook", "enqueue", "fetch_image",
-           "input_image", "job_failure", "read_body"]
+__all__ = ["Submission", "admit", "build_request", "check_webhook", "data_url", "enqueue",
+           "fetch_image", "input_image", "job_failure", "read_body"]
 
 logger = logging.getLogger(__name__)
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+CONTROL_FILE_PART = "control_image"  # multipart: control images, in the units' order
 
 
 async def read_body(request: Request) -> tuple[GenerateBody, bytes | None]:
@@ -66,14 +74,25 @@ async def read_body(request: Request) -> tuple[GenerateBody, bytes | None]:
 
 
 async def _read_form(request: Request) -> tuple[dict[str, Any], bytes | None]:
-    form = await request.form(max_files=1, max_fields=MAX_FORM_FIELDS,
+    # The input image, a style reference and one control image per control unit.
+    form = await request.form(max_files=2 + MAX_CONTROLS, max_fields=MAX_FORM_FIELDS,
                               max_part_size=MAX_BODY_BYTES)
     data: dict[str, Any] = {}
     upload: bytes | None = None
+    control_files: list[bytes] = []
     for key in set(form.keys()):
         values = form.getlist(key)
         if key == "image" and isinstance(values[-1], UploadFile):
             upload = await values[-1].read()
+            continue
+        if key == "style_image" and isinstance(values[-1], UploadFile):
+            data[key] = await asyncio.to_thread(data_url, await values[-1].read())
+            continue
+        if key == CONTROL_FILE_PART:
+            for value in values:
+                if not isinstance(value, UploadFile):
+                    raise field_error(["body", key], "must be a file part", "<text>")
+                control_files.append(await value.read())
             continue
         if any(isinstance(value, UploadFile) for value in values):
             raise field_error(["body", key], "must be a form field, not a file", "<file>")
@@ -81,12 +100,49 @@ async def _read_form(request: Request) -> tuple[dict[str, Any], bytes | None]:
         if not texts:
             continue  # an empty form field means "not given", as browsers send them
         data[key] = texts if key == "colors" and len(texts) > 1 else texts[-1]
+    if isinstance(data.get("control"), str):
+        data["control"] = await asyncio.to_thread(_control_part, data["control"])
+    if control_files:
+        await asyncio.to_thread(_fill_controls, data, control_files)
     return data, upload
 
 
+def data_url(data: bytes) -> str:
+    """A file part's bytes as a data URL, so a form's reference travels as JSON's does
+    (its type is read from the bytes when decoded)."""
+    return "data:application/octet-stream;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _control_part(text: str) -> Any:
+    """The ``control`` form field: its units as JSON text, read as a JSON body is."""
+    try:
+        data, _ = parse_json(text.encode("utf-8", "surrogatepass"))
+    except JsonRefused as exc:
+        raise RequestValidationError([{"loc": ["body", "control", *exc.loc], "msg": exc.msg,
+                                       "type": exc.kind, "input": exc.value}]) from None
+    return data
+
+
+def _fill_controls(data: dict[str, Any], files: list[bytes]) -> None:
+    """``control_image`` file parts fill, in order, the control units that have no image."""
+    units = data.get("control")
+    empty = [unit for unit in units if isinstance(unit, dict) and unit.get("image") is None] \
+        if isinstance(units, list) else []
+    if len(files) > len(empty):
+        raise field_error(["body", CONTROL_FILE_PART], f"{len(files)} control image file(s) "
+                          f"for {len(empty)} control unit(s) without an image: give each "
+                          "unit in `control` (JSON text) and one file per unit",
+                          f"<{len(files)} files>")
+    for unit, file in zip(empty, files, strict=False):
+        unit["image"] = data_url(file)
+
+
 def build_request(body: GenerateBody, upload: bytes | None, settings: Settings,
-                  styles: StyleLibrary) -> tuple[GenerationRequest, Image.Image | None]:
-    """The library's request, checked by the library; the decoded input image. Blocking."""
+                  styles: StyleLibrary, decoded: DecodeCache | None = None
+                  ) -> tuple[GenerationRequest, Image.Image | None, References]:
+    """The library's request, checked by the library (and against what its model takes); the
+    decoded input image; its reference images, decoded and named by hash (``decoded``: a
+    cache shared by a batch's items). Blocking."""
     prompt_field = "content" if body.content is not None else "prompt"
     if body.content is not None and body.prompt is not None and body.content != body.prompt:
         raise field_error(["body", "prompt"], "give the prompt as `content` or `prompt`, "
@@ -118,8 +174,13 @@ def build_request(body: GenerateBody, upload: bytes | None, settings: Settings,
             model=resolve_model(body.model, settings), scale=body.scale,
             hires=body.hires.model_dump(exclude_none=True)
             if isinstance(body.hires, HiresOptions) else body.hires,
+            style_image=body.style_image, style_strength=body.style_strength,
+            style_mode=body.style_mode,
+            control=None if body.control is None else
+            [unit.model_dump(exclude_none=True) for unit in body.control],
         )
         check_request(request, has_image=has_image)
+        check_capabilities(request, settings)
         if request.style is not None:
             styles.get(request.style)  # unknown: a 422 listing the valid names
         if body.webhook is not None:
@@ -134,9 +195,10 @@ def build_request(body: GenerateBody, upload: bytes | None, settings: Settings,
             image = fetch_image(body.image_url, settings, upscale)
         if image is not None and upscale:
             check_upscale(image.size, request.scale or 2)
+        references = decode_references(request, decoded)
     except InvalidRequestError as exc:
         raise invalid_request(exc, rename=rename) from None
-    return request, image
+    return request, image, references
 
 
 def input_image(data: bytes, upscale: bool = False, argument: str = "image") -> Image.Image:
@@ -202,8 +264,9 @@ class Submission:
 
     def submit(self, request: GenerationRequest, image: Image.Image | None,
                output_format: str, owner: str | None = None,
-               webhook_url: str | None = None, admission: Settings | None = None) -> str:
-        """Input image, row, message; the new job's id. Blocking.
+               webhook_url: str | None = None, admission: Settings | None = None,
+               references: References | None = None) -> str:
+        """Input image and reference images, row, message; the new job's id. Blocking.
 
         ``webhook_url`` must have passed ``check_webhook`` (``build_request`` does). With
         ``admission``, its limits are checked first (see :func:`admit`), in the same unit of
@@ -211,14 +274,16 @@ class Submission:
         """
         job_id = job_store.new_job_id()
         key = input_key(job_id) if image is not None else None
-        if image is not None and key is not None:
+        references = references or References()
+        if image is not None or references.images:
             if admission is not None:
                 # A caller over its limits is refused before its image costs an upload.
                 with self.database.session() as session:
                     admit(session, admission, owner)
-            self._store_input(job_id, key, image)
-        stored = request.to_dict()
-        stored.pop("image", None)  # image bytes live in storage, never in the row
+            if image is not None and key is not None:
+                self._store_input(job_id, key, image)
+            self._store_references(job_id, references)
+        stored = references.stored(request)  # image bytes live in storage, never in the row
         with self.database.session() as session:
             if admission is not None:
                 # Again for an image job: others may have been admitted during its upload.
@@ -252,6 +317,14 @@ class Submission:
             raise ApiError(503, "image storage is unavailable; try again later",
                            headers={"Retry-After": "10"}) from None
 
+    def _store_references(self, job_id: str, references: References) -> None:
+        try:
+            store_references(self.storage, references.images)
+        except StorageError as exc:
+            logger.error("job %s: reference images not stored: %s", job_id, exc)
+            raise ApiError(503, "image storage is unavailable; try again later",
+                           headers={"Retry-After": "10"}) from None
+
     def _fail(self, job_id: str, error: JobError) -> None:
         with self.database.session() as session:
             job_store.finish_job(session, job_id, JobStatus.FAILED, error=error)
@@ -275,9 +348,10 @@ def admit(session: Session, settings: Settings, owner: str | None) -> None:
 def _check_and_submit(body: GenerateBody, upload: bytes | None, submission: Submission,
                       settings: Settings, styles: StyleLibrary, caller: Caller,
                       guard: Idempotency) -> str:
-    generation, image = build_request(body, upload, settings, styles)
+    generation, image, references = build_request(body, upload, settings, styles)
     job_id = submission.submit(generation, image, body.output_format, caller.owner,
-                               webhook_url=body.webhook, admission=settings)
+                               webhook_url=body.webhook, admission=settings,
+                               references=references)
     guard.attach_blocking(job_id)
     return job_id
 

@@ -8,6 +8,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from fractal.references import (
+    CONTROL_TYPES,
+    DEFAULT_STYLE_MODE,
+    DEFAULT_STYLE_STRENGTH,
+    MAX_CONTROL_SCALE,
+    MAX_CONTROLS,
+    STYLE_MODES,
+)
 from workers.encoding import OUTPUT_FORMATS
 
 __all__ = [
@@ -16,6 +24,7 @@ __all__ = [
     "BatchItemResult",
     "BatchList",
     "BatchOut",
+    "ControlUnitBody",
     "ErrorDetail",
     "GenerateBody",
     "GenerateResult",
@@ -53,6 +62,41 @@ class HiresOptions(BaseModel):
     steps: int | None = Field(default=None, description="Refine steps actually run.")
 
     @field_validator("strength", "steps", mode="before")
+    @classmethod
+    def _no_bools(cls, value: Any) -> Any:
+        return no_bools(value)
+
+
+ControlType = Literal["canny", "depth", "pose", "lineart", "tile", "image"]
+StyleMode = Literal["style", "composition", "both"]
+assert set(CONTROL_TYPES) == set(ControlType.__args__)  # kept in step with the library
+assert set(STYLE_MODES) == set(StyleMode.__args__)
+
+
+class ControlUnitBody(BaseModel):
+    """One structural control: keep this image's structure (edges, depth, pose...)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    type: ControlType = Field(description="How the image is read: `canny` edges (drawn from "
+                              "any picture here), or a prepared `depth` map, `pose` skeleton, "
+                              "`lineart`, `tile` or `image`. GET /models lists the types each "
+                              "model takes.")
+    image: str | None = Field(default=None, description="The control image as base64 or a "
+                              "data:image/...;base64 URL. In multipart/form-data it may come "
+                              "as a `control_image` file part instead: those parts fill, in "
+                              "order, the units without an image.")
+    scale: float | None = Field(default=None, description=f"0..{MAX_CONTROL_SCALE:g}: how "
+                                "strongly the structure is kept; 0 is no control. Default 1.")
+    start: float | None = Field(default=None, description="0..1: the fraction of the steps "
+                                "where the control starts. Default 0.")
+    end: float | None = Field(default=None, description="0..1, above `start`: where it stops. "
+                              "Default 1.")
+    preprocess: bool | None = Field(default=None, description="Draw the control map from the "
+                                    "image (built in for `canny`); false: the image already is "
+                                    "one. Default: true where a preprocessor is built in.")
+
+    @field_validator("scale", "start", "end", mode="before")
     @classmethod
     def _no_bools(cls, value: Any) -> Any:
         return no_bools(value)
@@ -96,6 +140,21 @@ class GenerateBody(BaseModel):
         default=None, description="Text-to-image beyond the model's native size: `auto` "
         "(the default) renders at the native size, upscales and refines; `off` renders in "
         "one pass; an object forces two passes with these refine settings.")
+    style_image: str | None = Field(
+        default=None, description="A style reference: render in the style of this image "
+        "(base64 or a data:image/...;base64 URL; or a `style_image` file part in "
+        "multipart/form-data). Needs a model that takes one (GET /models: "
+        "`style_reference`).")
+    style_strength: float | None = Field(
+        default=None, description=f"0..1: how much of the reference's style; default "
+        f"{DEFAULT_STYLE_STRENGTH:g}. Only with `style_image`.")
+    style_mode: StyleMode | None = Field(
+        default=None, description=f"`style` (colours, brushwork, texture), `composition` or "
+        f"`both`; default `{DEFAULT_STYLE_MODE}`. Only with `style_image`.")
+    control: list[ControlUnitBody] | None = Field(
+        default=None, max_length=MAX_CONTROLS,
+        description=f"Structural control: up to {MAX_CONTROLS} units, applied together. In "
+                    "multipart/form-data: this list as JSON text.")
     output_format: OutputFormat = "png"
     webhook: str | None = Field(
         default=None, max_length=2048,
@@ -104,7 +163,7 @@ class GenerateBody(BaseModel):
                     "ends; see docs/webhooks.md.")
 
     @field_validator("width", "height", "steps", "seed", "n", "guidance", "texture", "strength",
-                     "scale", mode="before")
+                     "scale", "style_strength", mode="before")
     @classmethod
     def _no_bools(cls, value: Any) -> Any:
         return no_bools(value)

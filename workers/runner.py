@@ -48,6 +48,7 @@ from workers.heartbeat import Heartbeat
 from workers.job_errors import JobError
 from workers.model_cache import ModelCache
 from workers.partners import claim_partners
+from workers.references import InputUnreadable, input_error, restore_references
 from workers.storage import Storage, StorageError
 from workers.webhooks import schedule_job_events
 
@@ -67,10 +68,8 @@ STORAGE_ERROR = JobError(job_errors.STORAGE_UNAVAILABLE, "image storage unavaila
                          "image could not be stored; try again later")
 # A job's input could not be read: missing or refused (its row is written only once it is
 # stored), or storage did not answer on the job's last attempt.
-INPUT_ERROR = JobError(job_errors.INPUT_MISSING, "the input image could not be read from "
-                       "image storage; send the request again", field="image")
-INPUT_UNAVAILABLE = JobError(job_errors.INPUT_UNAVAILABLE, "image storage unavailable: the "
-                             "input image could not be read; try again later", field="image")
+INPUT_ERROR = input_error("image", transient=False)
+INPUT_UNAVAILABLE = input_error("image", transient=True)
 # Anything else unexpected: the details go to the worker's log, never to the caller.
 INTERNAL_ERROR = JobError(job_errors.INTERNAL, "internal error while rendering")
 STORE_INTERNAL_ERROR = JobError(job_errors.INTERNAL, "internal error while storing the images")
@@ -137,22 +136,15 @@ class _Throttled:
         return False
 
 
-class _InputUnreadable(Exception):
-    """A job's input image could not be read from storage."""
-
-    def __init__(self, cause: StorageError) -> None:
-        super().__init__(str(cause))
-        self.transient = cause.transient
-
-
 def _request_of(job: Job, storage: Storage) -> GenerationRequest:
     data = dict(job.request)
     if job.input_key:
         try:
             image = storage.get(job.input_key)
         except StorageError as exc:
-            raise _InputUnreadable(exc) from exc
+            raise InputUnreadable(exc) from exc
         data["image"] = base64.b64encode(image).decode("ascii")
+    restore_references(data, storage)  # the style reference and control images
     return GenerationRequest.from_dict(data)
 
 
@@ -255,14 +247,13 @@ def _failure(context: WorkerContext, job: Job, error: BaseException,
         return _Outcome(JobStatus.CANCELLED, progress=hooks.reached)
     if isinstance(error, Spec2FractalError):  # the library's errors are written for callers
         return _Outcome(JobStatus.FAILED, error=JobError.of(error), progress=hooks.reached)
-    if isinstance(error, _InputUnreadable):
+    if isinstance(error, InputUnreadable):
         if error.transient and job.attempts < (context.max_attempts or 1):
             # Nothing was rendered yet, so another try costs little: storage may be back.
             logger.warning("job %s: input not read, queued again: %s", job.id, error)
             return _Outcome(JobStatus.QUEUED)
         logger.error("job %s: input not read: %s", job.id, error)
-        return _Outcome(JobStatus.FAILED,
-                        error=INPUT_UNAVAILABLE if error.transient else INPUT_ERROR)
+        return _Outcome(JobStatus.FAILED, error=input_error(error.field, error.transient))
     logger.error("job %s failed", job.id, exc_info=error)
     return _Outcome(JobStatus.FAILED, error=INTERNAL_ERROR, progress=hooks.reached)
 

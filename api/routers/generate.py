@@ -34,8 +34,15 @@ router = APIRouter(tags=["generate"], route_class=JsonRoute)
 
 def _request_body_docs() -> dict[str, Any]:
     schema = GenerateBody.model_json_schema()
-    form = {**schema, "properties": {**schema["properties"],
-                                     "image": {"type": "string", "format": "binary"}}}
+    binary = {"type": "string", "format": "binary"}
+    form = {**schema, "properties": {
+        **schema["properties"], "image": binary,
+        "style_image": {**binary, "description": "The style reference image file."},
+        "control": {"type": "string", "description": "The control units as JSON text (see "
+                    "the JSON body's `control`); a unit may leave out `image`."},
+        "control_image": {"type": "array", "items": binary, "description": "Control image "
+                          "files (repeat the part): in order, the images of the `control` "
+                          "units that have none."}}}
     return {"requestBody": {"required": True, "content": {
         "application/json": {"schema": schema},
         "multipart/form-data": {"schema": form},
@@ -73,7 +80,8 @@ async def generate(request: Request, settings: SettingsDep, database: DatabaseDe
                    idempotency_key: Annotated[str | None, Header(
                        alias=IDEMPOTENCY_HEADER, description="Retry safely: the same key "
                        "and body replay the first response.")] = None) -> JSONResponse:
-    """Render an image. JSON (image as a data URL) or multipart/form-data (image as a file)."""
+    """Render an image. JSON (images as data URLs) or multipart/form-data (images as files:
+    `image`, `style_image`, and `control_image` parts for the `control` units)."""
     body, upload = await read_body(request)
     idempotency = Idempotency.of(idempotency_key, database, settings, caller, "generate",
                                  body, upload)
