@@ -156,15 +156,18 @@ function renumber() {
       box.dataset.field = `control.${index}.${box.dataset.key}`;
       box.querySelector(":scope > .error").id = `control.${index}.${box.dataset.key}-error`;
     }
-    const label = (input, text) => {
-      unit.root.querySelector(`label[for="${input.id}"]`).textContent = text;
+    // Seen: "Scale (0 – 2)" under the unit's legend; heard: "Control 2 Scale (0 – 2)".
+    const label = (input, text, hint = "") => {
+      unit.root.querySelector(`label[for="${input.id}"]`).replaceChildren(
+        element("span", { className: "visually-hidden", textContent: `Control ${n} ` }), text,
+        ...(hint ? [" ", element("span", { className: "hint", textContent: hint })] : []));
     };
-    label(unit.type, `Control ${n} type`);
-    label(unit.image, `Control ${n} image`);
-    label(unit.scale, `Control ${n} scale (0 – 2)`);
-    label(unit.start, `Control ${n} start (0 – 1)`);
-    label(unit.end, `Control ${n} end (0 – 1)`);
-    label(unit.preprocess, `Control ${n}: find the edges (Canny preprocessing)`);
+    label(unit.type, "Type");
+    label(unit.image, "Image");
+    label(unit.scale, "Scale", "(0 – 2)");
+    label(unit.start, "Start", "(0 – 1)");
+    label(unit.end, "End", "(0 – 1)");
+    label(unit.preprocess, "Find the edges (Canny preprocessing)");
     unit.thumb.alt = `Control ${n} image`;
     unit.edges.alt = `Control ${n} Canny edges`;
     unit.remove.textContent = `Remove control ${n}`;

@@ -152,23 +152,25 @@ def test_style_reference_and_canny_control_render_and_are_recorded(
 
 def test_a_model_without_adapters_disables_both_sections(open_page) -> None:
     page = open_page()
-    style_section = page.get_by_role("group", name="Style reference")
-    control_section = page.get_by_role("group", name="Control")
-    expect(style_section).to_be_enabled()
+    style_section = page.get_by_role("group", name="Style reference (optional)", exact=True)
+    control_section = page.get_by_role("group", name="Control (optional)", exact=True)
+    expect(page.get_by_label("Style image")).to_be_enabled()
     page.get_by_role("button", name="Add control").click()
     expect(page.get_by_label("Control 1 type")).to_be_enabled()
 
-    page.get_by_label("Model").select_option("tiny-sd")
+    model = page.get_by_role("region", name="Create").get_by_label("Model")
+    model.select_option("tiny-sd")
     expect(page.get_by_label("Style image")).to_be_disabled()
     expect(page.locator("#style-note")).to_have_text("tiny-sd takes no style reference.")
     expect(page.get_by_role("button", name="Add control")).to_be_disabled()
     expect(page.get_by_label("Control 1 type")).to_be_disabled()
     expect(page.locator("#control-note")).to_have_text("tiny-sd takes no control images.")
-    assert control_section.evaluate("(section) => section.disabled")
+    for section in (style_section, control_section):
+        assert section.evaluate("(section) => section.disabled")
 
     # Back on the engine: enabled again, and a unit without an image is the server's 422,
     # shown beside that unit's image.
-    page.get_by_label("Model").select_option("")
+    model.select_option("")
     expect(page.get_by_label("Control 1 type")).to_be_enabled()
     _fill_small_render(page, "A lighthouse")
     page.get_by_role("button", name="Generate").click()
