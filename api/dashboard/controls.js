@@ -195,11 +195,12 @@ function removeUnit(unit) {
   (units[index]?.type ?? $("control-add")).focus();
 }
 
-// The chosen model's control types (GET /models); none: the section is disabled.
-export function setControlTypes(list, modelName) {
+// The chosen model's control types (GET /models); none: the section is disabled, `note`
+// says why.
+export function setControlTypes(list, note) {
   types = [...list];
   $("controls").disabled = !types.length;
-  $("control-note").textContent = types.length ? "" : `${modelName} takes no control images.`;
+  $("control-note").textContent = types.length ? "" : note;
   $("control-note").hidden = Boolean(types.length);
   for (const unit of units) {
     fillTypes(unit.type);

@@ -37,12 +37,15 @@ function selectedModel() {
 
 function applyCapabilities() {
   const model = selectedModel();
-  const name = model ? model.id : "this model";
   const style = Boolean(model?.style_reference);
   $("style-reference").disabled = !style;
-  $("style-note").textContent = style ? "" : `${name} takes no style reference.`;
+  // Not loaded yet (or no key): nothing is offered until GET /models says what is.
+  const unknown = "Offered once the server lists its models (that needs your API key).";
+  $("style-note").textContent = style ? "" : model ? `${model.id} takes no style reference.`
+    : unknown;
   $("style-note").hidden = style;
-  setControlTypes(model?.controls ?? [], name);
+  setControlTypes(model?.controls ?? [], model ? `${model.id} takes no control images.`
+    : unknown);
 }
 
 // GET /models's answer; called again whenever it is loaded.
