@@ -271,10 +271,20 @@ class GenerateResult(BaseModel):
 
 class ModelInfo(BaseModel):
     id: str
-    family: str
+    family: str = Field(description="The model's kind, as people name it (`SD 2.1 turbo`).")
     size: str
     notes: str
     default: bool
+    adapter_family: str | None = Field(
+        default=None, description="The family adapters are configured for (`sd15`, `sd2`, "
+        "`sdxl`, `sd3`, `flux`), read from the model's configs; null for the built-in "
+        "engine, and where this server cannot read it (a model only its workers hold): "
+        "such a model's workers decide, and refuse what they cannot take.")
+    style_reference: bool = Field(
+        default=False, description="Whether requests may give a `style_image` (the engine: "
+        "always; a diffusion model: when its family has an IP-Adapter configured).")
+    controls: list[str] = Field(
+        default_factory=list, description="The `control` types requests may use.")
 
 
 class ModelList(BaseModel):

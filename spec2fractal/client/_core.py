@@ -3,8 +3,10 @@ mapping, image decoding and the Server-Sent Events decoder. No I/O here."""
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import io
+import json
 import os
 import time
 import uuid
@@ -53,7 +55,7 @@ POLL_MAX = 1.0  # ... up to this
 IMAGE_FIELDS = ("input_type", "image", "negative_prompt", "width", "height", "steps",
                 "guidance", "seed", "scheduler", "style", "lighting", "colors", "texture",
                 "strength", "n", "model", "output_format", "webhook", "image_url", "scale",
-                "hires")
+                "hires", "style_image", "style_strength", "style_mode", "control")
 ImageInput = Image.Image | bytes | str | Path
 
 
@@ -180,8 +182,8 @@ def generate_request(prompt: str | None, image: ImageInput | None,
     unknown = set(options) - set(IMAGE_FIELDS)
     if unknown:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    body: dict[str, Any] = {key: _plain(value) for key, value in options.items()
-                            if value is not None}
+    body: dict[str, Any] = reference_data({key: _plain(value) for key, value in options.items()
+                                           if value is not None})
     has_image = image is not None or body.get("image_url") is not None \
         or body.get("image") is not None
     body.setdefault("input_type", ("hybrid" if prompt and prompt.strip() else "image")
@@ -191,10 +193,40 @@ def generate_request(prompt: str | None, image: ImageInput | None,
     if image is None:
         return {"json": body}
     data, content_type = image_bytes(image)
-    form: dict[str, Any] = {key: [str(v) for v in value] if isinstance(value, list)
+    form: dict[str, Any] = {key: json.dumps(value) if key == "control"
+                            else [str(v) for v in value] if isinstance(value, list)
                             else str(value) for key, value in body.items()}
     extension = content_type.split("/")[-1]
     return {"data": form, "files": {"image": (f"image.{extension}", data, content_type)}}
+
+
+def data_url(image: ImageInput) -> str:
+    """A reference image (PIL image, bytes or file path) as a data URL; a str that is not a
+    file is taken to be one already (or base64), and sent as it is."""
+    if isinstance(image, str) and (image.startswith("data:") or not _is_file(image)):
+        return image
+    data, content_type = image_bytes(image)
+    return f"data:{content_type};base64," + base64.b64encode(data).decode("ascii")
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return len(text) < 4096 and Path(text).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def reference_data(options: dict[str, Any]) -> dict[str, Any]:
+    """``style_image`` and each ``control`` unit's ``image`` as data URLs."""
+    if options.get("style_image") is not None:
+        options["style_image"] = data_url(options["style_image"])
+    if options.get("control") is not None:
+        options["control"] = [
+            {**unit, "image": data_url(unit["image"])}
+            if isinstance(unit, Mapping) and unit.get("image") is not None
+            else dict(unit) if isinstance(unit, Mapping) else unit
+            for unit in options["control"]]
+    return options
 
 
 def _plain(value: Any) -> Any:
@@ -265,9 +297,10 @@ class SSEDecoder:
 def batch_body(items: Sequence[Mapping[str, Any]] | None, template: Mapping[str, Any] | None,
                grid: Mapping[str, Sequence[Any]] | None, name: str | None,
                output_format: str | None, webhook: str | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"items": [dict(item) for item in items] if items is not None
-                            else None,
-                            "template": dict(template) if template is not None else None,
+    body: dict[str, Any] = {"items": [reference_data(dict(item)) for item in items]
+                            if items is not None else None,
+                            "template": reference_data(dict(template))
+                            if template is not None else None,
                             "grid": {key: list(values) for key, values in grid.items()}
                             if grid is not None else None,
                             "name": name, "output_format": output_format, "webhook": webhook}

@@ -117,8 +117,13 @@ class UnprocessableEntityError(APIStatusError):
 
     @property
     def field(self) -> str | None:
-        names = [str(part) for part in self.loc if part not in ("body", "query", "header")]
-        return ".".join(names) or None
+        # As the library names arguments: ``control[0].type``, ``items[3].width``.
+        text = ""
+        for part in self.loc:
+            if part in ("body", "query", "header"):
+                continue
+            text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+        return text or None
 
 
 ValidationError = UnprocessableEntityError

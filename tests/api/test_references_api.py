@@ -238,3 +238,70 @@ def test_a_large_reference_is_taken(service: TestClient) -> None:
     assert response.status_code == 202, response.text
     assert response.json()["request"]["style_image"] == \
         f"sha256:{pixel_hash(Image.fromarray(pixels))}"
+
+
+def test_models_list_the_engines_capabilities(service: TestClient) -> None:
+    models = {model["id"]: model for model in service.get("/models").json()["models"]}
+    engine = models["fractal"]
+    assert engine["style_reference"] is True
+    assert engine["controls"] == ["canny", "image"]
+    assert engine["adapter_family"] is None
+
+
+@pytest.fixture(scope="module")
+def diffusion(tmp_path_factory: pytest.TempPathFactory, tiny_sd: Path, start_worker
+              ) -> Iterator[tuple[TestClient, Path]]:
+    """The API believes the tiny SD 1.5 family has a canny ControlNet (its own adapters
+    setting); its worker (started without SPEC2FRACTAL_ADAPTERS) has none."""
+    data_dir = tmp_path_factory.mktemp("references-diffusion")
+    adapters = {"sd15": {"controlnets": {"canny": str(data_dir / "controlnet-canny")}}}
+    settings = Settings(data_dir=data_dir, sync_timeout=60, models=[str(tiny_sd)],
+                        adapters=adapters, rate_limit="1000/second")
+    with TestClient(create_app(settings, start_worker=False)) as client:
+        start_worker(data_dir)
+        yield client, tiny_sd
+
+
+def test_models_list_a_diffusers_folders_family_and_adapters(
+        tmp_path: Path, diffusion: tuple[TestClient, Path]) -> None:
+    client, tiny_sd = diffusion
+    listed = {model["id"]: model for model in client.get("/models").json()["models"]}
+    assert listed[tiny_sd.name]["adapter_family"] == "sd15"
+    assert listed[tiny_sd.name]["controls"] == ["canny"]
+    assert listed[tiny_sd.name]["style_reference"] is False
+    # Without the adapters setting: the family, and nothing it takes.
+    settings = Settings(data_dir=tmp_path, models=[str(tiny_sd), "/no/such/model"])
+    with TestClient(create_app(settings, start_worker=False)) as plain:
+        listed = {model["id"]: model for model in plain.get("/models").json()["models"]}
+        assert listed[tiny_sd.name]["adapter_family"] == "sd15"
+        assert (listed[tiny_sd.name]["controls"], listed[tiny_sd.name]["style_reference"]) \
+            == ([], False)
+        assert listed["model"]["adapter_family"] is None  # unreadable here: not known
+        # Known not to take them: refused at submit, naming the field.
+        body = {"model": tiny_sd.name, "content": PROMPT, **SMALL}
+        refused = plain.post("/generate", json={
+            **body, "control": [{"type": "depth", "image": data_url(EDGES)}]})
+        assert refused.status_code == 422, refused.text
+        detail = refused.json()["detail"][0]
+        assert detail["loc"] == ["body", "control", 0, "type"]
+        assert detail["ctx"]["choices"] == []
+        refused = plain.post("/generate", json={**body, "style_image": data_url(STYLE)})
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["detail"][0]["loc"] == ["body", "style_image"]
+        # Not known here: queued, for the worker to decide.
+        unknown = plain.post("/generate", headers={"Prefer": "respond-async"}, json={
+            "model": "/no/such/model", "content": PROMPT, **SMALL,
+            "control": [{"type": "depth", "image": data_url(EDGES)}]})
+        assert unknown.status_code == 202, unknown.text
+
+
+def test_a_control_the_worker_lacks_is_a_422_naming_it(
+        diffusion: tuple[TestClient, Path]) -> None:
+    client, tiny_sd = diffusion
+    response = client.post("/generate", json={
+        "model": tiny_sd.name, "content": PROMPT, **SMALL,
+        "control": [{"type": "canny", "image": data_url(EDGES)}]})
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"][0]
+    assert detail["loc"] == ["body", "control", 0, "type"]
+    assert response.json()["job"]["error_detail"]["field"] == "control[0].type"
