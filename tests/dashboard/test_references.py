@@ -178,3 +178,17 @@ def test_a_model_without_adapters_disables_both_sections(open_page) -> None:
     expect(error).to_be_visible()
     expect(error).to_contain_text("control")
     expect(page.get_by_label("Control 1 image")).to_have_attribute("aria-invalid", "true")
+
+    # At most four units; removing one renumbers the rest (their labels and error boxes).
+    add = page.get_by_role("button", name="Add control")
+    for _ in range(3):
+        add.click()
+    expect(page.locator(".control-unit")).to_have_count(4)
+    expect(add).to_be_disabled()
+    page.get_by_label("Control 3 type").select_option("image")
+    page.get_by_role("button", name="Remove control 2").click()
+    expect(page.locator(".control-unit")).to_have_count(3)
+    expect(add).to_be_enabled()
+    expect(page.get_by_label("Control 2 type")).to_have_value("image")
+    assert page.locator('[data-field="control.1.type"] select').get_attribute("id") == \
+        page.get_by_label("Control 2 type").get_attribute("id")
