@@ -25,6 +25,7 @@ from tests.dashboard.conftest import Dashboard, finished_card
 from workers.settings import Settings
 
 SIDE = 96
+PHONE = {"width": 360, "height": 740}
 
 
 def _png(image: Image.Image) -> bytes:
@@ -192,3 +193,27 @@ def test_a_model_without_adapters_disables_both_sections(open_page) -> None:
     expect(page.get_by_label("Control 2 type")).to_have_value("image")
     assert page.locator('[data-field="control.1.type"] select').get_attribute("id") == \
         page.get_by_label("Control 2 type").get_attribute("id")
+
+
+def test_control_units_fit_a_phone_screen(open_page) -> None:
+    page = open_page(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    page.get_by_label("Style image").set_input_files(_file("style.png", _style_png()))
+    page.get_by_role("button", name="Add control").click()
+    page.get_by_label("Control 1 image").set_input_files(_file("control.png", _control_png()))
+    expect(page.get_by_role("img", name="Control 1 Canny edges")).to_be_visible()
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"the page scrolls sideways: {width} px wide"
+    boxes = page.evaluate("""() => [...document.querySelectorAll(
+        '#style-reference input, #style-reference select, #style-reference button, '
+        + '#controls input, #controls select, #controls button, #controls img')]
+        .filter((el) => el.offsetParent !== null)
+        .map((el) => { const r = el.getBoundingClientRect();
+                       return {id: el.id || el.alt || el.textContent, left: r.left,
+                               right: r.right}; })""")
+    assert len(boxes) > 10
+    for box in boxes:
+        assert box["left"] >= 0 and box["right"] <= PHONE["width"], box
+    # Each unit stays inside the Control section (a grid item must be let shrink).
+    section, unit = (page.locator(selector).first.bounding_box()
+                     for selector in ("#controls", ".control-unit"))
+    assert unit["x"] + unit["width"] <= section["x"] + section["width"], (unit, section)
