@@ -4,7 +4,7 @@ exactly as the library would, and turn it into a stored input image plus a job r
 from __future__ import annotations
 
 import asyncio
-import base64
+import hashlib
 import io
 import logging
 import secrets
@@ -24,7 +24,7 @@ from api.capabilities import check_capabilities
 from api.errors import JOB_ERROR_STATUS, ApiError, field_error, invalid_request, job_error_entry
 from api.idempotency import Idempotency
 from api.jsonbody import is_json, read_json
-from api.jsonparse import JsonRefused, parse_json
+from api.jsonparse import UPLOAD_PREFIX, JsonRefused, parse_json
 from api.limits import MAX_BODY_BYTES, MAX_FORM_FIELDS, QUEUE_FULL_RETRY_AFTER, QUOTA_RETRY_AFTER
 from api.model_access import resolve_model
 from api.references import DecodeCache, References, decode_references
@@ -44,7 +44,7 @@ from workers.settings import Settings
 from workers.storage import Storage, StorageError
 from workers.task_queue import TaskQueue
 
-__all__ = ["Submission", "admit", "build_request", "check_webhook", "data_url", "enqueue",
+__all__ = ["Submission", "admit", "build_request", "check_webhook", "enqueue",
            "fetch_image", "input_image", "job_failure", "read_body"]
 
 logger = logging.getLogger(__name__)
@@ -54,45 +54,50 @@ CONTROL_FILE_PART = "control_image"  # multipart: control images, in the units' 
 
 
 async def read_body(request: Request) -> tuple[GenerateBody, bytes | None]:
-    """The body as a GenerateBody, and the bytes of an uploaded image file if there was one."""
+    """The body as a GenerateBody (its reference images' bytes in ``files``), and the bytes
+    of an uploaded image file if there was one."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     upload: bytes | None = None
     strict = True  # JSON has numbers: "64" is not one (as OpenAI's API has it)
     if is_json(request):
-        # A data URL arrives as the file's bytes, as a file part does.
-        data, upload = await read_json(request, image_field="image")
+        # A data URL arrives as the file's bytes, as a file part does; so do references.
+        data, upload, files = await read_json(request, image_field="image")
     elif media in FORM_TYPES:
-        data, upload = await _read_form(request)
+        data, upload, files = await _read_form(request)
         strict = False  # every form field is text
     else:
         raise ApiError(415, "send application/json or multipart/form-data")
     try:
-        return GenerateBody.model_validate(data, strict=strict), upload
+        body = GenerateBody.model_validate(data, strict=strict)
     except ValidationError as exc:
         errors = [dict(error, loc=("body", *error["loc"])) for error in exc.errors()]
         raise RequestValidationError(errors) from None
+    body.files.update(files)
+    return body, upload
 
 
-async def _read_form(request: Request) -> tuple[dict[str, Any], bytes | None]:
+async def _read_form(request: Request
+                     ) -> tuple[dict[str, Any], bytes | None, dict[str, bytes]]:
     # The input image, a style reference and one control image per control unit.
     form = await request.form(max_files=2 + MAX_CONTROLS, max_fields=MAX_FORM_FIELDS,
                               max_part_size=MAX_BODY_BYTES)
     data: dict[str, Any] = {}
     upload: bytes | None = None
-    control_files: list[bytes] = []
+    files: dict[str, bytes] = {}
+    control_files: list[str] = []
     for key in set(form.keys()):
         values = form.getlist(key)
         if key == "image" and isinstance(values[-1], UploadFile):
             upload = await values[-1].read()
             continue
         if key == "style_image" and isinstance(values[-1], UploadFile):
-            data[key] = await asyncio.to_thread(data_url, await values[-1].read())
+            data[key] = await _file_part(values[-1], files)
             continue
         if key == CONTROL_FILE_PART:
             for value in values:
                 if not isinstance(value, UploadFile):
                     raise field_error(["body", key], "must be a file part", "<text>")
-                control_files.append(await value.read())
+                control_files.append(await _file_part(value, files))
             continue
         if any(isinstance(value, UploadFile) for value in values):
             raise field_error(["body", key], "must be a form field, not a file", "<file>")
@@ -103,27 +108,30 @@ async def _read_form(request: Request) -> tuple[dict[str, Any], bytes | None]:
     if isinstance(data.get("control"), str):
         data["control"] = await asyncio.to_thread(_control_part, data["control"])
     if control_files:
-        await asyncio.to_thread(_fill_controls, data, control_files)
-    return data, upload
+        _fill_controls(data, control_files)
+    return data, upload, files
 
 
-def data_url(data: bytes) -> str:
-    """A file part's bytes as a data URL, so a form's reference travels as JSON's does
-    (its type is read from the bytes when decoded)."""
-    return "data:application/octet-stream;base64," + base64.b64encode(data).decode("ascii")
+async def _file_part(part: UploadFile, files: dict[str, bytes]) -> str:
+    """A reference image's file part: its bytes kept in ``files``, under the name the body
+    holds instead (as a JSON body's reference decoded by api.jsonparse)."""
+    content = await part.read()
+    name = UPLOAD_PREFIX + await asyncio.to_thread(lambda: hashlib.sha256(content).hexdigest())
+    files[name] = content
+    return name
 
 
 def _control_part(text: str) -> Any:
     """The ``control`` form field: its units as JSON text, read as a JSON body is."""
     try:
-        data, _ = parse_json(text.encode("utf-8", "surrogatepass"))
+        data, _, _ = parse_json(text.encode("utf-8", "surrogatepass"))
     except JsonRefused as exc:
         raise RequestValidationError([{"loc": ["body", "control", *exc.loc], "msg": exc.msg,
                                        "type": exc.kind, "input": exc.value}]) from None
     return data
 
 
-def _fill_controls(data: dict[str, Any], files: list[bytes]) -> None:
+def _fill_controls(data: dict[str, Any], files: list[str]) -> None:
     """``control_image`` file parts fill, in order, the control units that have no image."""
     units = data.get("control")
     empty = [unit for unit in units if isinstance(unit, dict) and unit.get("image") is None] \
@@ -133,8 +141,8 @@ def _fill_controls(data: dict[str, Any], files: list[bytes]) -> None:
                           f"for {len(empty)} control unit(s) without an image: give each "
                           "unit in `control` (JSON text) and one file per unit",
                           f"<{len(files)} files>")
-    for unit, file in zip(empty, files, strict=False):
-        unit["image"] = data_url(file)
+    for unit, name in zip(empty, files, strict=False):
+        unit["image"] = name
 
 
 def build_request(body: GenerateBody, upload: bytes | None, settings: Settings,
@@ -195,7 +203,7 @@ def build_request(body: GenerateBody, upload: bytes | None, settings: Settings,
             image = fetch_image(body.image_url, settings, upscale)
         if image is not None and upscale:
             check_upscale(image.size, request.scale or 2)
-        references = decode_references(request, decoded)
+        references = decode_references(request, decoded, body.files)
     except InvalidRequestError as exc:
         raise invalid_request(exc, rename=rename) from None
     return request, image, references

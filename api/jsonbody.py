@@ -65,9 +65,10 @@ class JsonParser:
         return self._reader, self._writer
 
     async def read(self, chunks: AsyncIterator[bytes], image_field: str | None = None
-                   ) -> tuple[Any, bytes | None, bool]:
-        """The streamed body's data, the bytes of its image (see :func:`parse_json`), and
-        whether there was a body at all; JsonRefused if it is not JSON the API takes."""
+                   ) -> tuple[Any, bytes | None, dict[str, bytes], bool]:
+        """The streamed body's data, the bytes of its image and of its reference images
+        (see :func:`parse_json`), and whether there was a body at all; JsonRefused if it is
+        not JSON the API takes."""
         head = bytearray()
         stream = chunks.__aiter__()
         async for chunk in stream:
@@ -76,9 +77,9 @@ class JsonParser:
                 break
         else:
             if not head:
-                return None, None, False
-            data, image = parse_json(bytes(head), image_field)
-            return data, image, True
+                return None, None, {}, False
+            data, image, references = parse_json(bytes(head), image_field)
+            return data, image, references, True
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -118,10 +119,13 @@ class JsonParser:
                 raise
         if outcome == "refused":
             raise value
-        data, image = value
+        data, image, references = value
         if isinstance(image, SpooledImage):
             image = await asyncio.to_thread(image.take)
-        return data, image, True
+        for name, content in references.items():
+            if isinstance(content, SpooledImage):
+                references[name] = await asyncio.to_thread(content.take)
+        return data, image, references, True
 
     def close(self) -> None:
         if self._writer is not None:
@@ -138,15 +142,15 @@ def is_json(request: Request) -> bool:
 
 
 async def read_json(request: Request, image_field: str | None = None
-                    ) -> tuple[Any, bytes | None]:
-    """The request's JSON body (and image, see :func:`api.jsonparse.parse_json`), streamed to
-    the app's parser; a 422 naming where if refused. An empty body is None."""
-    data, image, _ = await _read(request, image_field)
-    return data, image
+                    ) -> tuple[Any, bytes | None, dict[str, bytes]]:
+    """The request's JSON body (and images, see :func:`api.jsonparse.parse_json`), streamed
+    to the app's parser; a 422 naming where if refused. An empty body is None."""
+    data, image, references, _ = await _read(request, image_field)
+    return data, image, references
 
 
 async def _read(request: Request, image_field: str | None = None
-                ) -> tuple[Any, bytes | None, bool]:
+                ) -> tuple[Any, bytes | None, dict[str, bytes], bool]:
     parser: JsonParser = request.app.state.json_parser
     try:
         return await parser.read(request.stream(), image_field)
@@ -159,7 +163,7 @@ class _JsonRequest(Request):
     whether there was one, then takes ``json()``."""
 
     async def read_json_body(self) -> None:
-        self._json, _, present = await _read(self)
+        self._json, _, _, present = await _read(self)
         self._body = b"{}" if present else b""  # the bytes themselves are not kept
 
     async def json(self) -> Any:

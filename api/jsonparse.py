@@ -14,7 +14,8 @@ refused, with where and why, when it holds
 - a string that is not Unicode (a lone surrogate such as ``"\\ud800"``): it cannot be stored,
   logged or sent back.
 
-Where the caller names it, an image given as base64 is decoded to its file's bytes here too.
+Where the caller names it, an image given as base64 is decoded to its file's bytes here too,
+and so are a POST /generate body's reference images (style reference, control images).
 
 Bodies over ``INLINE_BYTES`` are parsed in a child process (:func:`serve`), streamed to it
 chunk by chunk as they arrive: json's C parser holds the GIL for the whole parse, and even
@@ -25,6 +26,7 @@ library: the child that imports it stays small.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -37,7 +39,7 @@ from typing import Any, BinaryIO
 
 __all__ = ["ABORT", "CHUNK", "HEADER", "INLINE_BYTES", "MAX_JSON_DEPTH", "MAX_JSON_VALUES",
            "MAX_TEXT_CHARS",
-           "REPLY", "JsonRefused", "SpooledImage", "parse_json", "serve"]
+           "REPLY", "UPLOAD_PREFIX", "JsonRefused", "SpooledImage", "parse_json", "serve"]
 
 INLINE_BYTES = 64 * 1024  # parsed on the caller's thread below this: well under a millisecond
 MAX_JSON_DEPTH = 32  # a batch item sits at depth 3; nothing the API takes nests deeper than 5
@@ -46,12 +48,16 @@ MAX_JSON_DEPTH = 32  # a batch item sits at depth 3; nothing the API takes nests
 MAX_JSON_VALUES = 500_000
 MAX_TEXT_CHARS = 2 * 1024 * 1024  # prompts are at most 4,000 characters (the library says so)
 IMAGE_KEYS = ("image", "images", "mask")
+# A reference image decoded here stands in the data as this and its file's SHA-256: never
+# base64 (a colon) nor a data URL, so a caller cannot send one.
+UPLOAD_PREFIX = "upload:sha256:"
 
 
 # The stream to the child: HEADER (the image field's name, UTF-8, or empty), then the body
 # as CHUNK frames (a length and that many bytes), then a zero-length frame, or ABORT if the
 # body could not be read whole. The answer: REPLY (a length) and a pickle of
-# ("ok", (data, image bytes | SpooledImage | None)) or ("refused", JsonRefused).
+# ("ok", (data, image bytes | SpooledImage | None, {name: bytes | SpooledImage})) or
+# ("refused", JsonRefused).
 HEADER = struct.Struct("!H")
 CHUNK = struct.Struct("!I")
 REPLY = struct.Struct("!Q")
@@ -129,13 +135,17 @@ def _check_text(text: str, loc: list[str | int]) -> None:
                           kind="string_unicode") from None
 
 
-def parse_json(raw: bytes, image_field: str | None = None) -> tuple[Any, bytes | None]:
+def parse_json(raw: bytes, image_field: str | None = None
+               ) -> tuple[Any, bytes | None, dict[str, bytes]]:
     """The body as Python data; JsonRefused (picklable, to cross from a child) if it is not
     JSON the API takes. Blocking: runs in the caller or in a child process.
 
     ``image_field``: a top-level field holding an image as base64 or a data URL, taken out
     of the data and returned as the file's bytes (base64 decoding also holds the GIL: ~0.6 s
-    for a 60 MB data URL here).
+    for a 60 MB data URL here). On such a body the reference images (``style_image``, each
+    ``control`` unit's ``image``) are decoded here too: each is left in the data as
+    ``UPLOAD_PREFIX`` + its file's SHA-256, and returned in a mapping from that name to the
+    file's bytes.
     """
     if _count_values(raw) > MAX_JSON_VALUES:
         raise JsonRefused([], f"holds more than {MAX_JSON_VALUES} values",
@@ -150,17 +160,45 @@ def parse_json(raw: bytes, image_field: str | None = None) -> tuple[Any, bytes |
         raise JsonRefused([], "JSON decode error: a number too long or nesting too deep",
                           kind="json_too_deep") from None
     _check(data)
-    if image_field is None or not isinstance(data, dict) \
-            or not isinstance(data.get(image_field), str):
-        return data, None
+    if image_field is None or not isinstance(data, dict):
+        return data, None, {}
+    image = None
+    if isinstance(data.get(image_field), str):
+        image = _image_bytes(data.pop(image_field), [image_field])
+    return data, image, _take_references(data)
+
+
+def _image_bytes(text: str, loc: list[str | int]) -> bytes:
     from fractal.errors import InvalidRequestError  # the child imports these once
     from fractal.images import image_bytes
 
+    field = loc[0] if len(loc) == 1 else f"{loc[0]}[{loc[1]}].{loc[2]}"
     try:
-        return data, image_bytes(data.pop(image_field), image_field)
+        return image_bytes(text, str(field))
     except InvalidRequestError as exc:
         value = exc.value if isinstance(exc.value, str) and len(exc.value) <= 200 else None
-        raise JsonRefused([image_field], str(exc), value, kind="value_error") from None
+        raise JsonRefused(loc, str(exc), value, kind="value_error") from None
+
+
+def _take_references(data: dict[str, Any]) -> dict[str, bytes]:
+    from fractal.references import MAX_CONTROLS
+
+    places: list[tuple[list[str | int], dict[str, Any], str]] = []
+    if isinstance(data.get("style_image"), str):
+        places.append((["style_image"], data, "style_image"))
+    control = data.get("control")
+    # More units than any request may hold are refused by the schema, undecoded.
+    if isinstance(control, list) and len(control) <= MAX_CONTROLS:
+        places += [(["control", index, "image"], unit, "image")
+                   for index, unit in enumerate(control)
+                   if isinstance(unit, dict) and isinstance(unit.get("image"), str)]
+    files: dict[str, bytes] = {}
+    for loc, holder, key in places:
+        content = _image_bytes(holder[key], loc)
+        name = UPLOAD_PREFIX + hashlib.sha256(content).hexdigest()
+        holder[key] = name
+        files[name] = content
+    return files
 
 
 def _read_exactly(stream: BinaryIO, size: int) -> bytes:
@@ -172,15 +210,20 @@ def _read_exactly(stream: BinaryIO, size: int) -> bytes:
 
 def _answer(raw: bytes, image_field: str | None) -> tuple[str, Any]:
     try:
-        data, image = parse_json(raw, image_field)
+        data, image, references = parse_json(raw, image_field)
     except JsonRefused as exc:
         return "refused", exc
-    if image is not None and len(image) > SPOOL_OVER:
-        descriptor, path = tempfile.mkstemp(prefix="s2f-json-image-")
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(image)
-        return "ok", (data, SpooledImage(path))
-    return "ok", (data, image)
+    return "ok", (data, _spooled(image), {name: _spooled(content)
+                                          for name, content in references.items()})
+
+
+def _spooled(content: bytes | None) -> bytes | SpooledImage | None:
+    if content is None or len(content) <= SPOOL_OVER:
+        return content
+    descriptor, path = tempfile.mkstemp(prefix="s2f-json-image-")
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(content)
+    return SpooledImage(path)
 
 
 def serve(connection: Connection) -> None:

@@ -5,6 +5,7 @@ See workers.references for the worker's side."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,13 +39,15 @@ class References:
         return data
 
 
-def _decode(data: str, argument: str, cache: DecodeCache) -> tuple[str, Image.Image]:
+def _decode(data: str, argument: str, cache: DecodeCache,
+            files: Mapping[str, bytes]) -> tuple[str, Image.Image]:
     known = cache.get(data)
     if isinstance(known, str):
         raise InvalidRequestError(argument, "<image>", known)
     if known is None:
         try:
-            image = load_image(image_bytes(data, argument), argument)
+            content = files[data] if data in files else image_bytes(data, argument)
+            image = load_image(content, argument)
         except InvalidRequestError as exc:
             cache[data] = exc.reason
             raise
@@ -52,15 +55,17 @@ def _decode(data: str, argument: str, cache: DecodeCache) -> tuple[str, Image.Im
     return known
 
 
-def decode_references(request: GenerationRequest,
-                      cache: DecodeCache | None = None) -> References:
+def decode_references(request: GenerationRequest, cache: DecodeCache | None = None,
+                      files: Mapping[str, bytes] | None = None) -> References:
     """Decode a checked request's reference images. Blocking (decoding): run in a thread.
-    InvalidRequestError naming ``style_image`` or ``control[i].image``."""
+    ``files``: images already read from the body, by the name the request holds (see
+    api.jsonparse). InvalidRequestError naming ``style_image`` or ``control[i].image``."""
+    files = files or {}
     cache = {} if cache is None else cache
     references = References()
 
     def named(data: str, argument: str) -> str:
-        sha256, image = _decode(data, argument, cache)
+        sha256, image = _decode(data, argument, cache, files)
         references.images[sha256] = image
         return REFERENCE_PREFIX + sha256
 

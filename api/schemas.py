@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from fractal.references import (
     CONTROL_TYPES,
@@ -161,6 +161,15 @@ class GenerateBody(BaseModel):
         description="A public http(s) URL that receives a signed `job.succeeded`, "
                     "`job.failed` or `job.cancelled` event (Standard Webhooks) when the job "
                     "ends; see docs/webhooks.md.")
+
+    # Reference images read from the body before validation (JSON decoded off the event
+    # loop, multipart file parts): the field holds api.jsonparse.UPLOAD_PREFIX + the file's
+    # SHA-256, this maps that name to the file's bytes.
+    _files: dict[str, bytes] = PrivateAttr(default_factory=dict)
+
+    @property
+    def files(self) -> dict[str, bytes]:
+        return self._files
 
     @field_validator("width", "height", "steps", "seed", "n", "guidance", "texture", "strength",
                      "scale", "style_strength", mode="before")

@@ -112,11 +112,22 @@ def generate(
     hires: Annotated[str | None, typer.Option(
         help="Two-pass high resolution: auto (far over the model's native size) or off.")
     ] = None,
+    style_image: Annotated[Path | None, typer.Option(
+        help="A style reference: render in the style of this picture.")] = None,
+    style_strength: Annotated[float | None, typer.Option(
+        help="0..1: how much of the reference's style; default 0.6.")] = None,
+    style_mode: Annotated[str | None, typer.Option(
+        help="style (colours, brushwork, texture), composition or both.")] = None,
+    control: Annotated[list[str] | None, typer.Option(
+        help="Keep an image's structure: TYPE=PATH[,scale=F][,start=F][,end=F]"
+             "[,preprocess=true|false]; TYPE canny, depth, pose, lineart, tile or image. "
+             "Repeatable.")] = None,
     styles_file: Annotated[Path | None, typer.Option(help="Extra styles (TOML).")] = None,
     device: Annotated[str | None, typer.Option(help="cuda, mps or cpu; default: auto.")] = None,
     dtype: Annotated[str | None, typer.Option(help="fp16, bf16 or fp32; default: auto.")] = None,
 ) -> None:
     """Render PROMPT (and/or --image) to an image file."""
+    from fractal.cli_references import ReferenceOptions
     from fractal.request import GenerationRequest
     from fractal.styles import StyleLibrary
     from fractal.validation import check_request
@@ -124,34 +135,40 @@ def generate(
     width, height = parse_size(size)
     paths = output_paths(output, n)
     input_type = "text" if image is None else ("hybrid" if prompt else "image")
+    references = ReferenceOptions(style_image, style_strength, style_mode, control)
     request = GenerationRequest(
         input_type=input_type, prompt=prompt, negative_prompt=negative, width=width,
         height=height, steps=steps, guidance=guidance, seed=seed, scheduler=scheduler,
         style=style, lighting=lighting, colors=colors, texture=texture, strength=strength, n=n,
-        hires=hires,
+        hires=hires, **references.request_fields(),
     )
     # Fail before a model loads: a typo should not cost a minute of loading.
-    check_request(request, has_image=image is not None)
+    try:
+        check_request(request, has_image=image is not None)
+    except InvalidRequestError as exc:
+        raise references.renamed(exc) from None
     if style is not None:
         library = StyleLibrary()
         if styles_file is not None:
             library.load(styles_file)
         library.get(style)
+    reference_arguments = references.load()
 
-    with _loaded(model, device, dtype, styles_file, "Rendering") as (renderer, on_progress):
+    with _loaded(model, device, dtype, styles_file, "Rendering") as (renderer, on_progress), \
+            references.naming_options():
         if image is None:
             images = renderer.generate_from_text(
                 prompt or "", negative_prompt=negative, width=width, height=height, steps=steps,
                 guidance=guidance, seed=seed, scheduler=scheduler, style=style,
                 lighting=lighting, colors=request.colors, texture=texture, n=n,
-                hires=hires, on_progress=on_progress,
+                hires=hires, on_progress=on_progress, **reference_arguments,
             )
         else:
             images = renderer.generate_from_image(
                 image, prompt, style=style, strength=strength, negative_prompt=negative,
                 width=width, height=height, steps=steps, guidance=guidance, seed=seed,
                 scheduler=scheduler, lighting=lighting, colors=request.colors,
-                texture=texture, n=n, on_progress=on_progress,
+                texture=texture, n=n, on_progress=on_progress, **reference_arguments,
             )
     for path, picture in zip(paths, images if isinstance(images, list) else [images],
                              strict=True):

@@ -318,3 +318,29 @@ def test_a_lost_answer_to_a_post_makes_no_second_job_and_keys_are_sent(tmp_path:
         assert lost and lost[0].endswith("ab" * 32)
         jobs = client.get("/jobs", headers={"Authorization": f"Bearer {key}"}).json()["jobs"]
         assert len(jobs) == 1 and jobs[0]["status"] == "succeeded"
+
+
+def test_jsonl_items_carry_references_locally_and_through_the_service(
+        tmp_path: Path, served: str) -> None:  # noqa: F811
+    import base64
+
+    from fractal.references import pixel_hash
+
+    buffer = io.BytesIO()
+    style = Image.new("RGB", (24, 24), (180, 40, 200))
+    style.save(buffer, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    items = [{"prompt": "a lake", "style_image": url, "style_strength": 0.8},
+             {"prompt": "a dune", "control": [{"type": "canny", "image": url, "end": 0.7}]}]
+    (tmp_path / "refs.jsonl").write_text("".join(json.dumps(item) + "\n" for item in items))
+    for out, server in (("local", []), ("served", ["--server", served])):
+        result = run("refs.jsonl", "-o", out, "--size", "64x64", *server, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        entries = sorted(check_consistent(tmp_path / out), key=lambda entry: entry["index"])
+        # The manifest names the references by hash, never by their data.
+        assert "base64" not in (tmp_path / out / "manifest.jsonl").read_text()
+        assert entries[0]["parameters"]["style_image"].startswith("sha256:")
+        first = read_record(Image.open(tmp_path / out / entries[0]["files"][0]))
+        second = read_record(Image.open(tmp_path / out / entries[1]["files"][0]))
+        assert first.style_reference["sha256"] == pixel_hash(style)
+        assert second.controls[0]["sha256"] == pixel_hash(style)

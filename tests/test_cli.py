@@ -71,15 +71,54 @@ def test_diffusers_model_folder_through_the_cli(tiny_sd: Path, tmp_path: Path) -
     (["generate"], "`prompt` is required"),
     (["generate", "--image", "/no/such.png"], "`image` cannot be read"),
     (["generate", "x", "--model", "/no/such/model"], "does not exist"),
+    (["generate", "x", "--style-strength", "0.5"], "`--style-strength` applies only with"),
+    (["generate", "x", "--style-image", "/no/such.png"], "`--style-image` cannot be read"),
+    (["generate", "x", "--style-image", "in.png", "--style-mode", "cubist"],
+     "`--style-mode` is not a style mode"),
+    (["generate", "x", "--style-image", "in.png", "--style-strength", "2"],
+     "`--style-strength` must be between 0 and 1"),
+    (["generate", "x", "--control", "canny"], "`--control` must look like TYPE=PATH"),
+    (["generate", "x", "--control", "sketch=in.png"], "`sketch` is not a control type"),
+    (["generate", "x", "--control", "canny=in.png,weight=2"], "is not a control setting"),
+    (["generate", "x", "--control", "canny=in.png,scale=inf"], "scale must be a finite"),
+    (["generate", "x", "--control", "canny=in.png,preprocess=maybe"],
+     "preprocess must be true or false"),
+    (["generate", "x", "--control", "canny=in.png", "--control", "image=in.png,start=1"],
+     "`--control #2` end must be greater than start"),
+    (["generate", "x", "--control", "canny=missing.png"], "`--control #1` cannot be read"),
+    (["generate", "x", "--control", "pose=in.png,preprocess=false"],
+     "`--control #1` type is not a control the built-in engine takes"),
 ])
 def test_bad_input_is_one_clear_line(args: list[str], message: str, tmp_path: Path) -> None:
+    Image.new("RGB", (32, 32), "gray").save(tmp_path / "in.png")
     result = run(*args, cwd=tmp_path)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and message in lines[0]
     assert "Traceback" not in result.stderr + result.stdout
-    assert not list(tmp_path.glob("*.png"))
+    assert [path.name for path in tmp_path.glob("*.png")] == ["in.png"]
+
+
+def test_style_reference_and_controls_from_the_command_line(tmp_path: Path) -> None:
+    from fractal.references import pixel_hash
+
+    style, edges = tmp_path / "style.png", tmp_path / "edges.png"
+    Image.new("RGB", (40, 30), (220, 90, 20)).save(style)
+    Image.new("RGB", (64, 64), "white").save(edges)
+    out = tmp_path / "out.png"
+    result = run("generate", "a lake", "-o", str(out), "--size", "64x64", "--seed", "2",
+                 "--style-image", str(style), "--style-strength", "0.9", "--style-mode",
+                 "both", "--control", f"canny={edges},scale=0.5,end=0.8",
+                 "--control", f"image={edges},preprocess=false")
+    assert result.returncode == 0, result.stderr
+    record = read_record(Image.open(out))
+    assert record is not None
+    assert record.style_reference == {"sha256": pixel_hash(Image.open(style).convert("RGB")),
+                                      "strength": 0.9, "mode": "both"}
+    assert [(unit["type"], unit["scale"], unit["end"], unit["preprocess"])
+            for unit in record.controls] == [("canny", 0.5, 0.8, True),
+                                             ("image", 1.0, 1.0, False)]
 
 
 def test_upscale_draws_an_engine_image_again_and_resamples_others(tmp_path: Path) -> None:

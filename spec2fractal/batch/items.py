@@ -39,7 +39,7 @@ __all__ = [
 EXTENSIONS = (".txt", ".csv", ".jsonl")
 FIELDS = tuple(field.name for field in dataclasses.fields(GenerationRequest))
 INT_FIELDS = frozenset({"width", "height", "steps", "seed", "n"})
-FLOAT_FIELDS = frozenset({"guidance", "texture", "strength"})
+FLOAT_FIELDS = frozenset({"guidance", "texture", "strength", "style_strength"})
 ALIASES = {"content": "prompt"}  # the service's name for the prompt
 # One colour: a hex code or name, or a CSS function such as rgb(1, 2, 3) kept whole.
 _COLOR_TOKEN = re.compile(r"[^\s,()]+(?:\([^)]*\))?")
@@ -66,14 +66,23 @@ class Item:
         return [f"{stem}-{k}.png" for k in range(1, self.images + 1)]
 
     def parameters(self) -> dict[str, Any] | None:
-        """The request for the manifest; an input image is shown by its hash, not its bytes."""
+        """The request for the manifest; an input image, a style reference and control
+        images are shown by their hash, not their bytes."""
         if self.request is None:
             return None
         data = self.request.to_dict()
-        if data.get("image") is not None:
-            digest = hashlib.sha256(data["image"].encode()).hexdigest()
-            data["image"] = f"sha256:{digest}"
+        for name in ("image", "style_image"):
+            if data.get(name) is not None:
+                data[name] = _digest(data[name])
+        if data.get("control"):
+            data["control"] = [{**unit, "image": _digest(unit["image"])}
+                               if isinstance(unit.get("image"), str) else unit
+                               for unit in data["control"]]
         return data
+
+
+def _digest(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def canonical_json(data: Mapping[str, Any]) -> str:
