@@ -7,16 +7,17 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import CallerDep
-from api.errors import invalid_request
-from api.jsonbody import JsonRoute
+from api.errors import ApiError, invalid_request
+from api.jsonbody import JsonRoute, is_json, read_json
 from fractal import InvalidRequestError
-from fractal.images import image_bytes, load_image
+from fractal.images import load_image
 from fractal.preprocess import prepare_control
 from fractal.references import (
     CONTROL_TYPES,
@@ -56,8 +57,9 @@ def _preview_size(size: tuple[int, int]) -> tuple[int, int]:
     return max(1, round(width * ratio)), max(1, round(height * ratio))
 
 
-def preview_png(body: ControlPreviewBody) -> bytes:
-    """The prepared control image as PNG bytes. Blocking (decode, resize, preprocess)."""
+def preview_png(body: ControlPreviewBody, data: bytes) -> bytes:
+    """The prepared control image as PNG bytes, from the image file's ``data``. Blocking
+    (decode, resize, preprocess)."""
     unit: dict[str, Any] = {"type": body.type, "image": body.image}
     if body.preprocess is not None:
         unit["preprocess"] = body.preprocess
@@ -69,7 +71,7 @@ def preview_png(body: ControlPreviewBody) -> bytes:
             key = exc.argument.rpartition(".")[2]
             raise InvalidRequestError(key, exc.value, exc.reason,
                                       choices=exc.choices) from None
-        image = load_image(image_bytes(body.image, "image"), "image")
+        image = load_image(data, "image")
     except InvalidRequestError as exc:
         raise invalid_request(exc) from None
     width, height = _preview_size(image.size)
@@ -85,15 +87,39 @@ def preview_png(body: ControlPreviewBody) -> bytes:
     return buffer.getvalue()
 
 
+async def _read_body(request: Request) -> tuple[ControlPreviewBody, bytes]:
+    """The body, its image's base64 decoded by the app's guarded JSON parser (in its child
+    process for a large body, as POST /generate's image is): no big decode in this process."""
+    if not is_json(request):
+        raise ApiError(415, "send application/json, the image as a data URL")
+    data, image, _ = await read_json(request, image_field="image")
+    if image is not None:  # decoded: the schema sees that there was one
+        data = {**data, "image": "<decoded>"}
+    try:
+        body = ControlPreviewBody.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [dict(error, loc=("body", *error["loc"])) for error in exc.errors()]) from None
+    assert image is not None  # the schema requires a text image, which the parser decoded
+    return body, image
+
+
 @router.post(
     "/preview", response_class=Response,
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": ControlPreviewBody.model_json_schema()}}}},
     responses={200: {"description": "The control image a model is given, as PNG.",
                      "content": {"image/png": {"schema": {"type": "string",
-                                                          "format": "binary"}}}}},
+                                                          "format": "binary"}}}},
+               415: {"description": "Not JSON."},
+               422: {"description": "A bad type, image or preprocess, named in `loc`.",
+                     "content": {"application/json": {"schema": {
+                         "$ref": "#/components/schemas/HTTPValidationError"}}}}},
 )
-async def preview_control(body: ControlPreviewBody, caller: CallerDep) -> Response:
+async def preview_control(request: Request, caller: CallerDep) -> Response:
     """Preview a control image: for ``canny``, white edges on black, as a render would use
     them; at the image's own size, at most 768 px on its longest side."""
     del caller  # the Gatekeeper has checked the key and its rate limit
-    png = await run_in_threadpool(preview_png, body)
+    body, image = await _read_body(request)
+    png = await run_in_threadpool(preview_png, body, image)
     return Response(png, media_type="image/png")

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
 from api.app import create_app
+from api.jsonparse import INLINE_BYTES
 from api.routers.controls import MAX_PREVIEW_SIDE
 from fractal.images import MAX_IMAGE_PIXELS
 from fractal.preprocess import canny, fit
@@ -78,6 +79,11 @@ def test_large_images_are_previewed_at_most_768_on_the_long_side(client: TestCli
                                               "image": _data_url(_square_on_black(*size))})
         assert _png(response).size == expected
         assert max(expected) == MAX_PREVIEW_SIDE
+    # A body over the parser's inline size: its image is decoded in the parser's child.
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3), np.uint8))
+    url = _data_url(noise)
+    assert len(url) > INLINE_BYTES
+    assert _png(client.post(PREVIEW, json={"type": "canny", "image": url})).size == (400, 300)
 
 
 def test_types_without_a_preprocessor_and_preprocess_false_show_the_image(
@@ -139,16 +145,23 @@ def test_hostile_bodies_are_refused_without_a_500(client: TestClient) -> None:
     Image.new("1", (side, side)).save(buffer, "PNG")
     bomb = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
     assert _field(client.post(PREVIEW, json={"type": "canny", "image": bomb})) == "image"
-    # Not JSON: a 422 for the body, never a 500.
+    # Not JSON: a 415, never a 500.
     response = client.post(PREVIEW, content=b"type=canny",
                            headers={"Content-Type": "application/x-www-form-urlencoded"})
-    assert response.status_code == 422
+    assert response.status_code == 415
+    # No body, or not an object.
+    for content in (b"", b"[]", b"null"):
+        response = client.post(PREVIEW, content=content,
+                               headers={"Content-Type": "application/json"})
+        assert response.status_code == 422, (content, response.text)
 
 
 def test_listed_in_openapi(client: TestClient) -> None:
     operation = client.get("/openapi.json").json()["paths"][PREVIEW]["post"]
     assert "image/png" in operation["responses"]["200"]["content"]
-    assert {"401", "422", "429"} <= set(operation["responses"])
+    assert {"401", "415", "422", "429"} <= set(operation["responses"])
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["required"] == ["type", "image"]
     assert operation["security"]
 
 
