@@ -108,10 +108,13 @@ def string_body(size: int) -> bytes:
     return prefix + b"a" * max(0, size - len(prefix) - len(suffix)) + suffix
 
 
-def image_body(size: int) -> bytes:
+def image_body(size: int, field: str = "image") -> bytes:
     """One image field of ``size`` bytes in all, as a data URL of random bytes: decoded from
-    base64 like any image, then refused as not an image (no render is queued)."""
-    prefix, suffix = b'{"input_type": "image", "image": "data:image/png;base64,', b'"}'
+    base64 like any image, then refused as not an image (no render is queued). ``field``
+    ``style_image``: the same as a style reference."""
+    head = b'{"input_type": "image", "image": ' if field == "image" else \
+        b'{"content": "a fern", "width": 64, "height": 64, "' + field.encode() + b'": '
+    prefix, suffix = head + b'"data:image/png;base64,', b'"}'
     room = max(4, (size - len(prefix) - len(suffix)) // 4 * 4)
     return prefix + base64.b64encode(os.urandom(room // 4 * 3)) + suffix
 
@@ -241,7 +244,8 @@ def main() -> None:
         size = largest_accepted(base, keys[0], limit - 4096)
         for shape, body in (("many small tokens", token_body(size)),
                             ("one long string", string_body(size)),
-                            ("one data-URL image", image_body(size))):
+                            ("one data-URL image", image_body(size)),
+                            ("one data-URL style reference", image_body(size, "style_image"))):
             statuses: list[int] = []
             body_file = scratch / "body.json"
             body_file.write_bytes(body)
