@@ -20,7 +20,7 @@ from api.limits import MAX_BODY_BYTES, WORKER_WATCH_SECONDS
 from api.metrics import HttpMetrics, build_registry
 from api.openai_errors import OpenAIErrorShape
 from api.openapi import install_openapi
-from api.routers import batches, catalogue, files, generate, health, jobs, openai_images
+from api.routers import batches, catalogue, controls, files, generate, health, jobs, openai_images
 from api.routers.dashboard import install_dashboard
 from fractal import StyleLibrary
 from workers.db import Database, get_database
@@ -119,7 +119,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     install_error_handlers(app)
     install_openapi(app)
     for router in (generate.router, jobs.router, batches.router, catalogue.router,
-                   health.router, openai_images.router):
+                   health.router, openai_images.router, controls.router):
         app.include_router(router)
     if isinstance(storage, LocalStorage):
         app.include_router(files.router)  # S3 serves its own presigned URLs

@@ -91,6 +91,13 @@ export async function api(path, options = {}) {
                                : { status: response.status, data: null };
 }
 
+// An answer that is an image (POST /controls/preview), as a Blob; ApiError otherwise.
+export async function apiBlob(path, options = {}) {
+  const response = await send(path, options);
+  if (!response.ok) throw await failure(response);
+  return response.blob();
+}
+
 // An image's bytes (same origin: /files/...; S3: the presigned host, if its CORS allows).
 export async function fetchBlob(url) {
   const response = await fetch(url);

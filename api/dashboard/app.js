@@ -3,6 +3,7 @@
 import { ApiError, api, fetchBlob } from "./api.js";
 import { installBatches, loadBatches } from "./batches.js";
 import { installCompare, pickForCompare, resetCompare } from "./compare.js";
+import { installControls } from "./controls.js";
 import {
   batchItemParams, fillParams, installForm, randomSeed, setMaxima, setModels, submitParams,
 } from "./form.js";
@@ -11,6 +12,7 @@ import { upscaleJob } from "./jobs.js";
 import { installKeyForm } from "./keys.js";
 import { trackJob } from "./live.js";
 import { installNotices, showNotice } from "./notice.js";
+import { installReferences, setModelCapabilities } from "./references.js";
 import { renderStyles } from "./stylepicker.js";
 import { installUpload, setImage } from "./upload.js";
 
@@ -71,7 +73,10 @@ async function loadKeyed() {
       renderStyles(data.styles);
       setStyleFilter(data.styles);
     }),
-    api("/models").then(({ data }) => setModels(data)),
+    api("/models").then(({ data }) => {
+      setModels(data);
+      setModelCapabilities(data); // which reference and control inputs the model takes
+    }),
     loadGallery({ reset: true }),
     loadBatches(),
   ]);
@@ -84,6 +89,8 @@ async function start() {
   installNotices();
   renderStyles([]);
   installUpload();
+  installControls();
+  installReferences();
   installForm({ onJob });
   installGallery({
     onReuse: reuse, onVariation: variation, onUseAsInput: useAsInput,

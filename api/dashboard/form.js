@@ -4,6 +4,7 @@
 import { ApiError } from "./api.js";
 import { clearErrors, showErrors } from "./fielderrors.js";
 import { submitJob } from "./jobs.js";
+import { referenceParams } from "./references.js";
 import { selectStyle, selectedStyle } from "./stylepicker.js";
 import { imageFile, setImage } from "./upload.js";
 
@@ -283,7 +284,8 @@ export function installForm({ onJob }) {
     button.disabled = true;
     button.textContent = "Sending…";
     try {
-      await submitParams(readParams(), imageFile(), onJob);
+      // The style reference and control units are read (as data URLs) only to submit.
+      await submitParams({ ...readParams(), ...(await referenceParams()) }, imageFile(), onJob);
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       const field = showErrors(form, error, $("form-error"));

@@ -15,8 +15,23 @@ const SHOWN = [
   ["style", "Style"], ["size", "Size"], ["seed", "Seed"], ["steps", "Steps"],
   ["guidance", "Guidance"], ["sampler", "Sampler"], ["lighting", "Lighting"],
   ["colors", "Palette"], ["texture", "Texture"], ["strength", "Strength"],
-  ["input_type", "Input"], ["model", "Model"],
+  ["input_type", "Input"], ["style_reference", "Style reference"], ["controls", "Control"],
+  ["model", "Model"],
 ];
+
+// The record names reference images by their pixels' hash; a short prefix tells them apart.
+const short = (hash) => (typeof hash === "string" ? hash.slice(0, 12) : "?");
+
+function referenceText(reference) {
+  if (!reference || typeof reference !== "object") return reference;
+  return `${reference.mode ?? "style"}, strength ${reference.strength} · image ${short(reference.sha256)}`;
+}
+
+function controlsText(controls) {
+  if (!Array.isArray(controls)) return controls;
+  return controls.map((unit) => `${unit.type} × ${unit.scale} (${unit.start}–${unit.end})` +
+                      `${unit.preprocess ? ", edges found" : ""} · image ${short(unit.sha256)}`).join("; ");
+}
 
 const state = { cursor: null, loading: false, handlers: null, serial: 0 };
 
@@ -24,6 +39,8 @@ export function describe(params) {
   const shown = { ...params };
   if (shown.width && shown.height) shown.size = `${shown.width} × ${shown.height}`;
   if (shown.user_prompt === shown.prompt) delete shown.user_prompt;
+  shown.style_reference = referenceText(shown.style_reference);
+  shown.controls = controlsText(shown.controls);
   return SHOWN.filter(([key]) => shown[key] != null && shown[key] !== "" &&
                                  !(Array.isArray(shown[key]) && !shown[key].length))
     .map(([key, title]) => ({ key, title, value: shown[key] }));

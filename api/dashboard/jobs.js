@@ -1,7 +1,11 @@
-// Jobs through the API: queue one (multipart, so an input image goes as a file), cancel one,
-// list them.
+// Jobs through the API: queue one (multipart, so an input image goes as a file; JSON with
+// data URLs when it carries a style reference or control images), cancel one, list them.
 
 import { api } from "./api.js";
+import { readDataUrl } from "./imagepick.js";
+
+// Request fields that hold reference images: POST /generate takes them in JSON only.
+const REFERENCE_FIELDS = ["style_image", "control"];
 
 // Parameters → multipart/form-data; undefined values are left out (the server's default).
 export function formData(params, image) {
@@ -15,10 +19,20 @@ export function formData(params, image) {
   return form;
 }
 
+// Parameters → a JSON body; undefined values are left out, the input image a data URL.
+export async function jsonBody(params, image) {
+  const body = Object.fromEntries(Object.entries(params).filter(
+    ([, value]) => value !== undefined && value !== null && value !== ""));
+  if (image) body.image = await readDataUrl(image);
+  return body;
+}
+
 // Queues a render and answers at once (202) with the job; follow it with its events.
 export async function submitJob(params, image) {
+  const body = REFERENCE_FIELDS.some((name) => params[name] !== undefined)
+    ? { json: await jsonBody(params, image) } : { form: formData(params, image) };
   const { data } = await api("/generate", {
-    method: "POST", form: formData(params, image), headers: { Prefer: "respond-async" },
+    method: "POST", ...body, headers: { Prefer: "respond-async" },
   });
   return data.job ?? data; // 202: the job; 200 (already finished): {job, ...}
 }
@@ -54,6 +68,8 @@ export function paramsOf(job, output) {
   const params = { ...job.request };
   delete params.image;
   delete params.image_url;
+  // Reference images are stored by hash: reuse and variations go without them.
+  for (const name of ["style_image", "style_strength", "style_mode", "control"]) delete params[name];
   if (output?.seed != null) params.seed = output.seed;
   params.n = 1;
   params.output_format = job.output_format;

@@ -14,6 +14,14 @@ function label(params) {
   return prompt.length > 80 ? `${prompt.slice(0, 77)}…` : prompt;
 }
 
+// What the render follows besides its prompt: a style reference, control images.
+function references(params) {
+  const parts = [];
+  if (params.style_image) parts.push(`Style reference (${params.style_mode || "style"}, ${params.style_strength ?? 0.6})`);
+  if (params.control?.length) parts.push(`Control: ${params.control.map((unit) => unit.type).join(", ")}`);
+  return parts.join(" · ");
+}
+
 function card(job, params) {
   const item = document.createElement("li");
   item.className = "live-card";
@@ -22,6 +30,10 @@ function card(job, params) {
   const title = document.createElement("p");
   title.className = "live-title";
   title.textContent = label(params);
+  const refs = document.createElement("p");
+  refs.className = "live-refs hint";
+  refs.textContent = references(params);
+  refs.hidden = !refs.textContent;
   const figure = document.createElement("div");
   figure.className = "live-preview";
   const img = document.createElement("img");
@@ -60,7 +72,7 @@ function card(job, params) {
     $("live-title").focus();
   });
   actions.append(cancel, dismiss);
-  item.append(title, figure, progress, status, actions);
+  item.append(title, refs, figure, progress, status, actions);
   return { item, img, full, progress, status, cancel, dismiss };
 }
 
