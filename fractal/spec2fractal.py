@@ -15,7 +15,8 @@ from fractal.backends.base import Backend, StepCallback
 from fractal.backends.engine import ENGINE_NAME, EngineBackend
 from fractal.corender import group_plans
 from fractal.errors import GenerationCancelled, InvalidRequestError, Spec2FractalError
-from fractal.images import ImageSource, image_bytes, image_to_data_url, load_image
+from fractal.images import ImageSource, load_image
+from fractal.inputs import colors_argument, record_of_source, reference_arguments, request_image
 from fractal.plan import (
     HIRES_FACTOR,
     UPSCALE_STRENGTH,
@@ -25,11 +26,8 @@ from fractal.plan import (
     hires_pass,
 )
 from fractal.record import (
-    RECORD_KEY,
     GenerationRecord,
     attach_record,
-    parse_record,
-    record_from_png,
 )
 from fractal.references import load_references
 from fractal.request import GenerationRequest
@@ -152,7 +150,7 @@ class Spec2Fractal:
         if not isinstance(request, GenerationRequest):
             request = GenerationRequest.from_dict(request)
         check_request(request)
-        init_image, source = _request_image(request)
+        init_image, source = request_image(request)
         return self._run(request, init_image, on_progress, cancel, source)
 
     def generate_many(
@@ -181,7 +179,7 @@ class Spec2Fractal:
                 if not isinstance(request, GenerationRequest):
                     request = GenerationRequest.from_dict(request)
                 check_request(request)
-                plans[index] = self._plan(request, *_request_image(request))
+                plans[index] = self._plan(request, *request_image(request))
             except InvalidRequestError as exc:
                 results[index] = exc
         for members in group_plans(plans):
@@ -255,8 +253,8 @@ class Spec2Fractal:
         request = GenerationRequest(
             input_type="text", prompt=prompt, negative_prompt=negative_prompt, width=width,
             height=height, steps=steps, guidance=guidance, seed=seed, scheduler=scheduler,
-            style=style, lighting=lighting, colors=_colors(colors), texture=texture, n=n,
-            hires=hires, **_references(style_image, style_strength, style_mode, control),
+            style=style, lighting=lighting, colors=colors_argument(colors), texture=texture, n=n,
+            hires=hires, **reference_arguments(style_image, style_strength, style_mode, control),
         )
         check_request(request)
         images = self._run(request, None, on_progress, cancel)
@@ -297,8 +295,8 @@ class Spec2Fractal:
             input_type="hybrid" if prompt and prompt.strip() else "image", prompt=prompt,
             negative_prompt=negative_prompt, width=width, height=height, steps=steps,
             guidance=guidance, seed=seed, scheduler=scheduler, style=style, lighting=lighting,
-            colors=_colors(colors), texture=texture, strength=strength, n=n,
-            **_references(style_image, style_strength, style_mode, control),
+            colors=colors_argument(colors), texture=texture, strength=strength, n=n,
+            **reference_arguments(style_image, style_strength, style_mode, control),
         )
         check_request(request, has_image=True)
         images = self._run(request, load_image(image), on_progress, cancel)
@@ -326,7 +324,7 @@ class Spec2Fractal:
                                     seed=seed, scale=scale)
         check_request(request, has_image=True)
         source = load_image(image)
-        return self._run(request, source, on_progress, cancel, _source_record(image))[0]
+        return self._run(request, source, on_progress, cancel, record_of_source(image))[0]
 
     # -- the work --------------------------------------------------------------------------
 
@@ -436,61 +434,3 @@ def _step_hook(on_progress: ProgressCallback | None, cancel: CancelHook | None) 
             on_progress(step, total, preview)
 
     return on_step
-
-
-def _request_image(request: GenerationRequest
-                   ) -> tuple[Image.Image | None, dict[str, Any] | None]:
-    """A request's input image, and for an upscale the record it carries (see
-    :func:`_source_record`)."""
-    if request.image is None:
-        return None, None
-    data = image_bytes(request.image)
-    image = load_image(data)
-    return image, _source_record(data) if request.input_type == "upscale" else None
-
-
-def _source_record(source: ImageSource) -> dict[str, Any] | None:
-    """The record of an image this library made, as a dict; None for any other image.
-
-    The image's own metadata never reaches a render (``load_image`` strips it all): only a
-    record that parses as one is kept, and the backend checks its values before it uses
-    them. It is read from the PNG's text chunk (or, for a PIL image, from ``info``)."""
-    record: GenerationRecord | None = None
-    if isinstance(source, Image.Image):
-        record = parse_record(source.info.get(RECORD_KEY))
-    elif isinstance(source, (bytes, bytearray, memoryview)):
-        record = record_from_png(bytes(source))
-    elif isinstance(source, (str, Path)):
-        try:
-            record = record_from_png(Path(source).read_bytes())  # load_image checked its size
-        except OSError:
-            record = None
-    return record.to_dict() if record is not None else None
-
-
-def _references(style_image: ImageSource | None, style_strength: float | None,
-                style_mode: str | None, control: Sequence[Mapping[str, Any]] | None
-                ) -> dict[str, Any]:
-    """The reference arguments of a convenience method as request data: each image (PIL,
-    path or bytes) decoded safely and sent on as a PNG data URL; the rest as given, for
-    check_request to judge."""
-    def data(value: Any, argument: str) -> Any:
-        if value is None or (isinstance(value, str) and value.startswith("data:")):
-            return value
-        if isinstance(value, (Image.Image, Path, str, bytes, bytearray)):
-            return image_to_data_url(load_image(value, argument))
-        return value  # not an image: check_request names it
-
-    units = None
-    if control is not None:
-        units = [({**unit, "image": data(unit.get("image"), f"control[{index}].image")}
-                  if isinstance(unit, Mapping) else unit)
-                 for index, unit in enumerate(control)] if isinstance(control, (list, tuple)) \
-            else control
-    return {"style_image": data(style_image, "style_image"), "style_strength": style_strength,
-            "style_mode": style_mode, "control": units}
-
-
-def _colors(colors: Any) -> Any:
-    # Anything else is left for check_request to reject with a clear message.
-    return tuple(colors) if isinstance(colors, list) else colors
