@@ -21,7 +21,8 @@ def compatibility_key(plan: RenderPlan) -> tuple[object, ...]:
             # Adapters are set on the pipeline for a whole call: one reference and one set of
             # controls per group (their images may differ only where the pipeline takes a
             # batch of them, which they do not: same hashes).
-            plan.style_reference.describe() if plan.style_reference else None,
+            tuple(sorted(plan.style_reference.describe().items()))
+            if plan.style_reference else None,
             tuple(tuple(sorted(unit.describe().items())) for unit in plan.controls))
 
 

@@ -68,10 +68,13 @@ def iterations(scheduler: Any, total: int, run: int) -> int:
 def refine(pipeline: Any, images: list[Image.Image], *, prompts: list[str],
            negatives: list[str] | None, generators: list[torch.Generator], guidance: float,
            total: int, run: int, grid: TileGrid, vae_tile: int | None,
-           on_tile: TileCallback) -> list[Image.Image]:
+           on_tile: TileCallback, image_embeds: list[torch.Tensor] | None = None
+           ) -> list[Image.Image]:
     """Image-to-image of ``images`` (already at the output size): the last ``run`` steps of
     a ``total``-step schedule, the noise prediction blended over ``grid``'s tiles, the VAE
-    run in tiles of ``vae_tile`` pixels (None: whole)."""
+    run in tiles of ``vae_tile`` pixels (None: whole). ``image_embeds``: a UNet with an
+    IP-Adapter's image embeddings, as its ``added_cond_kwargs`` take them (the whole call's,
+    unconditional first when guided; the same for every tile)."""
     unet, scheduler = pipeline.unet, pipeline.scheduler
     device, dtype = unet.device, unet.dtype
     scale = pipeline.vae_scale_factor
@@ -103,12 +106,15 @@ def refine(pipeline: Any, images: list[Image.Image], *, prompts: list[str],
     def denoise(model_input: torch.Tensor, timestep: torch.Tensor, tile: Tile) -> torch.Tensor:
         window = model_input[..., tile.rows, tile.cols]
         window = torch.cat([window, window]) if guided else window
-        conditions = None
+        conditions: dict[str, Any] | None = None
+        if image_embeds is not None:
+            conditions = {"image_embeds": image_embeds}
         if pooled is not None:  # SDXL: whole size, where this tile sits, the tile's size
             size_ids = [grid.height * scale, grid.width * scale, tile.top * scale,
                         tile.left * scale, tile.height * scale, tile.width * scale]
             ids = torch.tensor([size_ids], device=device, dtype=dtype).repeat(len(window), 1)
-            conditions = {"text_embeds": pooled.to(dtype), "time_ids": ids}
+            conditions = {**(conditions or {}), "text_embeds": pooled.to(dtype),
+                          "time_ids": ids}
         prediction = unet(window, timestep, encoder_hidden_states=embeds,
                           added_cond_kwargs=conditions, return_dict=False)[0]
         if guided:
