@@ -156,7 +156,7 @@ def test_a_broken_ip_adapter_is_a_load_error_naming_it(
         Spec2Fractal(str(tiny_sd), adapters=no_encoder)
     pickled = {"sd15": {"ip_adapter": {"model": str(tiny_adapters["ip_adapter"]),
                                        "weight_name": "ip-adapter.bin"}}}
-    with pytest.raises(ModelLoadError, match="only .safetensors"):
+    with pytest.raises(ModelLoadError, match=r"only \.safetensors"):
         Spec2Fractal(str(tiny_sd), adapters=pickled)
 
 

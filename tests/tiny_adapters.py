@@ -46,10 +46,13 @@ def build_controlnet(model: Path, folder: Path, seed: int = 0) -> Path:
     # The tiny VAE halves the image once (two blocks), so the control embedding does too.
     controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
     with torch.no_grad():
-        for module in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block,
-                       controlnet.controlnet_cond_embedding.conv_out]:
+        for module in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
             torch.nn.init.normal_(module.weight, std=0.2)
-            torch.nn.init.normal_(module.bias, std=0.2)
+            torch.nn.init.zeros_(module.bias)
+        # A strong control embedding: the output then follows the control image's content
+        # (two different control images give visibly different renders), not only its presence.
+        torch.nn.init.normal_(controlnet.controlnet_cond_embedding.conv_out.weight, std=5.0)
+        torch.nn.init.zeros_(controlnet.controlnet_cond_embedding.conv_out.bias)
     controlnet.save_pretrained(folder, safe_serialization=True)
     return folder
 
