@@ -178,3 +178,57 @@ def test_sdxl_takes_controls(tiny_sdxl: Path, tmp_path: Path) -> None:
     plain = render(model)
     assert differ(plain, render(model, control=[unit()])) > 5
     assert differ(plain, render(model, control=[unit(scale=0.0)])) <= 1
+
+
+@pytest.mark.parametrize(("unit_options", "field"), [
+    ({"scale": float("nan")}, "control[0].scale"),
+    ({"scale": float("inf")}, "control[0].scale"),
+    ({"scale": 2.5}, "control[0].scale"),
+    ({"start": "0"}, "control[0].start"),
+    ({"start": 0.8, "end": 0.2}, "control[0].end"),
+    ({"type": "canny\ud800"}, "control[0].type"),
+    ({"type": ["canny"]}, "control[0].type"),
+    ({"preprocess": "yes"}, "control[0].preprocess"),
+    ({"weight": 1}, "control[0].weight"),
+])
+def test_hostile_units_are_refused_naming_the_field(adapted_sd: Spec2Fractal,
+                                                    unit_options: dict[str, object],
+                                                    field: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        render(adapted_sd, control=[{**unit(), **unit_options}])
+    assert caught.value.argument == field
+
+
+def test_too_many_or_malformed_units_are_refused(adapted_sd: Spec2Fractal) -> None:
+    for control, field in (([unit()] * 1000, "control"), ("canny", "control"),
+                           ([42], "control[0]")):
+        with pytest.raises(InvalidRequestError) as caught:
+            adapted_sd.generate({**BASE, "control": control})
+        assert caught.value.argument == field
+    with pytest.raises(InvalidRequestError) as caught:
+        adapted_sd.generate({**BASE, "control": [{"type": "canny", "image": "bm90IGFuIGltYWdl"}]})
+    assert caught.value.argument == "control[0].image"
+
+
+def test_sd3_and_flux_adapters_are_refused_by_family() -> None:
+    # Configured adapters for a family this service does not run them on: nothing is loaded
+    # (no pipeline needed), capabilities say none, and a request is refused naming its field.
+    from types import SimpleNamespace
+
+    from fractal.adapters import parse_adapters
+    from fractal.backends.model_adapters import ModelAdapters
+
+    config = parse_adapters({"flux": {"controlnets": {"canny": "/models/flux-canny"},
+                                      "ip_adapter": {"model": "/models/flux-ip",
+                                                     "weight_name": "ip.safetensors"}}})
+    adapters = ModelAdapters(None, "flux", config["flux"], "tiny-flux", None, None)
+    assert adapters.capabilities() == {"style_reference": False, "controls": []}
+    plan = SimpleNamespace(style_reference=None, controls=(SimpleNamespace(type="canny"),),
+                           init_image=None, hires=None)
+    with pytest.raises(InvalidRequestError, match="flux models") as caught:
+        adapters.check(plan, None)  # type: ignore[arg-type]
+    assert caught.value.argument == "control"
+    plan.style_reference = object()
+    with pytest.raises(InvalidRequestError) as caught:
+        adapters.check(plan, None)  # type: ignore[arg-type]
+    assert caught.value.argument == "style_image"
