@@ -151,21 +151,28 @@ def test_the_record_names_controls_by_hash(controlled: Image.Image) -> None:
     assert record.passes is None  # one plain pass, which takes the control
 
 
-def test_hires_passes_say_where_controls_apply(tiny_sd: Path,
-                                              tiny_adapters: dict[str, Path]) -> None:
-    config = adapters_config(tiny_adapters)
-    hires = {"strength": 0.5, "steps": 2}
-    # Untiled: the refine goes through the ControlNet image-to-image pipeline too.
-    untiled = Spec2Fractal(str(tiny_sd), tile_size=128, tile_overlap=16, adapters=config)
-    image = render(untiled, width=80, height=80, hires=hires, control=[unit()])
-    assert [(p["kind"], p["controls"]) for p in read_record(image).passes] == \
-        [("base", True), ("refine", True)]
-    # Tiled: our own tiled loop runs the refine, without the ControlNet.
-    tiled = Spec2Fractal(str(tiny_sd), tile_size=48, tile_overlap=8, adapters=config)
-    image = render(tiled, width=80, height=80, hires=hires, control=[unit()])
-    passes = read_record(image).passes
-    assert [(p["kind"], p["controls"]) for p in passes] == [("base", True), ("refine", False)]
-    assert passes[1]["tiles"] == 4 and image.size == (80, 80)
+def test_controls_act_in_tiled_passes(tiny_sd: Path, tiny_adapters: dict[str, Path]) -> None:
+    # Tiles of 48 px: 80² image-to-image and hires refines denoise in our tiled loop, which
+    # runs the ControlNets on each tile's window of the control image.
+    tiled = Spec2Fractal(str(tiny_sd), tile_size=48, tile_overlap=8,
+                         adapters=adapters_config(tiny_adapters))
+    source = render(tiled, seed=8).resize((80, 80))
+    kwargs = {"strength": 0.75, "steps": 4, "seed": 2}  # the last 3 of 4 steps
+    free = tiled.generate_from_image(source, "a boat", **kwargs)
+    held = tiled.generate_from_image(source, "a boat", control=[unit()], **kwargs)
+    (entry,) = read_record(held).passes
+    assert entry["tiles"] == 4 and entry["controls"] is True
+    assert differ(free, held) > 5
+    off = tiled.generate_from_image(source, "a boat", control=[unit(scale=0.0)], **kwargs)
+    assert differ(free, off) <= 1
+    early = tiled.generate_from_image(source, "a boat", control=[unit(end=0.5)], **kwargs)
+    assert differ(early, held) > 2 and differ(early, free) > 2  # the first step controlled
+    # Two-pass hires: both passes take the control.
+    hires = render(tiled, width=80, height=80, hires={"strength": 0.5, "steps": 2},
+                   control=[unit(), unit("depth")])
+    passes = read_record(hires).passes
+    assert [(p["kind"], p["controls"]) for p in passes] == [("base", True), ("refine", True)]
+    assert passes[1]["tiles"] == 4 and hires.size == (80, 80)
 
 
 def test_sdxl_takes_controls(tiny_sdxl: Path, tmp_path: Path) -> None:
@@ -178,6 +185,13 @@ def test_sdxl_takes_controls(tiny_sdxl: Path, tmp_path: Path) -> None:
     plain = render(model)
     assert differ(plain, render(model, control=[unit()])) > 5
     assert differ(plain, render(model, control=[unit(scale=0.0)])) <= 1
+    # SDXL's tiled loop gives the ControlNet each tile's size conditioning too.
+    tiled = Spec2Fractal(str(tiny_sdxl), tile_size=48, tile_overlap=8,
+                         adapters={"sdxl": {"controlnets": {"canny": str(folder)}}})
+    source, kwargs = plain.resize((80, 80)), {"strength": 0.75, "steps": 4, "seed": 2}
+    held = tiled.generate_from_image(source, "a boat", control=[unit()], **kwargs)
+    assert read_record(held).passes[0]["tiles"] == 4
+    assert differ(held, tiled.generate_from_image(source, "a boat", **kwargs)) > 5
 
 
 @pytest.mark.parametrize(("unit_options", "field"), [

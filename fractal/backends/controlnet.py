@@ -4,7 +4,8 @@ loaded once with the model, and ControlNet pipelines built over the model's own 
 A render with controls goes through ``AutoPipelineFor{Text2Image,Image2Image}.from_pipe(
 text_pipeline, controlnet=...)`` (diffusers' ControlNet pipelines: SD 1.x/2.x and SDXL), one
 ControlNet or a ``MultiControlNetModel`` of several; those pipelines share every weight with
-the loaded model and are cached per tuple of control types and input kind.
+the loaded model and are cached per tuple of control types and input kind. A pass that
+denoises in tiles runs the same ControlNets per tile (:class:`TiledControl`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from fractal.naming import looks_like_path
 from fractal.preprocess import prepare_control
 from fractal.references import ControlUnit
 
-__all__ = ["ControlNets"]
+__all__ = ["ControlNets", "TiledControl"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,3 +92,50 @@ class ControlNets:
         arguments["control_image" if image_to_image else "image"] = images if several \
             else images[0]
         return arguments
+
+
+class TiledControl:
+    """The controls of a pass that denoises in tiles (fractal.backends.refine): each tile's
+    ControlNet residuals, from the tile's window of each full-size control image, summed
+    over units as diffusers' MultiControlNetModel sums them, and the same step window
+    (``start``/``end``) as its pipelines keep."""
+
+    def __init__(self, nets: Sequence[Any], units: Sequence[ControlUnit], width: int,
+                 height: int, scale_factor: int, device: torch.device,
+                 dtype: torch.dtype) -> None:
+        from diffusers.image_processor import VaeImageProcessor
+
+        # As the ControlNet pipelines prepare control images: RGB in 0..1, not normalised.
+        processor = VaeImageProcessor(vae_scale_factor=scale_factor, do_convert_rgb=True,
+                                      do_normalize=False)
+        self.nets, self.units, self.scale_factor = list(nets), list(units), scale_factor
+        self.images = [processor.preprocess(prepare_control(unit, width, height),
+                                            height=height, width=width).to(device, dtype)
+                       for unit in units]
+
+    def residuals(self, window: torch.Tensor, timestep: torch.Tensor,
+                  embeds: torch.Tensor, conditions: dict[str, Any] | None, tile: Any,
+                  index: int, steps: int) -> tuple[list[torch.Tensor] | None,
+                                                   torch.Tensor | None]:
+        """(down-block residuals, mid-block residual) for ``tile`` at step ``index`` of
+        ``steps``; (None, None) when no unit acts then."""
+        down: list[torch.Tensor] | None = None
+        mid: torch.Tensor | None = None
+        scale = self.scale_factor
+        rows = slice(tile.top * scale, (tile.top + tile.height) * scale)
+        cols = slice(tile.left * scale, (tile.left + tile.width) * scale)
+        # The ControlNet takes the text and SDXL's size conditioning, not IP-Adapter images.
+        extra = {key: value for key, value in (conditions or {}).items()
+                 if key != "image_embeds"} or None
+        for net, unit, image in zip(self.nets, self.units, self.images, strict=True):
+            keep = not (index / steps < unit.start or (index + 1) / steps > unit.end)
+            if not keep or unit.scale == 0:
+                continue  # zero residuals: the same as adding them
+            cond = image[..., rows, cols].repeat(len(window), 1, 1, 1)
+            blocks, middle = net(window, timestep, encoder_hidden_states=embeds,
+                                 controlnet_cond=cond, conditioning_scale=unit.scale,
+                                 added_cond_kwargs=extra, return_dict=False)
+            down = list(blocks) if down is None else [a + b for a, b in zip(down, blocks,
+                                                                             strict=True)]
+            mid = middle if mid is None else mid + middle
+        return down, mid

@@ -177,10 +177,10 @@ class DiffusionBackend:
         layout = self._passes(plan)
         if plan.style_reference is None and not plan.controls:
             return layout
-        # The reference reaches every pass (the tiled loop passes its embeddings to the
-        # UNet too); controls only the passes through a diffusers pipeline.
+        # Every pass takes both: diffusers' pipelines, and the tiled loop, which gives the
+        # UNet the IP-Adapter's embeddings and runs the ControlNets per tile.
         return [replace(step, style_reference=True if plan.style_reference else None,
-                        controls=step.grid is None if plan.controls else None)
+                        controls=True if plan.controls else None)
                 for step in layout]
 
     def _passes(self, plan: RenderPlan) -> list[_Pass]:
@@ -188,12 +188,9 @@ class DiffusionBackend:
             if plan.hires is None:
                 return [self._text_pass(plan.width, plan.height, plan.steps)]
             hires = plan.hires
-            # Controlled: the refine goes through the ControlNet pipeline when it fits one
-            # tile; larger ones denoise in tiles, without the controls.
             return [self._text_pass(hires.width, hires.height, plan.steps),
                     self._image_pass("refine", plan.width, plan.height, hires.steps,
-                                     hires.strength, upscaler="Lanczos",
-                                     small_by_pipeline=bool(plan.controls))]
+                                     hires.strength, upscaler="Lanczos")]
         strength = plan.strength or 0.0
         if plan.input_type == "upscale":
             return [self._image_pass("upscale", plan.width, plan.height,
@@ -317,7 +314,10 @@ class DiffusionBackend:
                                 len(step.grid))
                     images = refine(self.image_pipeline, images, total=step.total,
                                     run=step.steps, grid=step.grid, vae_tile=step.vae_tile,
-                                    on_tile=report, image_embeds=embeds, **arguments)
+                                    on_tile=report, image_embeds=embeds,
+                                    control=self._adapters.tiled_control(
+                                        self.image_pipeline, first, step.width, step.height),
+                                    **arguments)
                 else:
                     images = self._pipeline_pass(step, images, report, plan=first,
                                                  image_embeds=embeds, **arguments)

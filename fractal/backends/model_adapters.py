@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from fractal.adapters import FamilyAdapters
-from fractal.backends.controlnet import ControlNets
+from fractal.backends.controlnet import ControlNets, TiledControl
 from fractal.backends.ip_adapter import StyleAdapter
 from fractal.errors import InvalidRequestError
 from fractal.plan import RenderPlan
@@ -114,3 +114,13 @@ class ModelAdapters:
             extra.update(self.controlnets.arguments(plan.controls, width, height,
                                                     image_to_image))
         return pipeline, extra
+
+    def tiled_control(self, pipeline: Any, plan: RenderPlan, width: int, height: int
+                      ) -> TiledControl | None:
+        """The plan's controls for a pass at ``width``×``height`` that denoises in tiles."""
+        if not plan.controls or self.controlnets is None:
+            return None
+        nets = [self.controlnets.models[unit.type] for unit in plan.controls]
+        return TiledControl(nets, plan.controls, width, height,
+                            int(pipeline.vae_scale_factor), pipeline.unet.device,
+                            pipeline.unet.dtype)
