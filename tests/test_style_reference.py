@@ -243,3 +243,24 @@ def test_sdxl_takes_a_style_reference(tiny_sdxl: Path, tmp_path: Path) -> None:
               for mode in ("style", "composition", "both")]
     assert all(differ(plain, image) > 5 for image in images)
     assert differ(images[0], images[1]) > 5
+
+
+@pytest.mark.parametrize(("options", "field"), [
+    ({"style_strength": float("nan")}, "style_strength"),
+    ({"style_strength": float("-inf")}, "style_strength"),
+    ({"style_strength": 1.5}, "style_strength"),
+    ({"style_strength": "0.5"}, "style_strength"),
+    ({"style_strength": True}, "style_strength"),
+    ({"style_mode": "styl\ud800"}, "style_mode"),
+    ({"style_mode": ["style"]}, "style_mode"),
+    ({"style_image": 42}, "style_image"),
+    ({"style_image": "bm90IGFuIGltYWdl"}, "style_image"),
+    ({"style_image": "data:image/png;base64,\ud800"}, "style_image"),
+])
+def test_hostile_style_fields_are_refused_naming_them(adapted_sd: Spec2Fractal,
+                                                      options: dict[str, object],
+                                                      field: str) -> None:
+    request = {**BASE, "style_image": image_to_data_url(reference()), **options}
+    with pytest.raises(InvalidRequestError) as caught:
+        adapted_sd.generate(request)
+    assert caught.value.argument == field
