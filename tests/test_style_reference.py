@@ -264,3 +264,18 @@ def test_hostile_style_fields_are_refused_naming_them(adapted_sd: Spec2Fractal,
     with pytest.raises(InvalidRequestError) as caught:
         adapted_sd.generate(request)
     assert caught.value.argument == field
+
+
+def test_an_ip_adapter_plus_takes_the_same_path(tiny_sd: Path, tmp_path: Path,
+                                                sd_model: Spec2Fractal) -> None:
+    # Plus: image tokens resampled from the encoder's hidden states (other embeddings).
+    from tests.tiny_adapters import build_ip_adapter
+
+    folder = build_ip_adapter(tiny_sd, tmp_path / "ip-plus", plus=True)
+    model = Spec2Fractal(str(tiny_sd), adapters={"sd15": {"ip_adapter": {
+        "model": str(folder), "weight_name": IP_WEIGHTS}}})
+    plain = render(model)
+    assert differ(plain, render(sd_model)) <= 1
+    assert differ(plain, render(model, style_image=reference(), style_strength=0.0)) <= 1
+    styled = render(model, style_image=reference(), style_strength=1.0, style_mode="both")
+    assert differ(plain, styled) > 5

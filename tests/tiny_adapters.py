@@ -68,16 +68,49 @@ def build_image_encoder(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def build_ip_adapter(model: Path, folder: Path, *, with_encoder: bool = True,
-                     seed: int = 0) -> Path:
+def _plus_projection(cross: int, tokens: int) -> dict[str, torch.Tensor]:
+    """An IP-Adapter Plus image projection (a Resampler over the CLIP's penultimate hidden
+    states) in the published checkpoints' key layout, which diffusers converts on load."""
+    from diffusers.models.embeddings import IPAdapterPlusImageProjection
+
+    # diffusers reads the heads from to_q (64 wide each) and converts four layers.
+    projection = IPAdapterPlusImageProjection(embed_dims=32, output_dims=cross, hidden_dims=64,
+                                              depth=4, dim_head=64, heads=1,
+                                              num_queries=tokens)
+    state = projection.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] != "layers":
+            tensors[key] = value
+            continue
+        layer, rest = parts[1], ".".join(parts[2:])
+        renamed = {"ln0.weight": "0.norm1.weight", "ln0.bias": "0.norm1.bias",
+                   "ln1.weight": "0.norm2.weight", "ln1.bias": "0.norm2.bias",
+                   "attn.to_q.weight": "0.to_q.weight", "attn.to_out.0.weight": "0.to_out.weight",
+                   "ff.0.weight": "1.0.weight", "ff.0.bias": "1.0.bias",
+                   "ff.1.net.0.proj.weight": "1.1.weight", "ff.1.net.2.weight": "1.3.weight"}
+        if rest in renamed:
+            tensors[f"layers.{layer}.{renamed[rest]}"] = value
+        elif rest == "attn.to_k.weight":
+            tensors[f"layers.{layer}.0.to_kv.weight"] = torch.cat(
+                [value, state[f"layers.{layer}.attn.to_v.weight"]])
+        elif rest != "attn.to_v.weight":
+            raise KeyError(key)
+    return {f"image_proj.{key}": value for key, value in tensors.items()}
+
+
+def build_ip_adapter(model: Path, folder: Path, *, with_encoder: bool = True, seed: int = 0,
+                     plus: bool = False) -> Path:
     """``folder/IP_WEIGHTS`` for ``model``'s UNet (a plain IP-Adapter: four image tokens from
-    the CLIP image embedding), and the encoder in ``folder/image_encoder`` when asked."""
+    the CLIP image embedding; ``plus``: eight, resampled from its hidden states), and the
+    encoder in ``folder/image_encoder`` when asked."""
     torch.manual_seed(seed)
     unet = _unet(model)
     config = unet.config
     cross = config.cross_attention_dim
     embed_dim = 32  # the tiny CLIP's projection_dim
-    tensors: dict[str, torch.Tensor] = {
+    tensors: dict[str, torch.Tensor] = _plus_projection(cross, 8) if plus else {
         "image_proj.proj.weight": torch.randn(4 * cross, embed_dim) * 0.5,
         "image_proj.proj.bias": torch.randn(4 * cross) * 0.1,
         "image_proj.norm.weight": torch.ones(cross),
