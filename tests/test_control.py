@@ -246,3 +246,19 @@ def test_sd3_and_flux_adapters_are_refused_by_family() -> None:
     with pytest.raises(InvalidRequestError) as caught:
         adapters.check(plan, None)  # type: ignore[arg-type]
     assert caught.value.argument == "style_image"
+
+
+def test_a_worker_loads_adapters_from_its_setting(monkeypatch: pytest.MonkeyPatch,
+                                                  tiny_sd: Path,
+                                                  tiny_adapters: dict[str, Path]) -> None:
+    # SPEC2FRACTAL_ADAPTERS (JSON) → Settings.model_options → ModelCache → Spec2Fractal.
+    import json
+
+    from workers.model_cache import ModelCache
+    from workers.settings import Settings
+
+    monkeypatch.setenv("SPEC2FRACTAL_ADAPTERS", json.dumps(adapters_config(tiny_adapters)))
+    model = ModelCache(1, options=Settings().model_options).get(str(tiny_sd))
+    assert model.capabilities == {"style_reference": True, "controls": ["canny", "depth"]}
+    image = render(model, control=[unit()])
+    assert read_record(image).controls[0]["type"] == "canny"
