@@ -42,3 +42,20 @@ def engine_model():
     from fractal import Spec2Fractal
 
     return Spec2Fractal()
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters(tiny_sd: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny adapters for tiny_sd, saved as an operator's are (tests/tiny_adapters.py)."""
+    from tests.tiny_adapters import build_adapters
+
+    return build_adapters(tiny_sd, tmp_path_factory.mktemp("adapters"))
+
+
+@pytest.fixture(scope="session")
+def adapted_sd(tiny_sd: Path, tiny_adapters: dict[str, Path]):
+    """tiny_sd with an IP-Adapter (its encoder in a folder of its own) and two ControlNets."""
+    from fractal import Spec2Fractal
+    from tests.tiny_adapters import adapters_config
+
+    return Spec2Fractal(str(tiny_sd), adapters=adapters_config(tiny_adapters))

@@ -7,7 +7,7 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from PIL import Image
 
 from fractal.adapters import FamilyAdapters, family_of
 from fractal.backends.base import PREVIEW_SIDE, StepCallback
+from fractal.backends.model_adapters import ModelAdapters
 from fractal.backends.model_defaults import defaults_for
 from fractal.backends.refine import can_tile, iterations, refine
 from fractal.backends.tiling import TileGrid
@@ -74,6 +75,9 @@ class _Pass:
     grid: TileGrid | None = None  # refine() over these tiles; None: through a pipeline
     tile: tuple[int, int] | None = None  # (width, height) in pixels when there are tiles
     vae_tile: int | None = None  # the VAE encodes and decodes in tiles of this many pixels
+    # With a style reference / controls: whether this pass takes them (None: the plan has none).
+    style_reference: bool | None = None
+    controls: bool | None = None
 
     @property
     def plain(self) -> bool:
@@ -83,7 +87,10 @@ class _Pass:
         return {"kind": self.kind, "width": self.width, "height": self.height,
                 "steps": self.steps, "strength": self.strength, "upscaler": self.upscaler,
                 "tiles": len(self.grid) if self.grid is not None else 1,
-                "tile": list(self.tile) if self.tile else None, "vae_tile": self.vae_tile}
+                "tile": list(self.tile) if self.tile else None, "vae_tile": self.vae_tile,
+                **{key: value for key, value in (("style_reference", self.style_reference),
+                                                 ("controls", self.controls))
+                   if value is not None}}
 
 
 class DiffusionBackend:
@@ -110,9 +117,11 @@ class DiffusionBackend:
         # This family's IP-Adapter and ControlNets (fractal.adapters), loaded once, here.
         self.family = family_of(self.text_pipeline)
         self.adapters = (adapters or {}).get(self.family or "") or FamilyAdapters()
+        self._adapters = ModelAdapters(self.text_pipeline, self.family, self.adapters,
+                                       self.name, device, dtype)
 
     def capabilities(self) -> dict[str, Any]:
-        return self.adapters.describe()
+        return self._adapters.capabilities()
 
     @property
     def image_pipeline(self) -> Any:
@@ -136,18 +145,7 @@ class DiffusionBackend:
         return type(self._default_scheduler).__name__.startswith("FlowMatch")
 
     def check(self, plan: RenderPlan) -> None:
-        if plan.style_reference is not None and self.adapters.ip_adapter is None:
-            raise InvalidRequestError(
-                "style_image", "<image>", f"needs an IP-Adapter, and none is configured for "
-                f"model {self.name!r} (family {self.family or 'unknown'})")
-        for index, unit in enumerate(plan.controls):
-            if unit.type not in self.adapters.controlnets:
-                configured = sorted(self.adapters.controlnets)
-                raise InvalidRequestError(
-                    f"control[{index}].type", unit.type,
-                    f"has no ControlNet configured for model {self.name!r} (family "
-                    f"{self.family or 'unknown'}); configured: "
-                    f"{', '.join(configured) or 'none'}", choices=configured)
+        self._adapters.check(plan, self.text_pipeline)
         if plan.scheduler is not None and self._is_flow_matching():
             raise InvalidRequestError(
                 "scheduler", plan.scheduler,
@@ -174,7 +172,18 @@ class DiffusionBackend:
     # -- how a plan runs -----------------------------------------------------------------
 
     def _layout(self, plan: RenderPlan) -> list[_Pass]:
-        """The passes ``render_many`` runs for ``plan``; empty when it returns the source."""
+        """The passes ``render_many`` runs for ``plan``, each saying whether it takes the
+        plan's style reference and controls; empty when it returns the source."""
+        layout = self._passes(plan)
+        if plan.style_reference is None and not plan.controls:
+            return layout
+        # Every pass takes both: diffusers' pipelines, and the tiled loop, which gives the
+        # UNet the IP-Adapter's embeddings and runs the ControlNets per tile.
+        return [replace(step, style_reference=True if plan.style_reference else None,
+                        controls=True if plan.controls else None)
+                for step in layout]
+
+    def _passes(self, plan: RenderPlan) -> list[_Pass]:
         if plan.input_type == "text":
             if plan.hires is None:
                 return [self._text_pass(plan.width, plan.height, plan.steps)]
@@ -275,6 +284,9 @@ class DiffusionBackend:
         negatives = each([plan.negative_prompt for plan in plans])
         prompts = each([plan.prompt for plan in plans])
 
+        # The style reference's scales on the shared UNet (0 without one: see ip_adapter).
+        self._adapters.prepare(self.text_pipeline, first)
+
         # 4. Progress runs over every pass (and every tile) as one count.
         ticks = [self._iterations(step) for step in layout]
         total, offsets = sum(ticks), [sum(ticks[:k]) for k in range(len(ticks))]
@@ -296,14 +308,19 @@ class DiffusionBackend:
                         continue
                 arguments = {"prompts": prompts, "negatives": negatives if any(negatives)
                              else None, "generators": generators, "guidance": first.guidance}
+                embeds = self._adapters.image_embeds(self.text_pipeline, first, len(prompts))
                 if step.grid is not None:
                     logger.info("%s pass %dx%d in %d tiles", step.kind, step.width, step.height,
                                 len(step.grid))
                     images = refine(self.image_pipeline, images, total=step.total,
                                     run=step.steps, grid=step.grid, vae_tile=step.vae_tile,
-                                    on_tile=report, **arguments)
+                                    on_tile=report, image_embeds=embeds,
+                                    control=self._adapters.tiled_control(
+                                        self.image_pipeline, first, step.width, step.height),
+                                    **arguments)
                 else:
-                    images = self._pipeline_pass(step, images, report, **arguments)
+                    images = self._pipeline_pass(step, images, report, plan=first,
+                                                 image_embeds=embeds, **arguments)
         size = (first.width, first.height)
         images = [image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
                   for image in images]
@@ -314,11 +331,15 @@ class DiffusionBackend:
         return results
 
     def _pipeline_pass(self, step: _Pass, images: list[Image.Image] | None,
-                       report: Callable[[int, Any], None], *, prompts: list[str],
+                       report: Callable[[int, Any], None], *, plan: RenderPlan,
+                       image_embeds: list[torch.Tensor] | None, prompts: list[str],
                        negatives: list[str] | None, generators: list[torch.Generator],
                        guidance: float) -> list[Image.Image]:
-        """One pass through diffusers' own text- or image-to-image pipeline."""
-        pipeline = self.text_pipeline if images is None else self.image_pipeline
+        """One pass through diffusers' own text- or image-to-image pipeline (its ControlNet
+        pipeline when the plan has controls)."""
+        pipeline, extra = self._adapters.pipeline_for(
+            self.text_pipeline, self.text_pipeline if images is None else self.image_pipeline,
+            plan, step.width, step.height, images is not None, image_embeds)
 
         def callback(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict:
             report(index + 1, tensors.get("latents"))
@@ -343,6 +364,7 @@ class DiffusionBackend:
                              strength=step.pipeline_strength)
         accepted = inspect.signature(pipeline.__call__).parameters
         arguments = {key: value for key, value in arguments.items() if key in accepted}
+        arguments.update(extra)  # checked when loaded: these pipelines take them
         if step.vae_tile is not None and images is None and self._tiles_ok:
             # A UNet's latents decode here, tile by tile, blended (see vae_tiles).
             latents = pipeline(**{**arguments, "output_type": "latent"}).images

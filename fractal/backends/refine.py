@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
 
 from fractal.backends.tiling import Tile, TileGrid
 from fractal.backends.vae_tiles import decode, encode
+
+if TYPE_CHECKING:
+    from fractal.backends.controlnet import TiledControl
 
 __all__ = ["can_tile", "iterations", "refine"]
 
@@ -68,10 +71,14 @@ def iterations(scheduler: Any, total: int, run: int) -> int:
 def refine(pipeline: Any, images: list[Image.Image], *, prompts: list[str],
            negatives: list[str] | None, generators: list[torch.Generator], guidance: float,
            total: int, run: int, grid: TileGrid, vae_tile: int | None,
-           on_tile: TileCallback) -> list[Image.Image]:
+           on_tile: TileCallback, image_embeds: list[torch.Tensor] | None = None,
+           control: TiledControl | None = None) -> list[Image.Image]:
     """Image-to-image of ``images`` (already at the output size): the last ``run`` steps of
     a ``total``-step schedule, the noise prediction blended over ``grid``'s tiles, the VAE
-    run in tiles of ``vae_tile`` pixels (None: whole)."""
+    run in tiles of ``vae_tile`` pixels (None: whole). ``image_embeds``: a UNet with an
+    IP-Adapter's image embeddings, as its ``added_cond_kwargs`` take them (the whole call's,
+    unconditional first when guided; the same for every tile). ``control``: ControlNets,
+    run on each tile's window of their control images."""
     unet, scheduler = pipeline.unet, pipeline.scheduler
     device, dtype = unet.device, unet.dtype
     scale = pipeline.vae_scale_factor
@@ -100,17 +107,26 @@ def refine(pipeline: Any, images: list[Image.Image], *, prompts: list[str],
     extra = {"generator": generators} \
         if "generator" in inspect.signature(scheduler.step).parameters else {}
 
-    def denoise(model_input: torch.Tensor, timestep: torch.Tensor, tile: Tile) -> torch.Tensor:
+    def denoise(model_input: torch.Tensor, timestep: torch.Tensor, tile: Tile,
+                index: int) -> torch.Tensor:
         window = model_input[..., tile.rows, tile.cols]
         window = torch.cat([window, window]) if guided else window
-        conditions = None
+        conditions: dict[str, Any] | None = None
+        if image_embeds is not None:
+            conditions = {"image_embeds": image_embeds}
         if pooled is not None:  # SDXL: whole size, where this tile sits, the tile's size
             size_ids = [grid.height * scale, grid.width * scale, tile.top * scale,
                         tile.left * scale, tile.height * scale, tile.width * scale]
             ids = torch.tensor([size_ids], device=device, dtype=dtype).repeat(len(window), 1)
-            conditions = {"text_embeds": pooled.to(dtype), "time_ids": ids}
+            conditions = {**(conditions or {}), "text_embeds": pooled.to(dtype),
+                          "time_ids": ids}
+        down = mid = None
+        if control is not None:
+            down, mid = control.residuals(window, timestep, embeds, conditions, tile, index,
+                                          len(timesteps))
         prediction = unet(window, timestep, encoder_hidden_states=embeds,
-                          added_cond_kwargs=conditions, return_dict=False)[0]
+                          added_cond_kwargs=conditions, down_block_additional_residuals=down,
+                          mid_block_additional_residual=mid, return_dict=False)[0]
         if guided:
             unconditional, conditional = prediction.chunk(2)
             prediction = unconditional + guidance * (conditional - unconditional)
@@ -118,13 +134,14 @@ def refine(pipeline: Any, images: list[Image.Image], *, prompts: list[str],
 
     # 4. Denoise: each step, every tile's prediction, blended; one scheduler step.
     done = 0
-    for timestep in timesteps:
+    for index, timestep in enumerate(timesteps):
         model_input = scheduler.scale_model_input(latents, timestep)
 
         def one_tile(tile: Tile, timestep: torch.Tensor = timestep,
-                     model_input: torch.Tensor = model_input) -> torch.Tensor:
+                     model_input: torch.Tensor = model_input, index: int = index
+                     ) -> torch.Tensor:
             nonlocal done
-            prediction = denoise(model_input, timestep, tile)
+            prediction = denoise(model_input, timestep, tile, index)
             done += 1
             if tile is not grid.tiles[-1]:
                 on_tile(done, None)  # may raise GenerationCancelled: stops between tiles
