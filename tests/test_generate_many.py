@@ -14,6 +14,7 @@ from fractal import (
     image_to_data_url,
     read_record,
 )
+from tests.render_calls import render_calls
 
 
 def pixels(image: Image.Image) -> np.ndarray:
@@ -26,15 +27,8 @@ def test_batched_matches_unbatched_within_one(sd_model: Spec2Fractal) -> None:
         GenerationRequest(prompt="a red castle", steps=4, seed=20, n=2, style="Watercolor"),
         GenerationRequest(prompt="snowy peaks", negative_prompt="blurry", steps=4, seed=30),
     ]
-    calls: list[int] = []
-    backend = sd_model.backend
-    original = backend.render_many
-    try:
-        backend.render_many = lambda plans, on_step: calls.append(len(plans)) or original(
-            plans, on_step)
+    with render_calls(sd_model) as calls:
         batched = sd_model.generate_many(requests)
-    finally:
-        del backend.render_many
     assert calls == [3]  # one pipeline call for all three requests
     for request, images in zip(requests, batched, strict=True):
         alone = sd_model.generate(request)

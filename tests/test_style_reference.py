@@ -22,6 +22,7 @@ from fractal import (
     read_record,
 )
 from fractal.backends.ip_adapter import SDXL_COMPOSITION, SDXL_STYLE, block_scales
+from tests.render_calls import render_calls
 from tests.tiny_adapters import IP_WEIGHTS, adapters_config
 
 BASE = {"prompt": "a lighthouse", "steps": 2, "seed": 3}
@@ -199,15 +200,8 @@ def test_co_rendered_requests_with_the_same_reference(adapted_sd: Spec2Fractal) 
         GenerationRequest(prompt="snowy peaks", steps=2, seed=30, n=2, style_image=data,
                           style_mode="both", style_strength=0.9),
     ]
-    calls: list[int] = []
-    backend = adapted_sd.backend
-    original = backend.render_many
-    try:
-        backend.render_many = lambda plans, on_step: calls.append(len(plans)) or original(
-            plans, on_step)
+    with render_calls(adapted_sd) as calls:
         together = adapted_sd.generate_many(requests)
-    finally:
-        del backend.render_many
     assert calls == [2]  # one call: the same reference
     for request, images in zip(requests, together, strict=True):
         assert not isinstance(images, Exception)

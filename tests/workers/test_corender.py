@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from fractal import Spec2Fractal
+from tests.render_calls import render_calls
 from workers.db import JobStatus, get_database
 from workers.db import jobs as job_store
 from workers.model_cache import ModelCache
@@ -46,15 +47,8 @@ def test_compatible_jobs_render_together_and_match_alone(context: WorkerContext,
                                                          tiny_sd: Path) -> None:
     ids = [_job(context, tiny_sd, prompt=f"a lake {k}", seed=k) for k in range(5)]
     other = _job(context, tiny_sd, prompt="a lake", seed=9, steps=4)  # incompatible: steps
-    calls: list[int] = []
-    model = context.models.get(str(tiny_sd))
-    original = model.backend.render_many
-    model.backend.render_many = lambda plans, on_step: calls.append(len(plans)) or original(
-        plans, on_step)
-    try:
+    with render_calls(context.models.get(str(tiny_sd))) as calls:
         assert run_job(ids[0], context) == JobStatus.SUCCEEDED
-    finally:
-        del model.backend.render_many
     assert calls == [4]  # the first job and three partners, one call
     statuses = [_status(context, job_id).status for job_id in ids]
     assert statuses == ["succeeded"] * 4 + ["queued"]
