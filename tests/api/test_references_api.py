@@ -148,6 +148,12 @@ BAD_IMAGE = "data:image/png;base64," + "A" * 40
     ({"style_image": data_url(STYLE), "style_strength": 1.5}, ["body", "style_strength"]),
     ({"style_image": data_url(STYLE), "style_strength": True}, ["body", "style_strength"]),
     ({"style_image": data_url(STYLE), "style_mode": "cubist"}, ["body", "style_mode"]),
+    # A stored reference's name is the server's, never the caller's: no reading another
+    # job's reference by its hash.
+    ({"style_image": "sha256:" + "0" * 64}, ["body", "style_image"]),
+    ({"style_image": "upload:sha256:" + "0" * 64}, ["body", "style_image"]),
+    ({"control": [{"type": "canny", "image": "sha256:" + "0" * 64}]},
+     ["body", "control", 0, "image"]),
     ({"control": "canny"}, ["body", "control"]),
     ({"control": [{"type": "canny", "image": data_url(EDGES)}] * 5}, ["body", "control"]),
     ({"control": [{"type": "canny"}] * 100_000}, ["body", "control"]),
@@ -215,6 +221,8 @@ def test_engine_refuses_unconfigured_types_listing_its_own(service: TestClient) 
     ([], {"control": "[{"}, ["body", "control", 2]),
     ([("style_image", ("s.png", STYLE, "image/png"))] * 2, {}, ["body", "style_image"]),
     ([], {"control": '[{"type": "canny", "scale": NaN}]'}, ["body", "control", 0, "scale"]),
+    ([], {"control": '[{"type": "canny", "image": "upload:sha256:%s"}]' % ("0" * 64)},
+     ["body", "control", 0, "image"]),
 ])
 def test_bad_multipart_parts_are_422_naming_them(service: TestClient, files: list,
                                                  data: dict, loc: list) -> None:
