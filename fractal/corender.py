@@ -23,7 +23,12 @@ def compatibility_key(plan: RenderPlan) -> tuple[object, ...]:
             # batch of them, which they do not: same hashes).
             tuple(sorted(plan.style_reference.describe().items())) if plan.style_reference
             else None,
-            tuple(tuple(sorted(unit.describe().items())) for unit in plan.controls))
+            tuple(tuple(sorted(unit.describe().items())) for unit in plan.controls),
+            # Masks may differ within a call (an inpainting pipeline takes one per image), but
+            # "masked" renders each a crop of its own size: those render alone.
+            None if plan.mask is None and plan.expand is None else
+            (plan.inpaint_area, plan.mask_blur, plan.expand,
+             id(plan) if plan.inpaint_area == "masked" else None))
 
 
 def group_plans(plans: Mapping[int, RenderPlan]) -> list[list[int]]:

@@ -40,6 +40,7 @@ import io
 import logging
 import struct
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
@@ -55,6 +56,7 @@ __all__ = [
     "image_bytes",
     "image_to_data_url",
     "load_image",
+    "load_mask",
 ]
 
 logger = logging.getLogger(__name__)
@@ -77,7 +79,8 @@ def _shown(data: bytes) -> str:
     return f"<{len(data)} bytes>"
 
 
-def _decode_bytes(data: bytes, argument: str) -> Image.Image:
+def _decode_bytes(data: bytes, argument: str,
+                  normalise: Callable[[Image.Image], Image.Image] | None = None) -> Image.Image:
     if len(data) > MAX_IMAGE_BYTES:
         raise InvalidRequestError(argument, _shown(data),
                                   f"is larger than {MAX_IMAGE_BYTES} bytes")
@@ -100,7 +103,7 @@ def _decode_bytes(data: bytes, argument: str) -> Image.Image:
                 _check_pixels(image.size, data, argument)  # Pillow's reading of the header
                 image.seek(0)  # first frame of an animated WebP or APNG
                 image.load()
-                return _normalise(image)
+                return (normalise or _normalise)(image)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise InvalidRequestError(argument, _shown(data),
                                   f"has too many pixels to decode safely (the limit is "
@@ -152,6 +155,45 @@ def _normalise(image: Image.Image) -> Image.Image:
     clean = image.convert("RGB")
     clean.info = {}
     return clean
+
+
+def _mask_of(image: Image.Image) -> Image.Image:
+    """A mask as "L" (255 repaints, 0 keeps), no metadata: an image with transparency is read
+    as OpenAI reads one (transparent pixels are repainted); any other by its lightness
+    (white repaints, black keeps), as AUTOMATIC1111 and diffusers read one."""
+    ImageOps.exif_transpose(image, in_place=True)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        alpha = image.convert("RGBA").getchannel("A")
+        if alpha.getextrema() != (255, 255):  # all opaque: no transparency to read
+            mask = alpha.point(lambda value: 255 - value)
+            mask.info = {}
+            return mask
+    mask = image.convert("L")
+    mask.info = {}
+    return mask
+
+
+def load_mask(source: Image.Image | Path | bytes | str, argument: str = "mask") -> Image.Image:
+    """A caller's mask — a PIL image, a file path (a ``Path``), file bytes, or base64 text or
+    a data URL (a ``str``, as requests carry it) — through the same checks as every input
+    image, as "L": 255 repaints, 0 keeps (see :func:`_mask_of`)."""
+    if isinstance(source, Image.Image):
+        return _mask_of(source.copy())
+    if isinstance(source, str):
+        return _decode_bytes(image_bytes(source, argument), argument, _mask_of)
+    if isinstance(source, Path):
+        try:
+            if source.stat().st_size > MAX_IMAGE_BYTES:
+                raise InvalidRequestError(argument, str(source),
+                                          f"is larger than {MAX_IMAGE_BYTES} bytes")
+            source = source.read_bytes()
+        except OSError as exc:
+            raise InvalidRequestError(argument, str(source),
+                                      f"cannot be read: {exc.strerror}") from None
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _decode_bytes(bytes(source), argument, _mask_of)
+    raise InvalidRequestError(argument, type(source).__name__,
+                              "must be a PIL image, a Path, bytes, base64 text or a data URL")
 
 
 def decode_image(data: str, argument: str = "image") -> Image.Image:

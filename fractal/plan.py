@@ -87,6 +87,16 @@ class RenderPlan:
     # ``style_reference`` (on every pass), keeping each control's structure.
     style_reference: StyleReference | None = None
     controls: tuple[ControlUnit, ...] = ()
+    # Inpainting and outpainting (fractal.masks_check). ``mask``: "L" at the plan's size
+    # (255 repaints, 0 keeps), before blurring; for outpainting, ``init_image`` is already
+    # the expanded canvas and ``mask`` covers the added area. The library composites the
+    # render over the input with the mask blurred by ``mask_blur``, so pixels outside it are
+    # exactly the input's; with ``inpaint_area`` "masked" a backend is given the padded crop.
+    mask: Image.Image | None = None
+    mask_blur: int = 0
+    inpaint_area: str = "whole"
+    padding: int = 0
+    expand: tuple[int, int, int, int] | None = None  # left, right, top, bottom
 
     @property
     def n(self) -> int:

@@ -62,6 +62,10 @@ class GenerationRecord:
     # "preprocess"}, ...]; the adapter a diffusion model used is named in "adapter"/"model".
     style_reference: dict[str, Any] | None = None
     controls: list[dict[str, Any]] | None = None
+    # Inpainting: {"sha256" (of the mask's pixels), "blur", "area", "padding"}; outpainting:
+    # {"left", "right", "top", "bottom"}.
+    mask: dict[str, Any] | None = None
+    expand: dict[str, int] | None = None
     versions: dict[str, str] = field(default_factory=library_versions)
 
     def to_parameters(self) -> str:
@@ -154,6 +158,7 @@ _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "user_prompt": (str,), "style": (str,), "lighting": (str,), "colors": (list,),
     "texture": (int, float), "strength": (int, float), "scale": (int,), "passes": (list,),
     "versions": (dict,), "style_reference": (dict,), "controls": (list,),
+    "mask": (dict,), "expand": (dict,),
 }
 
 

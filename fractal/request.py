@@ -56,6 +56,17 @@ class GenerationRequest:
     # "tile" | "image", "image": base64 or a data URL, "scale": 0..2 (1), "start": 0..1 (0),
     # "end": 0..1 (1), "preprocess": bool (default: when the type has a built-in one)}.
     control: tuple[dict[str, Any], ...] | None = None
+    # Inpainting (fractal.masks_check): ``mask`` (base64 or a data URL, the input image's
+    # size) — white repaints, black keeps; an RGBA mask's transparent pixels are repainted
+    # (OpenAI's meaning). ``mask_blur`` feathers its edge (pixels, default 4);
+    # ``inpaint_area`` "whole" (default) or "masked" (the masked region plus ``padding``
+    # pixels, rendered at the model's working size and pasted back). Outpainting:
+    # ``expand`` {"left", "right", "top", "bottom"}: pixels added on each side and filled.
+    mask: str | None = None
+    mask_blur: int | None = None
+    inpaint_area: str | None = None
+    padding: int | None = None
+    expand: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         # JSON has no tuples and a command line gives "red,#222": keep one hashable shape.

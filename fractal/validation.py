@@ -10,6 +10,7 @@ from typing import Any
 
 from fractal.controls import normalise_lighting, parse_colors
 from fractal.errors import InvalidRequestError
+from fractal.masks_check import check_inpaint
 from fractal.references import check_controls, check_style_reference
 from fractal.request import INPUT_TYPES, UPSCALE_FACTORS, GenerationRequest
 from fractal.schedulers import check_scheduler
@@ -186,3 +187,4 @@ def check_request(request: GenerationRequest, *, has_image: bool | None = None) 
     check_style_reference(request.style_image, request.style_strength, request.style_mode,
                           request.input_type)
     check_controls(request.control, request.input_type)
+    check_inpaint(request, image_given, MAX_SIDE)
