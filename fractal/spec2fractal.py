@@ -191,8 +191,9 @@ class Spec2Fractal:
         jobs = inpaint_jobs(plans, self.defaults)
         for index in [i for i, job in jobs.items() if job.skipped]:  # all-black masks
             results[index] = self._finish(plans.pop(index), jobs[index].unchanged(), jobs[index])
-        render_plans = {i: jobs[i].render_plan if i in jobs else plan for i, plan in plans.items()}
-        for members in group_plans(render_plans):  # type: ignore[arg-type]
+        render_plans = {i: jobs[i].render_plan or plan if i in jobs else plan
+                        for i, plan in plans.items()}  # skipped ones are gone: all render
+        for members in group_plans(render_plans):
             hooks = {i: _step_hook(progress_hooks[i], cancel_hooks[i]) for i in members}
             alive = list(members)
 
