@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -228,13 +228,20 @@ def prepare_inpaint(plan: RenderPlan, defaults: ModelDefaults) -> InpaintJob:
                                     height=work_h, hires=None), blurred, box)
 
 
-def edit_record(record: GenerationRecord, job: InpaintJob | None) -> GenerationRecord:
+def edit_record(record: GenerationRecord, job: InpaintJob | None,
+                passes: Callable[[RenderPlan], list[dict[str, Any]] | None] | None = None
+                ) -> GenerationRecord:
     """A record with its mask ({"sha256" of the plan's mask pixels, "blur", "area",
-    "padding"}), its expand, and the inpaint pass; one that rendered nothing says so
-    (steps 0, the pass ``skipped``)."""
+    "padding"}), its expand, and the inpaint pass after the passes the backend ran (its
+    ``passes`` of the crop, for "masked"); one that rendered nothing says so (steps 0, the
+    pass ``skipped``)."""
     if job is None:
         return record
     plan = job.plan
+    if passes is not None and job.render_plan is not None and job.render_plan is not plan:
+        record = replace(record, passes=passes(job.render_plan))
+    elif job.render_plan is None:
+        record = replace(record, passes=None)
     assert plan.mask is not None
     left, right, top, bottom = plan.expand or (0, 0, 0, 0)
     return replace(

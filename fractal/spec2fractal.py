@@ -399,7 +399,8 @@ class Spec2Fractal:
 
     def _finish(self, plan: RenderPlan, images: list[Image.Image],
                 job: InpaintJob | None = None) -> list[Image.Image]:
-        return [attach_record(image, edit_record(self._record(plan, index), job))
+        return [attach_record(image, edit_record(self._record(plan, index), job,
+                                                 self._backend.passes))
                 for index, image in enumerate(images)]
 
     def _record(self, plan: RenderPlan, index: int) -> GenerationRecord:
