@@ -22,6 +22,7 @@ from PIL import Image, ImageFilter
 from fractal.errors import InvalidRequestError
 from fractal.images import load_mask
 from fractal.masks_check import EXPAND_SIDES
+from fractal.preprocess import fit
 from fractal.references import pixel_hash
 from fractal.validation import MAX_SIDE
 
@@ -224,8 +225,11 @@ def prepare_inpaint(plan: RenderPlan, defaults: ModelDefaults) -> InpaintJob:
     crop_mask = plan.mask.crop(box).resize((work_w, work_h), Image.Resampling.BILINEAR)
     logger.info("inpainting the crop %s of %dx%d at %dx%d", box, plan.width, plan.height,
                 work_w, work_h)
+    # A control's structure is the whole picture's: the crop renders with its part of it.
+    controls = tuple(replace(unit, image=fit(unit.image.convert("RGB"), plan.width,
+                                             plan.height).crop(box)) for unit in plan.controls)
     return InpaintJob(plan, replace(plan, init_image=crop, mask=crop_mask, width=work_w,
-                                    height=work_h, hires=None), blurred, box)
+                                    height=work_h, hires=None, controls=controls), blurred, box)
 
 
 def edit_record(record: GenerationRecord, job: InpaintJob | None,
