@@ -395,6 +395,8 @@ class Spec2Fractal:
             return replace(plan, width=width, height=height, hires=hires_pass(
                 request, width, height, plan.steps, self.defaults, self.hires_factor))
 
+        if plan.mask is not None and plan.inpaint_area == "masked":  # a crop, at native area
+            plan = replace(plan, width=self.defaults.width, height=self.defaults.height)
         self._memory.check(plan, replan)
 
     def _finish(self, plan: RenderPlan, images: list[Image.Image],
