@@ -79,7 +79,8 @@ def to_generate_body(body: ImageGenerationBody | ImageEditBody, settings: Settin
     model = _model(body.model, settings)
     prompt = body.prompt if body.prompt and body.prompt.strip() else None
     input_type = ("hybrid" if prompt else "image") if has_image else "text"
-    strength = body.strength if isinstance(body, ImageEditBody) else None
+    edit = body if isinstance(body, ImageEditBody) else None
+    strength = edit.strength if edit is not None else None
     return GenerateBody(
         input_type=input_type, prompt=prompt if has_image else body.prompt,
         negative_prompt=body.negative_prompt, width=width, height=height,
@@ -87,6 +88,8 @@ def to_generate_body(body: ImageGenerationBody | ImageEditBody, settings: Settin
         style=_style(body.style), lighting=body.lighting, colors=body.colors,
         texture=body.texture, strength=strength, n=body.n, model=model,
         output_format=body.output_format or "png",
+        mask_blur=edit and edit.mask_blur, inpaint_area=edit and edit.inpaint_area,
+        padding=edit and edit.padding,
     )
 
 

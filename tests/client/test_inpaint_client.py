@@ -70,6 +70,23 @@ def test_the_openai_sdk_edits_the_masked_area_only(sdk: openai.OpenAI) -> None:
     assert record.mask["sha256"] == pixel_hash(square)
 
 
+def test_our_inpaint_options_ride_along_in_extra_body(sdk: openai.OpenAI) -> None:
+    answer = sdk.images.edit(image=("photo.png", _png(PHOTO), "image/png"),
+                             mask=("mask.png", _openai_mask(), "image/png"),
+                             prompt="a red boat", response_format="b64_json",
+                             extra_body={"seed": 3, "mask_blur": 1, "inpaint_area": "masked",
+                                         "padding": 8})
+    image = Image.open(io.BytesIO(base64.b64decode(answer.data[0].b64_json or "")))
+    _kept(image)
+    record = read_record(image)
+    assert record is not None and record.mask is not None
+    assert (record.mask["blur"], record.mask["area"], record.mask["padding"]) == (1, "masked", 8)
+    with pytest.raises(openai.BadRequestError) as caught:  # no mask to feather
+        sdk.images.edit(image=("photo.png", _png(PHOTO), "image/png"), prompt="a boat",
+                        extra_body={"mask_blur": 2})
+    assert caught.value.body["param"] == "mask_blur"  # type: ignore[index]
+
+
 def test_an_all_opaque_openai_mask_edits_nothing(sdk: openai.OpenAI) -> None:
     white = _png(Image.new("RGBA", (64, 64), (255, 255, 255, 255)))
     answer = sdk.images.edit(image=("photo.png", _png(PHOTO), "image/png"),
