@@ -230,6 +230,9 @@ def test_the_openapi_documents_the_fields(service: TestClient) -> None:
         properties = content[media]["schema"]["properties"]
         assert {"mask", "mask_blur", "inpaint_area", "padding", "expand"} <= set(properties)
     assert content["multipart/form-data"]["schema"]["properties"]["mask"]["format"] == "binary"
+    edits = service.get("/openapi.json").json()["paths"]["/v1/images/edits"]["post"]
+    mask = edits["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]["mask"]
+    assert mask["format"] == "binary" and "transparent" in mask["description"]
 
 
 def test_a_mask_gone_from_storage_fails_the_job_naming_it(tmp_path: Path) -> None:
