@@ -9,19 +9,27 @@
 - ``quality``: ``hd``/``high`` render with more denoising steps (HD_STEPS), except on
   few-step models (turbo, lightning ...), which more steps would spoil; the others keep the
   model's default.
+- ``mask`` (edits): a PNG with an alpha channel, the image's size, whose fully transparent
+  pixels are edited (OpenAI's meaning); it becomes the "L" mask POST /generate takes
+  (:func:`openai_mask`).
 """
 
 from __future__ import annotations
 
+import io
 import re
+
+from PIL import Image, UnidentifiedImageError
 
 from api.errors import field_error
 from api.model_access import resolve_model
 from api.openai_schemas import ImageEditBody, ImageGenerationBody
 from api.schemas import GenerateBody
+from fractal import InvalidRequestError
+from fractal.images import load_mask
 from workers.settings import Settings
 
-__all__ = ["HD_STEPS", "OPENAI_MODEL", "STYLE_PRESETS", "to_generate_body"]
+__all__ = ["HD_STEPS", "OPENAI_MODEL", "STYLE_PRESETS", "openai_mask", "to_generate_body"]
 
 OPENAI_MODEL = re.compile(r"^(dall-e|gpt-image|chatgpt-image)", re.IGNORECASE)
 STYLE_PRESETS: dict[str, str | None] = {"vivid": "Cinematic", "natural": None}
@@ -71,7 +79,8 @@ def to_generate_body(body: ImageGenerationBody | ImageEditBody, settings: Settin
     model = _model(body.model, settings)
     prompt = body.prompt if body.prompt and body.prompt.strip() else None
     input_type = ("hybrid" if prompt else "image") if has_image else "text"
-    strength = body.strength if isinstance(body, ImageEditBody) else None
+    edit = body if isinstance(body, ImageEditBody) else None
+    strength = edit.strength if edit is not None else None
     return GenerateBody(
         input_type=input_type, prompt=prompt if has_image else body.prompt,
         negative_prompt=body.negative_prompt, width=width, height=height,
@@ -79,4 +88,38 @@ def to_generate_body(body: ImageGenerationBody | ImageEditBody, settings: Settin
         style=_style(body.style), lighting=body.lighting, colors=body.colors,
         texture=body.texture, strength=strength, n=body.n, model=model,
         output_format=body.output_format or "png",
+        mask_blur=edit and edit.mask_blur, inpaint_area=edit and edit.inpaint_area,
+        padding=edit and edit.padding,
     )
+
+
+def _has_alpha(data: bytes) -> bool:
+    """Whether the file is a PNG with an alpha channel, from its header alone (no pixels are
+    decoded here: the library's safe decoder reads them)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
+            return image.mode in ("RGBA", "LA", "PA") or (
+                image.mode == "P" and "transparency" in image.info)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return False
+
+
+def openai_mask(data: bytes) -> bytes:
+    """An edit's ``mask`` file as the PNG of an "L" mask (255 repaints): a PNG with alpha,
+    read by the library's safe decoder (transparent pixels are repainted); a fully opaque one
+    edits nothing, as at OpenAI. A 400 naming ``mask`` otherwise. Blocking."""
+    if not _has_alpha(data):
+        raise field_error(["body", "mask"], "must be a PNG with an alpha channel: its fully "
+                          "transparent pixels are edited", f"<{len(data)} bytes>")
+    try:
+        mask = load_mask(data, "mask")
+    except InvalidRequestError as exc:
+        raise field_error(["body", "mask"], exc.reason, f"<{len(data)} bytes>") from None
+    with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
+        # load_mask reads an all-opaque image by lightness; OpenAI reads alpha alone.
+        opaque = image.convert("RGBA").getchannel("A").getextrema() == (255, 255)
+    if opaque:
+        mask = Image.new("L", mask.size, 0)
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,10 +1,11 @@
 """Bodies of the OpenAI-compatible Images API (``/v1/images/...``), as OpenAI names them.
 
 Every OpenAI parameter is accepted; the ones this server cannot honour are refused by name
-(a transparent background, a mask) or documented as ignored (``user``, ``moderation``,
+(a transparent background) or documented as ignored (``user``, ``moderation``,
 ``output_compression``). A few Spec-2-Fractal options ride along for clients that want them
 (the OpenAI SDK sends them with ``extra_body``): ``negative_prompt``, ``seed``, ``steps``,
-``guidance``, ``strength`` (edits), ``lighting``, ``colors``, ``texture``.
+``guidance``, ``strength``, ``mask_blur``, ``inpaint_area`` and ``padding`` (edits),
+``lighting``, ``colors``, ``texture``.
 """
 
 from __future__ import annotations
@@ -71,8 +72,18 @@ class ImageEditBody(_ImageOptions):
                                                          "alone; else hybrid.")
     strength: float | None = Field(default=None, description="0 keeps the image, 1 repaints "
                                                              "it; default 0.6 or the style's.")
+    mask_blur: int | None = Field(default=None, description="With `mask`: pixels of "
+                                  "feathering at its edge; default 4.")
+    inpaint_area: Literal["whole", "masked"] | None = Field(
+        default=None, description="With `mask`: `masked` renders only the masked area (plus "
+        "`padding`) at the model's size, for finer detail.")
+    padding: int | None = Field(default=None, description="With `inpaint_area` `masked`: "
+                                "pixels around the area rendered too; default 32.")
+    # Set by the route from the `mask` file part (the name of its bytes), never by a form
+    # field: the request's fingerprint (Idempotency-Key) covers the mask too.
+    mask: str | None = Field(default=None, description="A PNG file part (see the form).")
 
-    @field_validator("strength", mode="before")
+    @field_validator("strength", "mask_blur", "padding", mode="before")
     @classmethod
     def _no_bool_strength(cls, value: Any) -> Any:
         if isinstance(value, bool):

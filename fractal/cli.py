@@ -122,11 +122,24 @@ def generate(
         help="Keep an image's structure: TYPE=PATH[,scale=F][,start=F][,end=F]"
              "[,preprocess=true|false]; TYPE canny, depth, pose, lineart, tile or image. "
              "Repeatable.")] = None,
+    mask: Annotated[Path | None, typer.Option(
+        help="Inpaint: repaint where this mask is white (or transparent); needs --image.")
+    ] = None,
+    mask_blur: Annotated[int | None, typer.Option(help="Feather the mask's edge (px); 4.")
+                         ] = None,
+    inpaint_area: Annotated[str | None, typer.Option(
+        help="whole (default) or masked: render only the masked area, finer.")] = None,
+    padding: Annotated[int | None, typer.Option(
+        help="With --inpaint-area masked: pixels around the area rendered too; 32.")] = None,
+    expand: Annotated[str | None, typer.Option(
+        help="Outpaint: left=64,right=64,top=0,bottom=0 (px, multiples of 8); needs --image.")
+    ] = None,
     styles_file: Annotated[Path | None, typer.Option(help="Extra styles (TOML).")] = None,
     device: Annotated[str | None, typer.Option(help="cuda, mps or cpu; default: auto.")] = None,
     dtype: Annotated[str | None, typer.Option(help="fp16, bf16 or fp32; default: auto.")] = None,
 ) -> None:
     """Render PROMPT (and/or --image) to an image file."""
+    from fractal.cli_masks import MaskOptions
     from fractal.cli_references import ReferenceOptions
     from fractal.request import GenerationRequest
     from fractal.styles import StyleLibrary
@@ -136,23 +149,25 @@ def generate(
     paths = output_paths(output, n)
     input_type = "text" if image is None else ("hybrid" if prompt else "image")
     references = ReferenceOptions(style_image, style_strength, style_mode, control)
+    masks = MaskOptions(mask, mask_blur, inpaint_area, padding, expand)
     request = GenerationRequest(
         input_type=input_type, prompt=prompt, negative_prompt=negative, width=width,
         height=height, steps=steps, guidance=guidance, seed=seed, scheduler=scheduler,
         style=style, lighting=lighting, colors=colors, texture=texture, strength=strength, n=n,
-        hires=hires, **references.request_fields(),
+        hires=hires, **references.request_fields(), **masks.request_fields(),
     )
     # Fail before a model loads: a typo should not cost a minute of loading.
     try:
         check_request(request, has_image=image is not None)
     except InvalidRequestError as exc:
-        raise references.renamed(exc) from None
+        raise masks.renamed(exc) or references.renamed(exc) from None
     if style is not None:
         library = StyleLibrary()
         if styles_file is not None:
             library.load(styles_file)
         library.get(style)
     reference_arguments = references.load()
+    mask_arguments = masks.load(image)
 
     with _loaded(model, device, dtype, styles_file, "Rendering") as (renderer, on_progress), \
             references.naming_options():
@@ -169,6 +184,7 @@ def generate(
                 width=width, height=height, steps=steps, guidance=guidance, seed=seed,
                 scheduler=scheduler, lighting=lighting, colors=request.colors,
                 texture=texture, n=n, on_progress=on_progress, **reference_arguments,
+                **mask_arguments,
             )
     for path, picture in zip(paths, images if isinstance(images, list) else [images],
                              strict=True):

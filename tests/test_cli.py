@@ -155,3 +155,59 @@ def test_styles_and_models_list_what_is_available() -> None:
     models = run("models")
     assert models.returncode == 0
     assert "fractal" in models.stdout and "sd-turbo" in models.stdout
+
+
+def test_inpaint_and_outpaint_from_the_command_line(tmp_path: Path) -> None:
+    import numpy as np
+
+    from fractal.images import load_mask
+    from fractal.references import pixel_hash
+
+    photo, mask = tmp_path / "photo.png", tmp_path / "mask.png"
+    Image.new("RGB", (64, 64), (30, 120, 140)).save(photo)
+    drawn = Image.new("L", (64, 64), 0)
+    drawn.paste(255, (16, 16, 48, 48))
+    drawn.save(mask)
+    out = tmp_path / "inpainted.png"
+    result = run("generate", "a red boat", "-o", str(out), "--image", str(photo), "--seed",
+                 "4", "--mask", str(mask), "--mask-blur", "2", "--inpaint-area", "masked",
+                 "--padding", "8")
+    assert result.returncode == 0, result.stderr
+    picture = Image.open(out)
+    record = read_record(picture)
+    assert record is not None and record.mask is not None
+    assert record.mask["sha256"] == pixel_hash(load_mask(mask))
+    assert (record.mask["blur"], record.mask["area"], record.mask["padding"]) == (2, "masked", 8)
+    kept = np.asarray(picture.convert("RGB"))[:8]  # far from the square: the input's pixels
+    assert (kept == (30, 120, 140)).all()
+    grown = tmp_path / "outpainted.png"
+    result = run("generate", "-o", str(grown), "--image", str(photo), "--seed", "4",
+                 "--expand", "left=16,top=8")
+    assert result.returncode == 0, result.stderr
+    assert Image.open(grown).size == (80, 72)
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["--expand", "left=12"], "--expand"),
+    (["--expand", "middle=8"], "--expand"),
+    (["--expand", "left=x"], "--expand"),
+    (["--expand", "left=8", "--padding", "8"], "--padding"),
+    (["--mask", "MASK", "--mask-blur", "-1"], "--mask-blur"),
+    (["--mask", "MASK", "--inpaint-area", "sky"], "--inpaint-area"),
+    (["--mask", "SMALL"], "--mask"),
+    (["--mask", "MISSING"], "--mask"),
+    (["--mask", "MASK", "--no-image"], "--mask"),
+])
+def test_bad_mask_options_are_refused_naming_them(tmp_path: Path, args: list[str],
+                                                  option: str) -> None:
+    photo, mask, small = tmp_path / "p.png", tmp_path / "m.png", tmp_path / "s.png"
+    Image.new("RGB", (64, 64)).save(photo)
+    Image.new("L", (64, 64), 255).save(mask)
+    Image.new("L", (32, 64), 255).save(small)
+    paths = {"MASK": str(mask), "SMALL": str(small), "MISSING": str(tmp_path / "none.png")}
+    image = [] if "--no-image" in args else ["--image", str(photo)]
+    args = [paths.get(arg, arg) for arg in args if arg != "--no-image"]
+    result = run("generate", "a boat", "-o", str(tmp_path / "o.png"), *image, *args)
+    assert result.returncode == 2, result.stderr
+    assert option in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o.png").exists()

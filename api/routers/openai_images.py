@@ -7,13 +7,15 @@ holds signed URLs or, for ``response_format=b64_json``, the stored files themsel
 still running when that wait ends answers 202 with ``data: []``, its ``job_id`` and a
 ``Location``: follow it at GET /jobs/{job_id}.
 
-Inpainting is not supported: an edit with a ``mask`` is refused (400, ``param: "mask"``)
-rather than silently repainting the whole image.
+An edit's ``mask`` is OpenAI's: a PNG with an alpha channel, the image's size, whose fully
+transparent pixels are repainted; the rest of the image is kept pixel for pixel (outside the
+mask's feathered edge). Anything else is a 400 naming ``mask``.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -32,9 +34,10 @@ from api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from api.idempotency import Idempotency
 from api.jobview import UrlMaker, utc
 from api.jsonbody import JsonRoute
+from api.jsonparse import UPLOAD_PREFIX
 from api.limits import MAX_BODY_BYTES, MAX_FORM_FIELDS
 from api.openai_errors import ERROR_RESPONSES
-from api.openai_mapping import to_generate_body
+from api.openai_mapping import openai_mask, to_generate_body
 from api.openai_schemas import ImageData, ImageEditBody, ImageGenerationBody, ImagesResponse
 from api.polling import wait_for_job
 from fractal import StyleLibrary
@@ -83,8 +86,10 @@ def _edit_docs() -> dict[str, Any]:
     form = {**schema, "required": ["image"],
             "properties": {"image": {**binary, "description": "The input image (PNG, JPEG or "
                                                                "WEBP); `image[]` also works."},
-                           "mask": {**binary, "description": "Not supported: refused."},
-                           **fields}}
+                           **fields,
+                           "mask": {**binary, "description": "Inpainting: a PNG with an "
+                                    "alpha channel, the image's size; its fully transparent "
+                                    "pixels are edited, the rest kept."}}}
     return {"requestBody": {"required": True,
                             "content": {"multipart/form-data": {"schema": form}}}}
 
@@ -113,24 +118,32 @@ async def edit_image(request: Request, settings: SettingsDep, database: Database
                      storage: StorageDep, queue: QueueDep, styles: StylesDep,
                      caller: CallerDep, finished: FinishedDep,
                      idempotency_key: IdempotencyHeader = None) -> JSONResponse:
-    """Image-to-image (hybrid with a prompt), as OpenAI's `images.edit`; multipart only."""
-    body, upload = await _read_edit(request)
+    """Image-to-image (hybrid with a prompt), as OpenAI's `images.edit`; multipart only. With
+    a `mask`, only its transparent area is edited."""
+    body, upload, mask = await _read_edit(request)
     service = _Service(request, settings, database, storage, queue, styles, caller, finished)
     generate = to_generate_body(body, settings, has_image=True)
+    if mask is not None:
+        # As a POST /generate mask file part: its bytes named in `files`, decoded with the
+        # image by build_request (which compares their sizes).
+        content = await run_in_threadpool(openai_mask, mask)
+        generate.mask = body.mask
+        generate.files[body.mask] = content
     return await _render(service, "openai-edits", body, generate, upload, idempotency_key,
                          body.response_format)
 
 
-async def _read_edit(request: Request) -> tuple[ImageEditBody, bytes]:
+async def _read_edit(request: Request) -> tuple[ImageEditBody, bytes, bytes | None]:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "multipart/form-data":
         raise ApiError(415, "send multipart/form-data with the image as a file part")
-    form = await request.form(max_files=MAX_EDIT_FILES + 1, max_fields=MAX_FORM_FIELDS,
+    form = await request.form(max_files=MAX_EDIT_FILES + 2, max_fields=MAX_FORM_FIELDS,
                               max_part_size=MAX_BODY_BYTES)
-    if "mask" in form:
-        raise field_error(["body", "mask"], "inpainting is not supported: send the image "
-                          "without a mask (the whole image is repainted by `strength`)",
-                          "<mask>", kind="unsupported_parameter")
+    masks = form.getlist("mask")
+    if masks and (len(masks) > 1 or not isinstance(masks[0], UploadFile)):
+        raise field_error(["body", "mask"], "must be one PNG file part",
+                          f"<{len(masks)} parts>")
+    mask = await masks[0].read() if masks else None
     images = [value for name in IMAGE_FIELDS for value in form.getlist(name)]
     files = [value for value in images if isinstance(value, UploadFile)]
     if len(images) != 1 or len(files) != 1:
@@ -139,7 +152,7 @@ async def _read_edit(request: Request) -> tuple[ImageEditBody, bytes]:
         raise field_error(["body", "image"], f"`image` {problem}", "<image>",
                           kind="missing" if not images else "value_error")
     fields: dict[str, Any] = {}
-    for key in set(form.keys()) - set(IMAGE_FIELDS):
+    for key in set(form.keys()) - {*IMAGE_FIELDS, "mask"}:
         values = form.getlist(key)
         if any(isinstance(value, UploadFile) for value in values):
             raise field_error(["body", key], "must be a form field, not a file", "<file>")
@@ -151,7 +164,9 @@ async def _read_edit(request: Request) -> tuple[ImageEditBody, bytes]:
     except ValidationError as exc:
         errors = [dict(error, loc=("body", *error["loc"])) for error in exc.errors()]
         raise RequestValidationError(errors) from None
-    return body, await files[0].read()
+    if mask is not None:
+        body.mask = UPLOAD_PREFIX + hashlib.sha256(mask).hexdigest()
+    return body, await files[0].read(), mask
 
 
 async def _render(service: _Service, endpoint: str, body: ImageGenerationBody | ImageEditBody,

@@ -38,7 +38,7 @@ __all__ = [
 
 EXTENSIONS = (".txt", ".csv", ".jsonl")
 FIELDS = tuple(field.name for field in dataclasses.fields(GenerationRequest))
-INT_FIELDS = frozenset({"width", "height", "steps", "seed", "n"})
+INT_FIELDS = frozenset({"width", "height", "steps", "seed", "n", "mask_blur", "padding"})
 FLOAT_FIELDS = frozenset({"guidance", "texture", "strength", "style_strength"})
 ALIASES = {"content": "prompt"}  # the service's name for the prompt
 # One colour: a hex code or name, or a CSS function such as rgb(1, 2, 3) kept whole.
@@ -66,12 +66,12 @@ class Item:
         return [f"{stem}-{k}.png" for k in range(1, self.images + 1)]
 
     def parameters(self) -> dict[str, Any] | None:
-        """The request for the manifest; an input image, a style reference and control
-        images are shown by their hash, not their bytes."""
+        """The request for the manifest; an input image, a style reference, a mask and
+        control images are shown by their hash, not their bytes."""
         if self.request is None:
             return None
         data = self.request.to_dict()
-        for name in ("image", "style_image"):
+        for name in ("image", "style_image", "mask"):
             if data.get(name) is not None:
                 data[name] = _digest(data[name])
         if data.get("control"):

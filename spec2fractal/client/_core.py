@@ -55,7 +55,8 @@ POLL_MAX = 1.0  # ... up to this
 IMAGE_FIELDS = ("input_type", "image", "negative_prompt", "width", "height", "steps",
                 "guidance", "seed", "scheduler", "style", "lighting", "colors", "texture",
                 "strength", "n", "model", "output_format", "webhook", "image_url", "scale",
-                "hires", "style_image", "style_strength", "style_mode", "control")
+                "hires", "style_image", "style_strength", "style_mode", "control", "mask",
+                "mask_blur", "inpaint_area", "padding", "expand")
 ImageInput = Image.Image | bytes | str | Path
 
 
@@ -193,7 +194,7 @@ def generate_request(prompt: str | None, image: ImageInput | None,
     if image is None:
         return {"json": body}
     data, content_type = image_bytes(image)
-    form: dict[str, Any] = {key: json.dumps(value) if key == "control"
+    form: dict[str, Any] = {key: json.dumps(value) if key in ("control", "expand")
                             else [str(v) for v in value] if isinstance(value, list)
                             else str(value) for key, value in body.items()}
     extension = content_type.split("/")[-1]
@@ -217,9 +218,11 @@ def _is_file(text: str) -> bool:
 
 
 def reference_data(options: dict[str, Any]) -> dict[str, Any]:
-    """``style_image`` and each ``control`` unit's ``image`` as data URLs."""
-    if options.get("style_image") is not None:
-        options["style_image"] = data_url(options["style_image"])
+    """``style_image``, ``mask`` and each ``control`` unit's ``image`` as data URLs (a PIL
+    mask as PNG: an RGBA one keeps its alpha, which marks the area to repaint)."""
+    for key in ("style_image", "mask"):
+        if options.get(key) is not None:
+            options[key] = data_url(options[key])
     if options.get("control") is not None:
         options["control"] = [
             {**unit, "image": data_url(unit["image"])}

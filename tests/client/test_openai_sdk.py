@@ -78,15 +78,6 @@ def test_edit_an_uploaded_png(sdk: openai.OpenAI) -> None:
     assert listed.data[0].url
 
 
-def test_a_mask_is_refused_clearly(sdk: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError) as caught:
-        sdk.images.edit(image=("input.png", _png((1, 2, 3)), "image/png"),
-                        mask=("mask.png", _png((0, 0, 0)), "image/png"), prompt="a cat")
-    error = caught.value.body
-    assert isinstance(error, dict) and error["param"] == "mask"
-    assert error["code"] == "unsupported_parameter" and "inpainting" in error["message"]
-
-
 def test_errors_in_openai_shape(service: Server, sdk: openai.OpenAI) -> None:
     bad_key = openai.OpenAI(base_url=f"{service.url}/v1", api_key="not-a-key", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as caught:
