@@ -111,9 +111,15 @@ function drawTo(from, to) {
   context.lineJoin = "round";
   context.lineWidth = Number($("mask-size").value) * scale();
   context.beginPath();
-  context.moveTo(from.x, from.y);
-  context.lineTo(to.x, to.y);
-  context.stroke();
+  if (from.x === to.x && from.y === to.y) {
+    // A dot: a zero-length line draws nothing in some browsers.
+    context.arc(to.x, to.y, context.lineWidth / 2, 0, 2 * Math.PI);
+    context.fill();
+  } else {
+    context.moveTo(from.x, from.y);
+    context.lineTo(to.x, to.y);
+    context.stroke();
+  }
   context.restore();
 }
 
