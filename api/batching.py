@@ -228,6 +228,7 @@ def _plan_item(plan: BatchPlan, item: GenerateBody, index: int, default_format: 
                                        "input": getattr(item, name)}, index)
             return
     image_ref = None
+    image_size = None
     if item.image is not None:
         upscale = item.input_type == "upscale"
         # An upscale's input keeps its record (see input_image): stored apart from others.
@@ -252,9 +253,10 @@ def _plan_item(plan: BatchPlan, item: GenerateBody, index: int, default_format: 
                     errors.add(where(list(error["loc"][1:])), error, index)
                 return
         item = item.model_copy(update={"image": _PLACEHOLDER})
+        image_size = plan.images[image_ref].size  # a mask must have the image's, not 1x1
     try:
         request, _, references = build_request(item, None, settings, styles,
-                                               plan.decoded)
+                                               plan.decoded, image_size)
     except RequestValidationError as exc:
         for error in exc.errors():
             errors.add(where(list(error["loc"][1:])), error, index)  # loc[0] is "body"

@@ -98,15 +98,20 @@ def job_error_entry(error: JobError, where: str = "body") -> dict[str, Any]:
 
 
 _INDEXED = re.compile(r"^([A-Za-z_]+)\[(\d+)\]\.([A-Za-z_]+)$")
+_KEYED = re.compile(r"^([A-Za-z_]+)\.([^.\[\]]{1,32})$")
 
 
 def field_loc(field: str) -> list[str | int]:
     """A library argument as a FastAPI loc: ``control[1].type`` is ``["control", 1, "type"]``
-    (where pydantic names a list item's key); any other name is one part."""
+    and ``expand.left`` is ``["expand", "left"]`` (where pydantic names a list item's or an
+    object's key); any other name is one part."""
     match = _INDEXED.match(field)
-    if match is None:
-        return [field]
-    return [match.group(1), int(match.group(2)), match.group(3)]
+    if match is not None:
+        return [match.group(1), int(match.group(2)), match.group(3)]
+    match = _KEYED.match(field)
+    if match is not None:
+        return [match.group(1), match.group(2)]
+    return [field]
 
 
 def _short(value: Any) -> Any:

@@ -27,7 +27,7 @@ from api.jsonbody import is_json, read_json
 from api.jsonparse import UPLOAD_PREFIX, JsonRefused, parse_json
 from api.limits import MAX_BODY_BYTES, MAX_FORM_FIELDS, QUEUE_FULL_RETRY_AFTER, QUOTA_RETRY_AFTER
 from api.model_access import resolve_model
-from api.references import DecodeCache, References, decode_references
+from api.references import DecodeCache, References, check_mask_size, decode_references
 from api.schemas import GenerateBody, HiresOptions
 from fractal import GenerationRequest, InvalidRequestError, StyleLibrary
 from fractal.images import MAX_IMAGE_BYTES, image_bytes, load_image
@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 CONTROL_FILE_PART = "control_image"  # multipart: control images, in the units' order
+FILE_FIELDS = ("style_image", "mask")  # multipart: one file part each, or a data URL as text
 
 
 async def read_body(request: Request) -> tuple[GenerateBody, bytes | None]:
@@ -78,8 +79,8 @@ async def read_body(request: Request) -> tuple[GenerateBody, bytes | None]:
 
 async def _read_form(request: Request
                      ) -> tuple[dict[str, Any], bytes | None, dict[str, bytes]]:
-    # The input image, a style reference and one control image per control unit.
-    form = await request.form(max_files=2 + MAX_CONTROLS, max_fields=MAX_FORM_FIELDS,
+    # The input image, a style reference, a mask and one control image per control unit.
+    form = await request.form(max_files=3 + MAX_CONTROLS, max_fields=MAX_FORM_FIELDS,
                               max_part_size=MAX_BODY_BYTES)
     data: dict[str, Any] = {}
     upload: bytes | None = None
@@ -87,13 +88,13 @@ async def _read_form(request: Request
     control_files: list[str] = []
     for key in set(form.keys()):
         values = form.getlist(key)
-        if key in ("image", "style_image") and len(values) > 1:
+        if key in ("image", *FILE_FIELDS) and len(values) > 1:
             raise field_error(["body", key], "give one image, not several",
                               f"<{len(values)} parts>")
         if key == "image" and isinstance(values[-1], UploadFile):
             upload = await values[-1].read()
             continue
-        if key == "style_image" and isinstance(values[-1], UploadFile):
+        if key in FILE_FIELDS and isinstance(values[-1], UploadFile):
             data[key] = await _file_part(values[-1], files)
             continue
         if key == CONTROL_FILE_PART:
@@ -108,8 +109,9 @@ async def _read_form(request: Request
         if not texts:
             continue  # an empty form field means "not given", as browsers send them
         data[key] = texts if key == "colors" and len(texts) > 1 else texts[-1]
-    if isinstance(data.get("control"), str):
-        data["control"] = await asyncio.to_thread(_control_part, data["control"])
+    for key in ("control", "expand"):  # JSON text in a form
+        if isinstance(data.get(key), str):
+            data[key] = await asyncio.to_thread(_json_part, key, data[key])
     if control_files:
         _fill_controls(data, control_files)
     return data, upload, files
@@ -124,12 +126,13 @@ async def _file_part(part: UploadFile, files: dict[str, bytes]) -> str:
     return name
 
 
-def _control_part(text: str) -> Any:
-    """The ``control`` form field: its units as JSON text, read as a JSON body is."""
+def _json_part(key: str, text: str) -> Any:
+    """A form field that holds JSON text (``control``'s units, ``expand``'s sides), read as
+    a JSON body is."""
     try:
         data, _, _ = parse_json(text.encode("utf-8", "surrogatepass"))
     except JsonRefused as exc:
-        raise RequestValidationError([{"loc": ["body", "control", *exc.loc], "msg": exc.msg,
+        raise RequestValidationError([{"loc": ["body", key, *exc.loc], "msg": exc.msg,
                                        "type": exc.kind, "input": exc.value}]) from None
     return data
 
@@ -149,11 +152,13 @@ def _fill_controls(data: dict[str, Any], files: list[str]) -> None:
 
 
 def build_request(body: GenerateBody, upload: bytes | None, settings: Settings,
-                  styles: StyleLibrary, decoded: DecodeCache | None = None
+                  styles: StyleLibrary, decoded: DecodeCache | None = None,
+                  image_size: tuple[int, int] | None = None
                   ) -> tuple[GenerationRequest, Image.Image | None, References]:
     """The library's request, checked by the library (and against what its model takes); the
-    decoded input image; its reference images, decoded and named by hash (``decoded``: a
-    cache shared by a batch's items). Blocking."""
+    decoded input image; its reference images and mask, decoded and named by hash
+    (``decoded``: a cache shared by a batch's items; ``image_size``: the size of the image a
+    batch item's placeholder stands for, which its mask must have). Blocking."""
     prompt_field = "content" if body.content is not None else "prompt"
     if body.content is not None and body.prompt is not None and body.content != body.prompt:
         raise field_error(["body", "prompt"], "give the prompt as `content` or `prompt`, "
@@ -189,6 +194,8 @@ def build_request(body: GenerateBody, upload: bytes | None, settings: Settings,
             style_mode=body.style_mode,
             control=None if body.control is None else
             [unit.model_dump(exclude_none=True) for unit in body.control],
+            mask=body.mask, mask_blur=body.mask_blur, inpaint_area=body.inpaint_area,
+            padding=body.padding, expand=body.expand,
         )
         check_request(request, has_image=has_image)
         check_capabilities(request, settings)
@@ -207,6 +214,7 @@ def build_request(body: GenerateBody, upload: bytes | None, settings: Settings,
         if image is not None and upscale:
             check_upscale(image.size, request.scale or 2)
         references = decode_references(request, decoded, body.files)
+        check_mask_size(references, image_size or (image.size if image is not None else None))
     except InvalidRequestError as exc:
         raise invalid_request(exc, rename=rename) from None
     return request, image, references

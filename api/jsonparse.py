@@ -15,7 +15,8 @@ refused, with where and why, when it holds
   logged or sent back.
 
 Where the caller names it, an image given as base64 is decoded to its file's bytes here too,
-and so are a POST /generate body's reference images (style reference, control images).
+and so are a POST /generate body's reference images (style reference, control images) and
+its inpainting mask.
 
 Bodies over ``INLINE_BYTES`` are parsed in a child process (:func:`serve`), streamed to it
 chunk by chunk as they arrive: json's C parser holds the GIL for the whole parse, and even
@@ -143,7 +144,7 @@ def parse_json(raw: bytes, image_field: str | None = None
     ``image_field``: a top-level field holding an image as base64 or a data URL, taken out
     of the data and returned as the file's bytes (base64 decoding also holds the GIL: ~0.6 s
     for a 60 MB data URL here). On such a body the reference images (``style_image``, each
-    ``control`` unit's ``image``) are decoded here too: each is left in the data as
+    ``control`` unit's ``image``) and the ``mask`` are decoded here too: each is left in the data as
     ``UPLOAD_PREFIX`` + its file's SHA-256, and returned in a mapping from that name to the
     file's bytes.
     """
@@ -183,9 +184,8 @@ def _image_bytes(text: str, loc: list[str | int]) -> bytes:
 def _take_references(data: dict[str, Any]) -> dict[str, bytes]:
     from fractal.references import MAX_CONTROLS
 
-    places: list[tuple[list[str | int], dict[str, Any], str]] = []
-    if isinstance(data.get("style_image"), str):
-        places.append((["style_image"], data, "style_image"))
+    places: list[tuple[list[str | int], dict[str, Any], str]] = [
+        ([key], data, key) for key in ("style_image", "mask") if isinstance(data.get(key), str)]
     control = data.get("control")
     # More units than any request may hold are refused by the schema, undecoded.
     if isinstance(control, list) and len(control) <= MAX_CONTROLS:

@@ -8,6 +8,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from fractal.masks_check import (
+    DEFAULT_MASK_BLUR,
+    DEFAULT_PADDING,
+    EXPAND_SIDES,
+    INPAINT_AREAS,
+    MAX_MASK_BLUR,
+    MAX_PADDING,
+)
 from fractal.references import (
     CONTROL_TYPES,
     DEFAULT_STYLE_MODE,
@@ -67,6 +75,8 @@ class HiresOptions(BaseModel):
         return no_bools(value)
 
 
+InpaintArea = Literal["whole", "masked"]
+assert set(INPAINT_AREAS) == set(InpaintArea.__args__)  # kept in step with the library
 ControlType = Literal["canny", "depth", "pose", "lineart", "tile", "image"]
 StyleMode = Literal["style", "composition", "both"]
 assert set(CONTROL_TYPES) == set(ControlType.__args__)  # kept in step with the library
@@ -155,6 +165,30 @@ class GenerateBody(BaseModel):
         default=None, max_length=MAX_CONTROLS,
         description=f"Structural control: up to {MAX_CONTROLS} units, applied together. In "
                     "multipart/form-data: this list as JSON text.")
+    mask: str | None = Field(
+        default=None, description="Inpainting: the area of `image` to repaint, the image's "
+        "size: white repaints, black keeps (grayscale or 1-bit); or an image with "
+        "transparency, whose transparent pixels are repainted (OpenAI's meaning). Base64 or a "
+        "data:image/...;base64 URL; or a `mask` file part in multipart/form-data. Needs "
+        "input_type `image` or `hybrid`.")
+    mask_blur: int | None = Field(
+        default=None, description=f"0..{MAX_MASK_BLUR}: pixels of feathering at the mask's "
+        f"edge; default {DEFAULT_MASK_BLUR}. Only with `mask` or `expand`.")
+    inpaint_area: InpaintArea | None = Field(
+        default=None, description="`whole` (the default) renders the whole picture; "
+        "`masked` renders only the masked region plus `padding` at the model's working size "
+        "and pastes it back (finer detail in a small area).")
+    padding: int | None = Field(
+        default=None, description=f"0..{MAX_PADDING}: pixels around the masked region that "
+        f"`inpaint_area` `masked` renders too; default {DEFAULT_PADDING}.")
+    expand: dict[str, Any] | None = Field(
+        default=None, description="Outpainting: pixels added on each side "
+        f"({', '.join(EXPAND_SIDES)}; multiples of 8), filled to match the image, e.g. "
+        '`{"left": 64, "right": 64}`. In multipart/form-data: this object as JSON text. '
+        "Needs input_type `image` or `hybrid`.",
+        json_schema_extra={"propertyNames": {"enum": list(EXPAND_SIDES)},
+                           "additionalProperties": {"type": "integer", "multipleOf": 8,
+                                                    "minimum": 0}})
     output_format: OutputFormat = "png"
     webhook: str | None = Field(
         default=None, max_length=2048,
@@ -171,8 +205,19 @@ class GenerateBody(BaseModel):
     def files(self) -> dict[str, bytes]:
         return self._files
 
+    @field_validator("expand", mode="before")
+    @classmethod
+    def _few_short_sides(cls, value: Any) -> Any:
+        # The library names a bad side (`expand.middle`); a key too long to echo, or more
+        # keys than sides, is refused here whole.
+        if isinstance(value, dict) and (len(value) > len(EXPAND_SIDES) or any(
+                isinstance(key, str) and len(key) > 32 for key in value)):
+            raise ValueError(f"must be an object of at most {len(EXPAND_SIDES)} sides: "
+                             f"{', '.join(EXPAND_SIDES)}")
+        return value
+
     @field_validator("width", "height", "steps", "seed", "n", "guidance", "texture", "strength",
-                     "scale", "style_strength", mode="before")
+                     "scale", "style_strength", "mask_blur", "padding", mode="before")
     @classmethod
     def _no_bools(cls, value: Any) -> Any:
         return no_bools(value)

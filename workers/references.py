@@ -1,4 +1,5 @@
-"""Reference images (a style reference, control images) between the API and the workers.
+"""Reference images (a style reference, control images) and inpainting masks between the API
+and the workers.
 
 A job's row never holds image bytes: the API stores each reference once in object storage,
 content-addressed by the hash of its decoded pixels (:func:`fractal.references.pixel_hash`),
@@ -43,8 +44,8 @@ def named_hash(value: Any) -> str | None:
 
 
 class InputUnreadable(Exception):
-    """One of a job's stored inputs (``field``: the input image, the style reference or a
-    control image) could not be read from storage."""
+    """One of a job's stored inputs (``field``: the input image, the style reference, a
+    control image or the mask) could not be read from storage."""
 
     def __init__(self, cause: StorageError, field: str = "image") -> None:
         super().__init__(str(cause))
@@ -58,9 +59,8 @@ def input_error(field: str, transient: bool) -> JobError:
     error = _UNAVAILABLE if transient else _MISSING
     if field == "image":
         return error
-    return replace(error, field=field,
-                   message=error.message.replace("the input image",
-                                                 f"the reference image `{field}`"))
+    what = "the mask `mask`" if field == "mask" else f"the reference image `{field}`"
+    return replace(error, field=field, message=error.message.replace("the input image", what))
 
 
 def store_references(storage: Storage, images: Mapping[str, Image.Image]) -> None:
@@ -73,7 +73,8 @@ def store_references(storage: Storage, images: Mapping[str, Image.Image]) -> Non
 
 
 def restore_references(data: dict[str, Any], storage: Storage) -> None:
-    """Put each reference a stored request names by hash back in ``data`` as base64, read
+    """Put each reference (and the mask) a stored request names by hash back in ``data`` as
+    base64, read
     from storage (each distinct one once); InputUnreadable naming the field if one cannot be
     read."""
     read: dict[str, str] = {}
@@ -89,8 +90,9 @@ def restore_references(data: dict[str, Any], storage: Storage) -> None:
                 raise InputUnreadable(exc, field) from exc
         return read[sha256]
 
-    if data.get("style_image") is not None:
-        data["style_image"] = fetch("style_image", data["style_image"])
+    for field in ("style_image", "mask"):
+        if data.get(field) is not None:
+            data[field] = fetch(field, data[field])
     control = data.get("control")
     if isinstance(control, (list, tuple)):
         data["control"] = [

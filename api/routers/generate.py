@@ -38,6 +38,10 @@ def _request_body_docs() -> dict[str, Any]:
     form = {**schema, "properties": {
         **schema["properties"], "image": binary,
         "style_image": {**binary, "description": "The style reference image file."},
+        "mask": {**binary, "description": "The inpainting mask's file (or a data URL as "
+                 "text): white repaints, black keeps; or transparent pixels repaint."},
+        "expand": {"type": "string", "description": "Outpainting's sides as JSON text, e.g. "
+                   '`{"left": 64, "right": 64}` (see the JSON body\'s `expand`).'},
         "control": {"type": "string", "description": "The control units as JSON text (see "
                     "the JSON body's `control`); a unit may leave out `image`."},
         "control_image": {"type": "array", "items": binary, "description": "Control image "
@@ -81,7 +85,8 @@ async def generate(request: Request, settings: SettingsDep, database: DatabaseDe
                        alias=IDEMPOTENCY_HEADER, description="Retry safely: the same key "
                        "and body replay the first response.")] = None) -> JSONResponse:
     """Render an image. JSON (images as data URLs) or multipart/form-data (images as files:
-    `image`, `style_image`, and `control_image` parts for the `control` units)."""
+    `image`, `style_image`, `mask`, and `control_image` parts for the `control` units).
+    Inpainting: `mask` over `image`; outpainting: `expand`."""
     body, upload = await read_body(request)
     idempotency = Idempotency.of(idempotency_key, database, settings, caller, "generate",
                                  body, upload)
