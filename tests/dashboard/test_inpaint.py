@@ -11,10 +11,11 @@ import io
 import json
 
 import pytest
-from PIL import Image, ImageChops, ImageFilter
+from PIL import Image, ImageChops
 from playwright.sync_api import Page, Route, expect
 
 from fractal.images import load_mask
+from fractal.masks import blur_mask
 from fractal.references import pixel_hash
 from tests.dashboard.conftest import Dashboard, finished_card
 
@@ -43,6 +44,12 @@ def _choose_image(page: Page) -> None:
     page.get_by_label("Input image").set_input_files(
         {"name": "input.png", "mimeType": "image/png", "buffer": _input_png()})
     expect(page.get_by_text("Canvas: 96 × 64 (not extended).")).to_be_visible()
+
+
+def _png_output(page: Page) -> None:
+    """Lossless output, so kept pixels compare exactly."""
+    page.get_by_text("Advanced", exact=True).click()
+    page.get_by_label("Format").select_option("png")
 
 
 def _mask(page: Page) -> Image.Image:
@@ -144,7 +151,7 @@ def test_inpaint_repaints_the_stroke_and_keeps_the_rest(open_page, dashboard: Da
     page = open_page()
     _choose_image(page)
     page.get_by_label("Prompt", exact=True).fill("A red balloon")
-    page.get_by_label("Format").select_option("png")  # lossless, so kept pixels compare
+    _png_output(page)
     page.get_by_label("Paint a mask").check()
     page.get_by_label("Brush size").fill("24")
     _stroke(page)
@@ -169,18 +176,16 @@ def test_inpaint_repaints_the_stroke_and_keeps_the_rest(open_page, dashboard: Da
     output = _output(dashboard, job)
     source = Image.open(io.BytesIO(_input_png())).convert("RGB")
     assert output.size == source.size
-    # Far from the stroke (beyond its blur, and a margin): exactly the input's pixels.
-    near = mask.filter(ImageFilter.MaxFilter(2 * (4 + 3) + 1))
+    # Beyond the stroke's blur (the library's, radius 4): exactly the input's pixels.
+    assert _changed_outside(output, source, mask) is None, "pixels away from the mask changed"
     differ = ImageChops.difference(output, source).convert("L").point(lambda v: 255 if v else 0)
-    outside = ImageChops.multiply(differ, ImageChops.invert(near))
-    assert outside.getbbox() is None, "pixels away from the mask changed"
     assert ImageChops.multiply(differ, mask).getbbox() is not None, "nothing was repainted"
 
 
 def test_outpaint_left_by_64(open_page, dashboard: Dashboard) -> None:
     page = open_page()
     _choose_image(page)
-    page.get_by_label("Format").select_option("png")
+    _png_output(page)
     page.get_by_label("Extend by").fill("64")
     page.get_by_label("Extend left").check()
     expect(page.locator("#expand-size")).to_have_text("New canvas: 160 × 64 (from 96 × 64).")
@@ -199,11 +204,22 @@ def test_outpaint_left_by_64(open_page, dashboard: Dashboard) -> None:
     assert {side: px for side, px in record["expand"].items() if px} == {"left": 64}
     output = _output(dashboard, job)
     assert output.size == (WIDTH + 64, HEIGHT)
-    # The input's columns, beyond the blurred seam, come back as they were.
+    # The input's pixels, beyond the blurred seam, come back as they were.
     source = Image.open(io.BytesIO(_input_png())).convert("RGB")
-    margin = 4 + 8
-    kept = output.crop((64 + margin, 0, 64 + WIDTH, HEIGHT))
-    assert ImageChops.difference(kept, source.crop((margin, 0, WIDTH, HEIGHT))).getbbox() is None
+    placed = Image.new("RGB", output.size)
+    placed.paste(source, (64, 0))
+    added = Image.new("L", output.size, 0)
+    added.paste(255, (0, 0, 64, HEIGHT))
+    assert _changed_outside(output, placed, added) is None
+    strip = output.crop((0, 0, 32, HEIGHT))  # the added side: rendered, not one flat colour
+    assert any(low != high for low, high in strip.getextrema())
+
+
+def _changed_outside(output: Image.Image, source: Image.Image, mask: Image.Image):
+    """The box of pixels that differ where the blurred mask is 0 (None: none do)."""
+    kept = blur_mask(mask, 4).point(lambda v: 0 if v else 255)
+    differ = ImageChops.difference(output, source).convert("L").point(lambda v: 255 if v else 0)
+    return ImageChops.multiply(differ, kept).getbbox()
 
 
 def _tiny_mask_data_url() -> str:
