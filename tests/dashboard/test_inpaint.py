@@ -82,6 +82,13 @@ def _start(page: Page) -> str:
     return job_id
 
 
+def _gallery_params(page: Page, job_id: str, text: str) -> None:
+    """The gallery card's parameters (from the record) name the edit."""
+    first = page.locator(f'#gallery-list .card[data-job-id="{job_id}"]').first
+    first.locator("summary", has_text="Parameters").click()
+    expect(first.locator("dl.params")).to_contain_text(text)
+
+
 def _output(dashboard: Dashboard, job: dict) -> Image.Image:
     with dashboard.client() as client:
         answer = client.get(job["outputs"][0]["url"])
@@ -172,6 +179,7 @@ def test_inpaint_repaints_the_stroke_and_keeps_the_rest(open_page, dashboard: Da
     record = job["outputs"][0]["record"]
     assert record["mask"]["sha256"] == mask_hash
     assert record["mask"]["blur"] == 4 and record["mask"]["area"] == "whole"
+    _gallery_params(page, job_id, f"whole picture, blur 4 · mask {mask_hash[:12]}")
 
     output = _output(dashboard, job)
     source = Image.open(io.BytesIO(_input_png())).convert("RGB")
@@ -202,6 +210,7 @@ def test_outpaint_left_by_64(open_page, dashboard: Dashboard) -> None:
         side: px for side, px in job["request"]["expand"].items() if px} == {"left": 64}
     record = job["outputs"][0]["record"]
     assert {side: px for side, px in record["expand"].items() if px} == {"left": 64}
+    _gallery_params(page, job_id, "left 64 px")
     output = _output(dashboard, job)
     assert output.size == (WIDTH + 64, HEIGHT)
     # The input's pixels, beyond the blurred seam, come back as they were.
