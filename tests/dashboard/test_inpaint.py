@@ -189,6 +189,16 @@ def test_inpaint_repaints_the_stroke_and_keeps_the_rest(open_page, dashboard: Da
     differ = ImageChops.difference(output, source).convert("L").point(lambda v: 255 if v else 0)
     assert ImageChops.multiply(differ, mask).getbbox() is not None, "nothing was repainted"
 
+    # Only masked, with padding: the record says so, and the rest is kept all the same.
+    page.get_by_label("Only masked", exact=True).check()
+    page.get_by_label("Padding").fill("16")
+    masked_id = _start(page)
+    finished_card(page, masked_id)
+    masked = dashboard.client().get(f"/jobs/{masked_id}").json()
+    assert masked["outputs"][0]["record"]["mask"] == {
+        "sha256": mask_hash, "blur": 4, "area": "masked", "padding": 16}
+    assert _changed_outside(_output(dashboard, masked), source, mask) is None
+
 
 def test_outpaint_left_by_64(open_page, dashboard: Dashboard) -> None:
     page = open_page()
