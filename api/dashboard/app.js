@@ -11,15 +11,18 @@ import { installGallery, loadGallery, setStyleFilter } from "./gallery.js";
 import { upscaleJob } from "./jobs.js";
 import { installKeyForm } from "./keys.js";
 import { trackJob } from "./live.js";
+import { installMaskPaint } from "./maskpaint.js";
 import { installNotices, showNotice } from "./notice.js";
+import { installOutpaint } from "./outpaint.js";
 import { installReferences, setModelCapabilities } from "./references.js";
 import { renderStyles } from "./stylepicker.js";
 import { installUpload, setImage } from "./upload.js";
 
 const $ = (id) => document.getElementById(id);
 
-function onJob(job, params) {
-  trackJob(job, params, { onFinished: () => loadGallery({ reset: true }) });
+// `input`: the input image file, shown beside the result of an inpaint or outpaint.
+function onJob(job, params, input = null) {
+  trackJob(job, params, { input, onFinished: () => loadGallery({ reset: true }) });
   loadGallery({ reset: true });
 }
 
@@ -89,6 +92,8 @@ async function start() {
   installNotices();
   renderStyles([]);
   installUpload();
+  installMaskPaint();
+  installOutpaint();
   installControls();
   installReferences();
   installForm({ onJob });

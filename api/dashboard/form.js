@@ -4,6 +4,8 @@
 import { ApiError } from "./api.js";
 import { clearErrors, showErrors } from "./fielderrors.js";
 import { submitJob } from "./jobs.js";
+import { maskParams } from "./maskpaint.js";
+import { expandParams } from "./outpaint.js";
 import { referenceParams } from "./references.js";
 import { selectStyle, selectedStyle } from "./stylepicker.js";
 import { imageFile, setImage } from "./upload.js";
@@ -165,12 +167,15 @@ export function readParams({ newSeed = !seedLocked() } = {}) {
   const colors = [...$("color-list").querySelectorAll("input[type=color]")].map((input) => input.value);
   const image = imageFile();
   const prompt = text("prompt");
+  // Inpainting and outpainting edit the input at its own size: no width or height is sent.
+  const edit = image ? { ...maskParams(), ...expandParams() } : {};
+  const editing = Object.keys(edit).length > 0;
   return {
     prompt,
     negative_prompt: text("negative_prompt"),
     style: selectedStyle() || undefined,
-    width: number("width"),
-    height: number("height"),
+    width: editing ? undefined : number("width"),
+    height: editing ? undefined : number("height"),
     seed: number("seed"),
     lighting: text("lighting"),
     model: text("model"),
@@ -182,6 +187,7 @@ export function readParams({ newSeed = !seedLocked() } = {}) {
     n: number("n"),
     output_format: $("output_format").value,
     input_type: image ? (prompt ? "hybrid" : "image") : "text",
+    ...edit,
   };
 }
 
@@ -190,7 +196,11 @@ export function readParams({ newSeed = !seedLocked() } = {}) {
 export function batchItemParams() {
   const params = readParams({ newSeed: false });
   if (!seedLocked()) delete params.seed;
-  delete params.strength;
+  params.width = number("width"); // left out of an edit, which keeps its input's size
+  params.height = number("height");
+  for (const name of ["strength", "mask", "mask_blur", "inpaint_area", "padding", "expand"]) {
+    delete params[name];
+  }
   params.input_type = "text";
   return params;
 }
@@ -267,7 +277,7 @@ export function setModels(models) {
 
 export async function submitParams(params, image, onJob) {
   const job = await submitJob(params, image);
-  onJob(job, params);
+  onJob(job, params, image);
   return job;
 }
 

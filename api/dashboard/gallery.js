@@ -16,7 +16,7 @@ const SHOWN = [
   ["guidance", "Guidance"], ["sampler", "Sampler"], ["lighting", "Lighting"],
   ["colors", "Palette"], ["texture", "Texture"], ["strength", "Strength"],
   ["input_type", "Input"], ["style_reference", "Style reference"], ["controls", "Control"],
-  ["model", "Model"],
+  ["mask", "Inpaint"], ["expand", "Outpaint"], ["model", "Model"],
 ];
 
 // The record names reference images by their pixels' hash; a short prefix tells them apart.
@@ -33,6 +33,19 @@ function controlsText(controls) {
                       `${unit.preprocess ? ", edges found" : ""} · image ${short(unit.sha256)}`).join("; ");
 }
 
+// The record's mask: {sha256, blur, area, padding}; a request's alone names it "sha256:…".
+function maskText(mask) {
+  if (!mask || typeof mask !== "object") return typeof mask === "string" ? `mask ${short(mask.replace(/^sha256:/, ""))}` : mask;
+  const area = mask.area === "masked" ? `only masked, padding ${mask.padding}` : "whole picture";
+  return `${area}, blur ${mask.blur} · mask ${short(mask.sha256)}`;
+}
+
+function expandText(expand) {
+  if (!expand || typeof expand !== "object") return expand;
+  const sides = Object.entries(expand).filter(([, px]) => px).map(([side, px]) => `${side} ${px} px`);
+  return sides.length ? sides.join(", ") : null;
+}
+
 const state = { cursor: null, loading: false, handlers: null, serial: 0 };
 
 export function describe(params) {
@@ -41,6 +54,8 @@ export function describe(params) {
   if (shown.user_prompt === shown.prompt) delete shown.user_prompt;
   shown.style_reference = referenceText(shown.style_reference);
   shown.controls = controlsText(shown.controls);
+  shown.mask = maskText(shown.mask);
+  shown.expand = expandText(shown.expand);
   return SHOWN.filter(([key]) => shown[key] != null && shown[key] !== "" &&
                                  !(Array.isArray(shown[key]) && !shown[key].length))
     .map(([key, title]) => ({ key, title, value: shown[key] }));

@@ -4,8 +4,9 @@
 import { api } from "./api.js";
 import { readDataUrl } from "./imagepick.js";
 
-// Request fields that hold reference images: POST /generate takes them in JSON only.
-const REFERENCE_FIELDS = ["style_image", "control"];
+// Request fields that POST /generate takes in JSON only: reference images, the mask (a
+// data URL, as the style reference) and expand (an object).
+const JSON_FIELDS = ["style_image", "control", "mask", "expand"];
 
 // Parameters → multipart/form-data; undefined values are left out (the server's default).
 export function formData(params, image) {
@@ -29,7 +30,7 @@ export async function jsonBody(params, image) {
 
 // Queues a render and answers at once (202) with the job; follow it with its events.
 export async function submitJob(params, image) {
-  const body = REFERENCE_FIELDS.some((name) => params[name] !== undefined)
+  const body = JSON_FIELDS.some((name) => params[name] !== undefined)
     ? { json: await jsonBody(params, image) } : { form: formData(params, image) };
   const { data } = await api("/generate", {
     method: "POST", ...body, headers: { Prefer: "respond-async" },
@@ -68,8 +69,10 @@ export function paramsOf(job, output) {
   const params = { ...job.request };
   delete params.image;
   delete params.image_url;
-  // Reference images are stored by hash: reuse and variations go without them.
-  for (const name of ["style_image", "style_strength", "style_mode", "control"]) delete params[name];
+  // Reference images and masks are stored by hash: reuse and variations go without them
+  // (and without the edit's settings, which need a mask or an input image).
+  for (const name of ["style_image", "style_strength", "style_mode", "control", "mask",
+                      "mask_blur", "inpaint_area", "padding", "expand"]) delete params[name];
   if (output?.seed != null) params.seed = output.seed;
   params.n = 1;
   params.output_format = job.output_format;

@@ -19,10 +19,30 @@ function references(params) {
   const parts = [];
   if (params.style_image) parts.push(`Style reference (${params.style_mode || "style"}, ${params.style_strength ?? 0.6})`);
   if (params.control?.length) parts.push(`Control: ${params.control.map((unit) => unit.type).join(", ")}`);
+  if (params.mask) {
+    const area = params.inpaint_area === "masked" ? `only masked, padding ${params.padding}` : "whole picture";
+    parts.push(`Inpaint (${area}, blur ${params.mask_blur})`);
+  }
+  if (params.expand) {
+    parts.push(`Outpaint: ${Object.entries(params.expand).map(([side, px]) => `${side} ${px} px`).join(", ")}`);
+  }
   return parts.join(" · ");
 }
 
-function card(job, params) {
+// An edit's input beside its result (before | after); the blob URL lives as the card does.
+function beforeFigure(input) {
+  const figure = document.createElement("figure");
+  figure.className = "live-before";
+  const img = document.createElement("img");
+  img.src = URL.createObjectURL(input);
+  img.alt = "Before: the input image";
+  const caption = document.createElement("figcaption");
+  caption.textContent = "Before";
+  figure.append(img, caption);
+  return figure;
+}
+
+function card(job, params, input) {
   const item = document.createElement("li");
   item.className = "live-card";
   item.dataset.jobId = job.id;
@@ -46,6 +66,15 @@ function card(job, params) {
   full.rel = "noopener";
   full.append(img);
   figure.append(full);
+  if (input && (params.mask || params.expand)) {
+    figure.classList.add("before-after");
+    const after = document.createElement("figure");
+    after.className = "live-after";
+    const caption = document.createElement("figcaption");
+    caption.textContent = "After";
+    after.append(full, caption);
+    figure.replaceChildren(beforeFigure(input), after);
+  }
   const progress = document.createElement("progress");
   progress.max = 1;
   progress.value = 0;
@@ -76,11 +105,14 @@ function card(job, params) {
   return { item, img, full, progress, status, cancel, dismiss };
 }
 
-export function trackJob(job, params, { onFinished }) {
+export function trackJob(job, params, { onFinished, input = null }) {
   const list = $("live-list");
-  const view = card(job, params);
+  const view = card(job, params, input);
   list.prepend(view.item);
-  while (list.children.length > MAX_CARDS) list.lastElementChild.remove();
+  while (list.children.length > MAX_CARDS) {
+    list.lastElementChild.querySelectorAll(".live-before img").forEach((img) => URL.revokeObjectURL(img.src));
+    list.lastElementChild.remove();
+  }
   $("live-empty").hidden = true;
 
   view.cancel.addEventListener("click", async () => {
@@ -105,7 +137,7 @@ export function trackJob(job, params, { onFinished }) {
       if (output) {
         view.img.src = output.thumbnail_url || output.url; // small; the link has the full one
         view.full.href = output.url;
-        view.img.alt = `Result: ${label(params)}`;
+        view.img.alt = `${input && (params.mask || params.expand) ? "After" : "Result"}: ${label(params)}`;
         view.img.hidden = false;
       }
       const seconds = final.timings?.render_seconds;

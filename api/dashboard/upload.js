@@ -1,5 +1,9 @@
 // The image-to-image input: drag and drop or a file picker; one image at a time. The
-// strength slider is only enabled while an image is chosen.
+// strength slider is only enabled while an image is chosen, as are the mask painter and
+// the outpaint sides (both need the image to edit).
+
+import { setMaskImage } from "./maskpaint.js";
+import { clearExpand } from "./outpaint.js";
 
 const TYPES = ["image/png", "image/jpeg", "image/webp"];
 let chosen = null;
@@ -27,7 +31,12 @@ export function setImage(file) {
   $("image-preview").src = previewUrl || "";
   $("image-name").textContent = chosen ? `${chosen.name} (${Math.round(chosen.size / 1024)} KB)` : "";
   $("strength").disabled = !chosen;
-  if (!chosen) $("image").value = "";
+  $("image-edit").hidden = !chosen;
+  setMaskImage(chosen);
+  if (!chosen) {
+    $("image").value = "";
+    clearExpand();
+  }
 }
 
 export function installUpload() {
