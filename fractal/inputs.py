@@ -10,11 +10,12 @@ from typing import Any
 
 from PIL import Image
 
-from fractal.images import ImageSource, image_bytes, image_to_data_url, load_image
+from fractal.images import ImageSource, image_bytes, image_to_data_url, load_image, load_mask
 from fractal.record import RECORD_KEY, GenerationRecord, parse_record, record_from_png
 from fractal.request import GenerationRequest
 
-__all__ = ["colors_argument", "record_of_source", "reference_arguments", "request_image"]
+__all__ = ["colors_argument", "edit_arguments", "record_of_source", "reference_arguments",
+           "request_image"]
 
 
 def request_image(request: GenerationRequest
@@ -73,3 +74,17 @@ def reference_arguments(style_image: ImageSource | None, style_strength: float |
 def colors_argument(colors: Any) -> Any:
     # Anything else is left for check_request to reject with a clear message.
     return tuple(colors) if isinstance(colors, list) else colors
+
+
+def edit_arguments(mask: ImageSource | None, mask_blur: Any, inpaint_area: Any, padding: Any,
+                   expand: Any) -> dict[str, Any]:
+    """The inpainting arguments of a convenience method as request data: the mask (PIL image,
+    path or bytes) read as a mask — transparency kept, which load_image would flatten — and
+    sent on as an "L" PNG data URL; the rest as given, for check_request to judge."""
+    if mask is not None and not (isinstance(mask, str) and mask.startswith("data:")):
+        if isinstance(mask, str):
+            mask = Path(mask)  # a path given as text, as load_image takes one
+        if isinstance(mask, (Image.Image, Path, bytes, bytearray)):
+            mask = image_to_data_url(load_mask(mask, "mask"))
+    return {"mask": mask, "mask_blur": mask_blur, "inpaint_area": inpaint_area,
+            "padding": padding, "expand": dict(expand) if isinstance(expand, Mapping) else expand}

@@ -11,6 +11,9 @@ from typing import Any
 from PIL import Image
 
 from fractal.controls import normalise_lighting, parse_colors, prompt_fragments
+from fractal.masks import default_strength as edit_strength
+from fractal.masks import edit_inputs
+from fractal.masks_check import DEFAULT_MASK_BLUR, DEFAULT_PADDING
 from fractal.references import ControlUnit, StyleReference
 from fractal.request import GenerationRequest
 from fractal.schedulers import check_scheduler
@@ -184,12 +187,19 @@ def build_plan(
     image_input = request.input_type != "text"
     width, height = _size(request, init_image, defaults)
     upscale = request.input_type == "upscale"
-    if init_image is not None and init_image.size != (width, height) and not upscale:
+    seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
+    mask, expand = None, None
+    editing = init_image is not None and (request.mask is not None or request.expand is not None)
+    if editing:  # inpainting or outpainting (fractal.masks): an outpaint's size is its canvas'
+        assert init_image is not None
+        init_image, mask, expand = edit_inputs(request, init_image, (width, height), seed)
+        width, height = init_image.size
+    elif init_image is not None and init_image.size != (width, height) and not upscale:
         init_image = init_image.resize((width, height), Image.Resampling.LANCZOS)
 
-    seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
     steps = request.steps or (style.steps if style and style.steps else defaults.steps)
-    default_strength = UPSCALE_STRENGTH if upscale else DEFAULT_STRENGTH
+    default_strength = UPSCALE_STRENGTH if upscale else \
+        edit_strength(request) if editing else DEFAULT_STRENGTH
     plan = RenderPlan(
         input_type=request.input_type,
         user_prompt=request.prompt,
@@ -214,6 +224,11 @@ def build_plan(
         source_record=source_record if upscale else None,
         style_reference=style_reference,
         controls=tuple(controls),
+        mask=mask,
+        mask_blur=request.mask_blur if request.mask_blur is not None else DEFAULT_MASK_BLUR,
+        inpaint_area=request.inpaint_area or "whole",
+        padding=request.padding if request.padding is not None else DEFAULT_PADDING,
+        expand=expand,
     )
     # Style files are user data too: their defaults go through the same checks.
     check_request(

@@ -109,6 +109,14 @@ class GenerationRecord:
             details.append(f"ControlNet {index}: \"Module: {unit.get('type')}, Weight: "
                            f"{unit.get('scale')}, Guidance Start: {unit.get('start')}, "
                            f"Guidance End: {unit.get('end')}\"")
+        if self.mask:  # A1111's inpaint fields, as it writes them
+            details.append(f"Mask blur: {self.mask.get('blur')}")
+            if self.mask.get("area") == "masked":
+                details.append("Inpaint area: Only masked")
+                details.append(f"Masked area padding: {self.mask.get('padding')}")
+        if self.expand:
+            sides = ", ".join(f"{side} {pixels}" for side, pixels in self.expand.items() if pixels)
+            details.append(f"Outpaint: \"{sides}\"")
         if self.batch_size > 1:
             details.append(f"Batch size: {self.batch_size}, Batch pos: {self.index}")
         details.append(f"Version: spec2fractal {self.versions.get('spec2fractal', 'dev')}")

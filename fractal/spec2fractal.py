@@ -15,8 +15,16 @@ from fractal.backends.base import Backend, StepCallback
 from fractal.backends.engine import ENGINE_NAME, EngineBackend
 from fractal.corender import group_plans
 from fractal.errors import GenerationCancelled, InvalidRequestError, Spec2FractalError
+from fractal.guards import check_memory_limit, memory_guard
 from fractal.images import ImageSource, load_image
-from fractal.inputs import colors_argument, record_of_source, reference_arguments, request_image
+from fractal.inputs import (
+    colors_argument,
+    edit_arguments,
+    record_of_source,
+    reference_arguments,
+    request_image,
+)
+from fractal.masks import InpaintJob, edit_record, inpaint_jobs, prepare_inpaint
 from fractal.plan import (
     HIRES_FACTOR,
     UPSCALE_STRENGTH,
@@ -36,8 +44,6 @@ from fractal.validation import check_request, check_tiling
 
 if TYPE_CHECKING:
     import torch
-
-    from fractal.memory import MemoryGuard
 
 __all__ = ["CancelHook", "ProgressCallback", "Spec2Fractal"]
 
@@ -89,7 +95,7 @@ class Spec2Fractal:
             raise InvalidRequestError("hires_factor", hires_factor,
                                       "must be a number between 1 and 64")
         self.hires_factor = float(hires_factor)
-        _check_memory_limit(memory_limit)
+        check_memory_limit(memory_limit)
         check_tiling(tile_size, tile_overlap)
         from fractal.adapters import parse_adapters
 
@@ -112,7 +118,7 @@ class Spec2Fractal:
                 model.strip(), device=resolved, dtype=resolve_dtype(dtype, resolved),
                 tile_size=tile_size, tile_overlap=tile_overlap, adapters=family_adapters,
             )
-        self._memory = _memory_guard(self._backend, memory_limit)
+        self._memory = memory_guard(self._backend, memory_limit)
 
     @property
     def model(self) -> str:
@@ -182,7 +188,11 @@ class Spec2Fractal:
                 plans[index] = self._plan(request, *request_image(request))
             except InvalidRequestError as exc:
                 results[index] = exc
-        for members in group_plans(plans):
+        jobs = inpaint_jobs(plans, self.defaults)
+        for index in [i for i, job in jobs.items() if job.skipped]:  # all-black masks
+            results[index] = self._finish(plans.pop(index), jobs[index].unchanged(), jobs[index])
+        render_plans = {i: jobs[i].render_plan if i in jobs else plan for i, plan in plans.items()}
+        for members in group_plans(render_plans):  # type: ignore[arg-type]
             hooks = {i: _step_hook(progress_hooks[i], cancel_hooks[i]) for i in members}
             alive = list(members)
 
@@ -203,12 +213,15 @@ class Spec2Fractal:
                 chosen = list(alive)
                 logger.info("rendering %d request(s) together with %s", len(chosen), self.model)
                 with self._lock:
-                    rendered = self._backend.render_many([plans[i] for i in chosen], on_step)
+                    rendered = self._backend.render_many([render_plans[i] for i in chosen],
+                                                         on_step)
             except GenerationCancelled:
                 continue  # every member was cancelled; each has its own error already
             for index, images in zip(chosen, rendered, strict=True):
                 if index in alive:  # not cancelled while the others rendered
-                    results[index] = self._finish(plans[index], images)
+                    job = jobs.get(index)
+                    results[index] = self._finish(plans[index],
+                                                  job.finish(images) if job else images, job)
         finished = [result for result in results if result is not None]
         assert len(finished) == count, "every request ends in images or an error"
         return finished
@@ -282,10 +295,19 @@ class Spec2Fractal:
         style_strength: float | None = None,
         style_mode: str | None = None,
         control: Sequence[Mapping[str, Any]] | None = None,
+        mask: ImageSource | None = None,
+        mask_blur: int | None = None,
+        inpaint_area: str | None = None,
+        padding: int | None = None,
+        expand: Mapping[str, int] | None = None,
         on_progress: ProgressCallback | None = None,
         cancel: CancelHook | None = None,
     ) -> Image.Image | list[Image.Image]:
         """Image-to-image (hybrid when a prompt is given). ``image``: PIL image, path or bytes.
+
+        Inpainting: ``mask`` (the image's size; white repaints, black keeps, or transparent
+        repaints), ``mask_blur``, ``inpaint_area`` "whole" or "masked" (+ ``padding``);
+        outpainting: ``expand`` {"left", "right", "top", "bottom"} (docs/inpainting.md).
 
         ``strength`` runs from 0 (the source) to 1 (fully repainted); default 0.6 or the style's.
         ``style`` is a preset's name; ``style_image`` a reference picture whose style the
@@ -297,6 +319,7 @@ class Spec2Fractal:
             guidance=guidance, seed=seed, scheduler=scheduler, style=style, lighting=lighting,
             colors=colors_argument(colors), texture=texture, strength=strength, n=n,
             **reference_arguments(style_image, style_strength, style_mode, control),
+            **edit_arguments(mask, mask_blur, inpaint_area, padding, expand),
         )
         check_request(request, has_image=True)
         images = self._run(request, load_image(image), on_progress, cancel)
@@ -341,9 +364,12 @@ class Spec2Fractal:
         on_step(0, plan.steps, None)  # a render cancelled before it starts never starts
         logger.info("rendering %d image(s) %dx%d with %s, seed %d",
                     plan.n, plan.width, plan.height, self.model, plan.seeds[0])
+        job = prepare_inpaint(plan, self.defaults) if plan.mask is not None else None
+        if job is not None and job.skipped:  # an all-black mask: nothing to render
+            return self._finish(plan, job.unchanged(), job)
         with self._lock:
-            images = self._backend.render(plan, on_step)
-        return self._finish(plan, images)
+            images = self._backend.render(job.render_plan if job else plan, on_step)
+        return self._finish(plan, job.finish(images) if job else images, job)
 
     def _plan(self, request: GenerationRequest, init_image: Image.Image | None,
               source_record: dict[str, Any] | None = None) -> RenderPlan:
@@ -370,8 +396,9 @@ class Spec2Fractal:
 
         self._memory.check(plan, replan)
 
-    def _finish(self, plan: RenderPlan, images: list[Image.Image]) -> list[Image.Image]:
-        return [attach_record(image, self._record(plan, index))
+    def _finish(self, plan: RenderPlan, images: list[Image.Image],
+                job: InpaintJob | None = None) -> list[Image.Image]:
+        return [attach_record(image, edit_record(self._record(plan, index), job))
                 for index, image in enumerate(images)]
 
     def _record(self, plan: RenderPlan, index: int) -> GenerationRecord:
@@ -399,28 +426,6 @@ class Spec2Fractal:
             style_reference=plan.style_reference.describe() if plan.style_reference else None,
             controls=[unit.describe() for unit in plan.controls] or None,
         )
-
-
-def _check_memory_limit(memory_limit: Any) -> None:
-    if memory_limit is not None and (isinstance(memory_limit, bool)
-                                     or not isinstance(memory_limit, int) or memory_limit <= 0):
-        raise InvalidRequestError("memory_limit", memory_limit,
-                                  "must be a positive number of bytes, or None for the "
-                                  "device's free memory")
-
-
-def _memory_guard(backend: Backend, memory_limit: int | None) -> MemoryGuard | None:
-    """The memory guard of a diffusion model; None for the built-in engine: its numpy
-    working set is a few tens of bytes a pixel (peak RSS 0.52 GB at 4096², the largest size
-    it takes, measured), which any machine that runs the service has."""
-    pipeline = getattr(backend, "text_pipeline", None)
-    if pipeline is None:
-        return None
-    from fractal.memory import MemoryGuard, profile_of
-
-    return MemoryGuard(profile_of(pipeline), device=backend.device,  # type: ignore[attr-defined]
-                       limit=memory_limit, multiple=backend.defaults.size_multiple,
-                       passes=backend.passes)
 
 
 def _step_hook(on_progress: ProgressCallback | None, cancel: CancelHook | None) -> StepCallback:

@@ -150,6 +150,14 @@ class EngineBackend:
                     strength=plan.strength if plan.strength is not None else 0.3,
                     progress=progress,
                 )
+            elif source is not None and plan.mask is not None:  # inpainting, outpainting
+                pixels = engine.inpaint(
+                    source, np.asarray(plan.mask.convert("L")), seed=seed,
+                    prompt=plan.prompt if plan.input_type == "hybrid" else None,
+                    strength=plan.strength if plan.strength is not None else 1.0,
+                    lighting=plan.lighting, palette=plan.palette, texture=plan.texture,
+                    effect=effect, progress=progress,
+                )
             elif source is None:
                 pixels = engine.render(
                     plan.prompt, width=plan.width, height=plan.height, seed=seed,

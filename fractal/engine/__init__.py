@@ -5,6 +5,8 @@ Three entry points, pure functions of their arguments (deterministic per seed):
 * :func:`render` draws a picture from a prompt (text-to-image).
 * :func:`stylise` repaints an input picture (the engine's image-to-image).
 * :func:`upscale` enlarges a picture it did not draw (one it drew, it renders again larger).
+* :func:`inpaint` fills a masked area (or an outpaint's new canvas) in the light and palette
+  around it (:mod:`fractal.engine.inpaint`).
 
 :func:`render` and :func:`stylise` also take structural ``guides``
 (:mod:`fractal.engine.structure`: a control image's edges or layout) and a ``style`` reference
@@ -21,6 +23,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from fractal.engine.inpaint import inpaint
 from fractal.engine.paint import EFFECTS, apply_effect, recolour
 from fractal.engine.paint.detail import enlarge, sharpen
 from fractal.engine.scene import LIGHTING_PRESETS, render_scene
@@ -31,7 +34,7 @@ RGB = tuple[int, int, int]
 # progress(step, total, preview): preview is the current canvas (H, W, 3) uint8, or None.
 Progress = Callable[[int, int, "np.ndarray | None"], None]
 
-__all__ = ["EFFECTS", "LIGHTING_PRESETS", "Guide", "Progress", "StyleSource", "render",
+__all__ = ["EFFECTS", "LIGHTING_PRESETS", "Guide", "Progress", "StyleSource", "inpaint", "render",
            "stylise", "upscale"]
 
 _DEFAULT_IMAGE_EFFECT = "impressionist"
