@@ -2,9 +2,9 @@
 inpainting pipeline over the loaded modules, and a dedicated 9-channel inpainting checkpoint
 (tests/tiny_inpaint.py) renders every kind of request through it.
 
-The backend is driven with plans as ``Spec2Fractal`` builds them, the mask set as the library
-sets it; the library's composite (pixels outside the blurred mask are the input's) is tested
-with the library.
+Most tests drive the backend with plans as ``Spec2Fractal`` builds them, the mask set as the
+library sets it; the last ones go through ``generate_from_image(mask=...)``, the library's
+crop and composite included (pixels outside the blurred mask are the input's).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from fractal import (
     read_record,
 )
 from fractal.backends.inpaint import is_inpainting_model, pipeline_mask
+from fractal.masks import blur_mask
 from fractal.plan import RenderPlan, build_plan
 from fractal.references import load_references
 
@@ -205,3 +206,53 @@ def test_text_and_image_to_image_on_an_inpainting_checkpoint(
     # Two passes (hires: text, then image-to-image), both through the inpainting pipeline.
     large = inpaint_model.generate_from_text("a lake", width=128, height=128, steps=3, seed=5)
     assert large.size == (128, 128)
+
+
+# -- through the library: its crop and composite around the backend ----------------------------
+
+def box_mask(size: tuple[int, int], box: tuple[int, int, int, int]) -> Image.Image:
+    mask = Image.new("L", size, 0)
+    ImageDraw.Draw(mask).rectangle(box, fill=255)
+    return mask
+
+
+@pytest.mark.parametrize("which", ["sd_model", "inpaint_model"])
+def test_outside_the_blurred_mask_the_input_is_kept_exactly(
+        which: str, request: pytest.FixtureRequest) -> None:
+    model = request.getfixturevalue(which)
+    source, mask = scene(), box_mask((64, 64), (24, 16, 47, 47))
+    result = model.generate_from_image(source, "a red house", mask=mask, mask_blur=4,
+                                       steps=4, seed=3)
+    keep = np.asarray(blur_mask(mask, 4)) == 0
+    assert keep.sum() > 1000
+    assert np.array_equal(pixels(result)[keep], pixels(source)[keep])
+    assert inside(result, source, mask) > 5
+    record = read_record(result)
+    assert record.mask["blur"] == 4 and record.mask["area"] == "whole"
+    assert record.strength == 0.75  # the library's inpainting default, as A1111's
+
+
+@pytest.mark.parametrize("which", ["sd_model", "inpaint_model"])
+def test_only_masked_renders_the_crop_and_keeps_the_rest(
+        which: str, request: pytest.FixtureRequest) -> None:
+    model = request.getfixturevalue(which)
+    source, mask = scene((128, 128)), box_mask((128, 128), (80, 80, 103, 103))
+    ticks: list = []
+    result = model.generate_from_image(
+        source, "a red house", mask=mask, mask_blur=2, inpaint_area="masked", padding=8,
+        strength=1.0, steps=3, seed=3, on_progress=lambda *step: ticks.append(step[:2]))
+    assert result.size == (128, 128) and ticks[-1] == (3, 3)
+    keep = np.asarray(blur_mask(mask, 2)) == 0
+    assert np.array_equal(pixels(result)[keep], pixels(source)[keep])
+    assert inside(result, source, mask) > 5
+    assert read_record(result).mask["area"] == "masked"
+
+
+def test_outpainting_on_an_inpainting_checkpoint(inpaint_model: Spec2Fractal) -> None:
+    source = scene()
+    result = inpaint_model.generate_from_image(source, "a red house", expand={"right": 32},
+                                               steps=3, seed=3)
+    assert result.size == (96, 64)
+    kept = pixels(result)[:, :40]  # far from the added strip and its feathering
+    assert np.array_equal(kept, pixels(source)[:, :40])
+    assert read_record(result).expand == {"left": 0, "right": 32, "top": 0, "bottom": 0}

@@ -65,7 +65,7 @@ def load_text_pipeline(model: str, dtype: torch.dtype) -> Any:
 class _Pass:
     """One pass of a render, as ``render`` runs it and the record describes it."""
 
-    kind: str  # "base" (text), "refine" (image-to-image), "inpaint" (a mask) or "upscale"
+    kind: str  # "base" (text), "refine" (image-to-image) or "upscale"
     width: int
     height: int
     steps: int  # denoising steps run
@@ -181,7 +181,7 @@ class DiffusionBackend:
         layout = self._passes(plan)
         if plan.mask is not None:
             # diffusers' inpainting pipeline, untiled at any size (the VAE still tiles).
-            layout = [replace(step, kind="inpaint", grid=None, tile=None) for step in layout]
+            layout = [replace(step, grid=None, tile=None) for step in layout]
         if plan.style_reference is None and not plan.controls:
             return layout
         # Every pass takes both: diffusers' pipelines, and the tiled loop, which gives the

@@ -21,9 +21,10 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from fractal.errors import InvalidRequestError
+from fractal.masks import blur_mask
 from fractal.plan import RenderPlan
 
 if TYPE_CHECKING:
@@ -52,9 +53,7 @@ def pipeline_mask(mask: Image.Image, blur: int, size: tuple[int, int]) -> Image.
     """The mask a pass at ``size`` is given: the plan's, at that size, blurred by ``blur``."""
     if mask.size != size:
         mask = mask.resize(size, Image.Resampling.BILINEAR)
-    if blur > 0:
-        mask = mask.filter(ImageFilter.GaussianBlur(blur))
-    return mask
+    return blur_mask(mask, blur)  # the library composites through the same
 
 
 class Inpainting:
