@@ -169,6 +169,20 @@ def test_masks_and_controls_together(adapted_sd: Spec2Fractal) -> None:
     pipelines = adapted_sd.backend._inpaint._controlled.values()
     assert [type(each).__name__ for each in pipelines] == [
         "StableDiffusionControlNetInpaintPipeline"]
+    # A style reference too: the IP-Adapter's embeddings go to the inpainting pipeline.
+    styled = render(adapted_sd, masked_plan(adapted_sd, source, mask, control=control,
+                                            style_image=image_to_data_url(scene((48, 48))),
+                                            style_strength=1.0))[0]
+    assert np.abs(pixels(held) - pixels(styled)).max() > 1
+
+
+def test_sdxl_inpaints_through_its_own_pipeline(tiny_sdxl) -> None:
+    model = Spec2Fractal(str(tiny_sdxl))
+    source, mask = scene(), right_half()
+    result = render(model, masked_plan(model, source, mask, steps=2))[0]
+    assert result.size == (64, 64) and inside(result, source, mask) > 5
+    pipeline = model.backend._inpaint.pipeline(model.backend.text_pipeline, None)
+    assert type(pipeline).__name__ == "StableDiffusionXLInpaintPipeline"
 
 
 # -- a dedicated inpainting checkpoint ---------------------------------------------------------
@@ -242,6 +256,11 @@ def test_only_masked_renders_the_crop_and_keeps_the_rest(
         source, "a red house", mask=mask, mask_blur=2, inpaint_area="masked", padding=8,
         strength=1.0, steps=3, seed=3, on_progress=lambda *step: ticks.append(step[:2]))
     assert result.size == (128, 128) and ticks[-1] == (3, 3)
+    # Only the crop renders, at the working size: the record and the memory guard see that.
+    passes = read_record(result).passes
+    assert [(each["kind"], each["width"], each["height"]) for each in passes] == [
+        ("refine", 64, 64), ("inpaint", 64, 64)]
+    assert passes[0]["tiles"] == 1
     keep = np.asarray(blur_mask(mask, 2)) == 0
     assert np.array_equal(pixels(result)[keep], pixels(source)[keep])
     assert inside(result, source, mask) > 5
