@@ -85,13 +85,13 @@ def test_a_mask_renders_through_the_inpainting_pipeline_over_the_same_modules(
     assert result.size == source.size
     assert inside(result, source, mask) > 5  # the masked half is repainted
     backend = sd_model.backend
-    pipeline = backend._inpaint.pipeline(backend.text_pipeline, None)
+    pipeline = backend.inpainting.pipeline(backend.text_pipeline, None)
     assert type(pipeline).__name__ == "StableDiffusionInpaintPipeline"
     for module in ("unet", "vae", "text_encoder"):
         assert getattr(pipeline, module) is getattr(backend.text_pipeline, module)
     # Built once: the next masked render reuses it.
     render(sd_model, masked_plan(sd_model, source, mask, seed=8))
-    assert backend._inpaint.pipeline(backend.text_pipeline, None) is pipeline
+    assert backend.inpainting.pipeline(backend.text_pipeline, None) is pipeline
 
 
 def test_the_mask_decides_what_is_repainted(sd_model: Spec2Fractal) -> None:
@@ -166,9 +166,11 @@ def test_masks_and_controls_together(adapted_sd: Spec2Fractal) -> None:
     off = render(adapted_sd, masked_plan(adapted_sd, source, mask,
                                          control=[{**control[0], "scale": 0.0}]))[0]
     assert np.abs(pixels(held) - pixels(off)).max() > 1
-    pipelines = adapted_sd.backend._inpaint._controlled.values()
-    assert [type(each).__name__ for each in pipelines] == [
-        "StableDiffusionControlNetInpaintPipeline"]
+    backend = adapted_sd.backend
+    pipeline = backend.inpainting.controlled(backend.text_pipeline, backend._adapters.controlnets,
+                                             ["canny"])
+    assert type(pipeline).__name__ == "StableDiffusionControlNetInpaintPipeline"
+    assert pipeline.unet is backend.text_pipeline.unet
     # A style reference too: the IP-Adapter's embeddings go to the inpainting pipeline.
     styled = render(adapted_sd, masked_plan(adapted_sd, source, mask, control=control,
                                             style_image=image_to_data_url(scene((48, 48))),
@@ -181,7 +183,7 @@ def test_sdxl_inpaints_through_its_own_pipeline(tiny_sdxl) -> None:
     source, mask = scene(), right_half()
     result = render(model, masked_plan(model, source, mask, steps=2))[0]
     assert result.size == (64, 64) and inside(result, source, mask) > 5
-    pipeline = model.backend._inpaint.pipeline(model.backend.text_pipeline, None)
+    pipeline = model.backend.inpainting.pipeline(model.backend.text_pipeline, None)
     assert type(pipeline).__name__ == "StableDiffusionXLInpaintPipeline"
 
 
@@ -190,9 +192,9 @@ def test_sdxl_inpaints_through_its_own_pipeline(tiny_sdxl) -> None:
 def test_an_inpainting_checkpoint_is_recognised(inpaint_model: Spec2Fractal,
                                                 sd_model: Spec2Fractal) -> None:
     assert is_inpainting_model(inpaint_model.backend.text_pipeline)
-    assert inpaint_model.backend._inpaint.dedicated
+    assert inpaint_model.backend.inpainting.dedicated
     assert not is_inpainting_model(sd_model.backend.text_pipeline)
-    assert not sd_model.backend._inpaint.dedicated
+    assert not sd_model.backend.inpainting.dedicated
 
 
 def test_an_inpainting_checkpoint_inpaints(inpaint_model: Spec2Fractal) -> None:

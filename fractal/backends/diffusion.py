@@ -122,7 +122,7 @@ class DiffusionBackend:
         self._adapters = ModelAdapters(self.text_pipeline, self.family, self.adapters,
                                        self.name, device, dtype)
         # Masks, and dedicated inpainting checkpoints (which cannot tile: see can_tile).
-        self._inpaint = Inpainting(self.text_pipeline, self.name)
+        self.inpainting = Inpainting(self.text_pipeline, self.name)
 
     def capabilities(self) -> dict[str, Any]:
         return self._adapters.capabilities()
@@ -156,7 +156,7 @@ class DiffusionBackend:
                 f"cannot be changed for the flow-matching model {self.name!r}")
         if plan.hires is not None:  # its refine pass is image-to-image
             self._image_to_image("hires", f"{plan.width}x{plan.height} in two passes")
-        self._inpaint.check(plan, self.text_pipeline, self._adapters.controlnets)
+        self.inpainting.check(plan, self.text_pipeline, self._adapters.controlnets)
         pipeline = self.image_pipeline if plan.init_image is not None else self.text_pipeline
         accepted = inspect.signature(pipeline.__call__).parameters
         if plan.negative_prompt and "negative_prompt" not in accepted:
@@ -354,8 +354,8 @@ class DiffusionBackend:
                        ) -> list[Image.Image]:
         """One pass through diffusers' own text- or image-to-image pipeline (its ControlNet
         pipeline when the plan has controls), or its inpainting one (fractal.backends.inpaint)."""
-        if self._inpaint.applies(plan):
-            pipeline, extra = self._inpaint.pipeline_for(
+        if self.inpainting.applies(plan):
+            pipeline, extra = self.inpainting.pipeline_for(
                 self.text_pipeline, self._adapters.controlnets, plan, step.width, step.height,
                 images, masks, image_embeds)
         else:
