@@ -85,13 +85,13 @@ def test_a_mask_renders_through_the_inpainting_pipeline_over_the_same_modules(
     assert result.size == source.size
     assert inside(result, source, mask) > 5  # the masked half is repainted
     backend = sd_model.backend
-    pipeline = backend.inpainting.pipeline(backend.text_pipeline, None)
+    pipeline = backend.inpainting.pipeline(backend.text_pipeline)
     assert type(pipeline).__name__ == "StableDiffusionInpaintPipeline"
     for module in ("unet", "vae", "text_encoder"):
         assert getattr(pipeline, module) is getattr(backend.text_pipeline, module)
     # Built once: the next masked render reuses it.
     render(sd_model, masked_plan(sd_model, source, mask, seed=8))
-    assert backend.inpainting.pipeline(backend.text_pipeline, None) is pipeline
+    assert backend.inpainting.pipeline(backend.text_pipeline) is pipeline
 
 
 def test_the_mask_decides_what_is_repainted(sd_model: Spec2Fractal) -> None:
@@ -183,7 +183,7 @@ def test_sdxl_inpaints_through_its_own_pipeline(tiny_sdxl) -> None:
     source, mask = scene(), right_half()
     result = render(model, masked_plan(model, source, mask, steps=2))[0]
     assert result.size == (64, 64) and inside(result, source, mask) > 5
-    pipeline = model.backend.inpainting.pipeline(model.backend.text_pipeline, None)
+    pipeline = model.backend.inpainting.pipeline(model.backend.text_pipeline)
     assert type(pipeline).__name__ == "StableDiffusionXLInpaintPipeline"
 
 

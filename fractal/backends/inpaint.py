@@ -73,10 +73,14 @@ class Inpainting:
         return plan.mask is not None or self.dedicated
 
     @staticmethod
-    def _field(plan: RenderPlan) -> tuple[str, Any]:
-        return ("mask", "<mask>") if plan.mask is not None else ("input_type", plan.input_type)
+    def _field(plan: RenderPlan | None) -> tuple[str, Any]:
+        if plan is None or plan.mask is not None:
+            return "mask", "<mask>"
+        return "input_type", plan.input_type
 
-    def pipeline(self, text_pipeline: Any, plan: RenderPlan) -> Any:
+    def pipeline(self, text_pipeline: Any, plan: RenderPlan | None = None) -> Any:
+        """The inpainting pipeline over ``text_pipeline``'s modules; a model without one is
+        refused naming the field of ``plan`` that asked for it."""
         if self._pipeline is None:
             from diffusers import AutoPipelineForInpainting
 
