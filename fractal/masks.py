@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from PIL import Image, ImageFilter
 from fractal.errors import InvalidRequestError
 from fractal.images import load_mask
 from fractal.masks_check import EXPAND_SIDES
+from fractal.preprocess import fit
 from fractal.references import pixel_hash
 from fractal.validation import MAX_SIDE
 
@@ -224,17 +225,27 @@ def prepare_inpaint(plan: RenderPlan, defaults: ModelDefaults) -> InpaintJob:
     crop_mask = plan.mask.crop(box).resize((work_w, work_h), Image.Resampling.BILINEAR)
     logger.info("inpainting the crop %s of %dx%d at %dx%d", box, plan.width, plan.height,
                 work_w, work_h)
+    # A control's structure is the whole picture's: the crop renders with its part of it.
+    controls = tuple(replace(unit, image=fit(unit.image.convert("RGB"), plan.width,
+                                             plan.height).crop(box)) for unit in plan.controls)
     return InpaintJob(plan, replace(plan, init_image=crop, mask=crop_mask, width=work_w,
-                                    height=work_h, hires=None), blurred, box)
+                                    height=work_h, hires=None, controls=controls), blurred, box)
 
 
-def edit_record(record: GenerationRecord, job: InpaintJob | None) -> GenerationRecord:
+def edit_record(record: GenerationRecord, job: InpaintJob | None,
+                passes: Callable[[RenderPlan], list[dict[str, Any]] | None] | None = None
+                ) -> GenerationRecord:
     """A record with its mask ({"sha256" of the plan's mask pixels, "blur", "area",
-    "padding"}), its expand, and the inpaint pass; one that rendered nothing says so
-    (steps 0, the pass ``skipped``)."""
+    "padding"}), its expand, and the inpaint pass after the passes the backend ran (its
+    ``passes`` of the crop, for "masked"); one that rendered nothing says so (steps 0, the
+    pass ``skipped``)."""
     if job is None:
         return record
     plan = job.plan
+    if passes is not None and job.render_plan is not None and job.render_plan is not plan:
+        record = replace(record, passes=passes(job.render_plan))
+    elif job.render_plan is None:
+        record = replace(record, passes=None)
     assert plan.mask is not None
     left, right, top, bottom = plan.expand or (0, 0, 0, 0)
     return replace(

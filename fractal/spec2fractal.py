@@ -191,8 +191,9 @@ class Spec2Fractal:
         jobs = inpaint_jobs(plans, self.defaults)
         for index in [i for i, job in jobs.items() if job.skipped]:  # all-black masks
             results[index] = self._finish(plans.pop(index), jobs[index].unchanged(), jobs[index])
-        render_plans = {i: jobs[i].render_plan if i in jobs else plan for i, plan in plans.items()}
-        for members in group_plans(render_plans):  # type: ignore[arg-type]
+        render_plans = {i: jobs[i].render_plan or plan if i in jobs else plan
+                        for i, plan in plans.items()}  # skipped ones are gone: all render
+        for members in group_plans(render_plans):
             hooks = {i: _step_hook(progress_hooks[i], cancel_hooks[i]) for i in members}
             alive = list(members)
 
@@ -394,11 +395,14 @@ class Spec2Fractal:
             return replace(plan, width=width, height=height, hires=hires_pass(
                 request, width, height, plan.steps, self.defaults, self.hires_factor))
 
+        if plan.mask is not None and plan.inpaint_area == "masked":  # a crop, at native area
+            plan = replace(plan, width=self.defaults.width, height=self.defaults.height)
         self._memory.check(plan, replan)
 
     def _finish(self, plan: RenderPlan, images: list[Image.Image],
                 job: InpaintJob | None = None) -> list[Image.Image]:
-        return [attach_record(image, edit_record(self._record(plan, index), job))
+        return [attach_record(image, edit_record(self._record(plan, index), job,
+                                                 self._backend.passes))
                 for index, image in enumerate(images)]
 
     def _record(self, plan: RenderPlan, index: int) -> GenerationRecord:

@@ -64,6 +64,18 @@ CONTROLLED = [
     ("lake-on-waterfall-layout", "waterfall", LAKE, {"type": "image", "scale": 0.8,
                                                      "end": 0.5}),
 ]
+# Inpainting: (file stem, source scene stem, prompt, ellipse of the mask, options of
+# generate_from_image); outpainting: (file stem, source scene stem, prompt, options).
+INPAINTED = [
+    ("lake-inpaint-volcano", "lake-sunrise", "A volcano at night", (420, 40, 700, 300),
+     {"mask_blur": 12, "strength": 0.9, "seed": 2}),
+    ("lake-inpaint-island", "lake-sunrise", ISLAND, (200, 280, 560, 470),
+     {"mask_blur": 12, "strength": 0.9, "seed": 2, "inpaint_area": "masked", "padding": 32}),
+]
+OUTPAINTED = [
+    ("lake-outpaint", "lake-sunrise", LAKE, {"expand": {"left": 128, "right": 128},
+                                             "mask_blur": 16, "seed": 1}),
+]
 # (file stem, source scene stem, effect, strength)
 RESTYLES = [
     ("lake-impressionist", "lake-sunrise", "impressionist", 0.8),
@@ -133,6 +145,7 @@ def main() -> None:
                 "",
             ]
     lines += _references(rendered)
+    lines += _edits(rendered)
     (ROOT / "docs" / "gallery.md").write_text("\n".join(lines), encoding="utf-8")
 
 
@@ -186,6 +199,41 @@ def _references(rendered: dict[str, np.ndarray]) -> list[str]:
                   f"`{prompt}` with `control=[{_unit(unit, control)}]` — "
                   f"control image{', its canny edges' if preview else ''}, controlled render",
                   "", f"![control]({shown}){preview} ![controlled](gallery/{name})", ""]
+    return lines
+
+
+def _edits(rendered: dict[str, np.ndarray]) -> list[str]:
+    """Inpainting and outpainting through the library, each shown with its inputs."""
+    from PIL import ImageDraw
+
+    from fractal import Spec2Fractal
+
+    model = Spec2Fractal()
+    lines = ["## Inpainting and outpainting", "",
+             "See [inpainting.md](inpainting.md). Every edit below is "
+             "`Spec2Fractal().generate_from_image(image, prompt, mask=..., ...)` on a gallery "
+             "render; pixels outside the feathered mask are the input's, exactly.", ""]
+    for stem, source, prompt, ellipse, options in INPAINTED:
+        image = Image.fromarray(rendered[source])
+        mask = Image.new("L", image.size, 0)
+        ImageDraw.Draw(mask).ellipse(ellipse, fill=255)
+        result = model.generate_from_image(image, prompt, mask=mask, **options)
+        mask_name = _save(np.asarray(mask.convert("RGB")), f"{stem}-mask")
+        name = _save(np.asarray(result), stem)
+        logger.info("inpainted %s", name)
+        lines += [f"### {stem}", "",
+                  f"`{prompt}` with `mask=<white ellipse {ellipse}>, {_options(options)}` — "
+                  f"input ({source}), mask, result", "",
+                  f"![input](gallery/{source}.jpg) ![mask](gallery/{mask_name}) "
+                  f"![inpainted](gallery/{name})", ""]
+    for stem, source, prompt, options in OUTPAINTED:
+        result = model.generate_from_image(Image.fromarray(rendered[source]), prompt, **options)
+        name = _save(np.asarray(result), stem)
+        logger.info("outpainted %s", name)
+        lines += [f"### {stem}", "",
+                  f"`{prompt}` with `{_options(options)}` — input ({source}), "
+                  f"result ({result.width}×{result.height})", "",
+                  f"![input](gallery/{source}.jpg) ![outpainted](gallery/{name})", ""]
     return lines
 
 

@@ -232,3 +232,15 @@ def test_hostile_values_are_refused_naming_the_field(
     with pytest.raises(InvalidRequestError) as caught:
         engine_model.generate(GenerationRequest.from_dict(request))
     assert caught.value.argument == field
+
+
+def test_only_masked_gives_the_crop_its_part_of_a_control(engine_model: Spec2Fractal,
+                                                          source: Image.Image) -> None:
+    mask = _mask((50, 40, 70, 56))
+    with rendered_plans(engine_model) as plans:
+        engine_model.generate_from_image(source, "a lake", mask=mask, inpaint_area="masked",
+                                         padding=8, seed=4,
+                                         control=[{"type": "image", "image": source}])
+    box, _ = crop_box(blur_mask(mask, 4), 8, engine_model.defaults)
+    (unit,) = plans[0].controls
+    assert np.array_equal(np.asarray(unit.image), np.asarray(source.crop(box)))

@@ -68,7 +68,7 @@ def _surroundings(rgb: np.ndarray, keep: np.ndarray, sigma: float) -> np.ndarray
         pending &= ~ready
         if not pending.any():
             break
-    result[pending] = rgb[keep].mean(axis=0) if keep.any() else F(127.5)
+    result[pending] = rgb[keep].mean(axis=0)
     return result
 
 
@@ -115,6 +115,8 @@ def inpaint(
     depth = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 5)  # into the hole
     reach = cv2.distanceTransform(keep.astype(np.uint8), cv2.DIST_L2, 5)  # out of it
     ring = keep & (reach <= max(8.0, sigma))
+    if not ring.any():  # everything repaints: the picture's own light is the reference
+        keep = ring = np.ones_like(hole)
     surround = _surroundings(source, keep, sigma)
     rng = np.random.default_rng(seed)
     detail = source - _blur(source, 2.0)

@@ -60,3 +60,12 @@ def test_an_outpaint_continues_the_edge_colour_at_the_seam() -> None:
     seam = filled[:, 97]
     assert np.abs(seam[: H // 2 - 8] - canvas[0, 0]).mean() < 25  # sky beside sky
     assert np.abs(seam[H // 2 + 8:] - canvas[-1, 0]).mean() < 25  # land beside land
+
+
+def test_a_mask_over_everything_takes_the_picture_own_light() -> None:
+    image = np.full((H, W, 3), (10, 200, 30), np.uint8)
+    everything = np.full((H, W), 255, np.uint8)
+    continued = inpaint(image, everything, seed=1).astype(float)
+    assert np.abs(continued.mean(axis=(0, 1)) - (10, 200, 30)).max() < 3
+    scene = inpaint(image, everything, seed=1, prompt="a lake").astype(float)
+    assert np.abs(scene.mean(axis=(0, 1)) - (10, 200, 30)).max() < 20
