@@ -258,11 +258,11 @@ def test_only_masked_renders_the_crop_and_keeps_the_rest(
         source, "a red house", mask=mask, mask_blur=2, inpaint_area="masked", padding=8,
         strength=1.0, steps=3, seed=3, on_progress=lambda *step: ticks.append(step[:2]))
     assert result.size == (128, 128) and ticks[-1] == (3, 3)
-    # Only the crop renders, at the working size: the record and the memory guard see that.
+    # Only the crop renders, at the working size, in one plain pass (no tiles).
     passes = read_record(result).passes
     assert [(each["kind"], each["width"], each["height"]) for each in passes] == [
-        ("refine", 64, 64), ("inpaint", 64, 64)]
-    assert passes[0]["tiles"] == 1
+        ("inpaint", 64, 64)]
+    assert passes[0]["area"] == "masked" and passes[0]["crop"] is not None
     keep = np.asarray(blur_mask(mask, 2)) == 0
     assert np.array_equal(pixels(result)[keep], pixels(source)[keep])
     assert inside(result, source, mask) > 5

@@ -23,7 +23,6 @@ from fractal.backends.refine import can_tile, iterations, refine
 from fractal.backends.tiling import TileGrid
 from fractal.backends.vae_tiles import decode, vae_tile_size, vae_tiling
 from fractal.errors import InvalidRequestError, ModelLoadError
-from fractal.masks import prepare_inpaint
 from fractal.naming import display_name, looks_like_path
 from fractal.plan import RenderPlan
 from fractal.schedulers import label_of, make_scheduler, scheduler_label
@@ -169,12 +168,6 @@ class DiffusionBackend:
         return label_of(self._default_scheduler)
 
     def passes(self, plan: RenderPlan) -> list[dict[str, Any]] | None:
-        if plan.mask is not None and plan.inpaint_area == "masked":
-            # The library renders only the padded crop (fractal.masks): describe that, for
-            # the record and the memory guard (which would count the whole picture untiled).
-            crop = prepare_inpaint(plan, self.defaults).render_plan
-            if crop is not None:
-                return [each.describe() for each in self._layout(crop)] or None
         layout = self._layout(plan)
         if not layout or (len(layout) == 1 and layout[0].plain):
             return None
