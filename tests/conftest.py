@@ -59,3 +59,19 @@ def adapted_sd(tiny_sd: Path, tiny_adapters: dict[str, Path]):
     from tests.tiny_adapters import adapters_config
 
     return Spec2Fractal(str(tiny_sd), adapters=adapters_config(tiny_adapters))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_inpaint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dedicated inpainting checkpoint: a 9-channel UNet (tests/tiny_inpaint.py)."""
+    from tests.tiny_inpaint import build_tiny_sd_inpaint
+
+    root = tmp_path_factory.mktemp("models")
+    return build_tiny_sd_inpaint(root / "tiny-sd-inpaint", root)
+
+
+@pytest.fixture(scope="session")
+def inpaint_model(tiny_sd_inpaint: Path):
+    from fractal import Spec2Fractal
+
+    return Spec2Fractal(str(tiny_sd_inpaint))

@@ -16,6 +16,7 @@ from PIL import Image
 
 from fractal.adapters import FamilyAdapters, family_of
 from fractal.backends.base import PREVIEW_SIDE, StepCallback
+from fractal.backends.inpaint import Inpainting
 from fractal.backends.model_adapters import ModelAdapters
 from fractal.backends.model_defaults import defaults_for
 from fractal.backends.refine import can_tile, iterations, refine
@@ -119,6 +120,8 @@ class DiffusionBackend:
         self.adapters = (adapters or {}).get(self.family or "") or FamilyAdapters()
         self._adapters = ModelAdapters(self.text_pipeline, self.family, self.adapters,
                                        self.name, device, dtype)
+        # Masks, and dedicated inpainting checkpoints (which cannot tile: see can_tile).
+        self.inpainting = Inpainting(self.text_pipeline, self.name)
 
     def capabilities(self) -> dict[str, Any]:
         return self._adapters.capabilities()
@@ -152,6 +155,7 @@ class DiffusionBackend:
                 f"cannot be changed for the flow-matching model {self.name!r}")
         if plan.hires is not None:  # its refine pass is image-to-image
             self._image_to_image("hires", f"{plan.width}x{plan.height} in two passes")
+        self.inpainting.check(plan, self.text_pipeline, self._adapters.controlnets)
         pipeline = self.image_pipeline if plan.init_image is not None else self.text_pipeline
         accepted = inspect.signature(pipeline.__call__).parameters
         if plan.negative_prompt and "negative_prompt" not in accepted:
@@ -175,6 +179,9 @@ class DiffusionBackend:
         """The passes ``render_many`` runs for ``plan``, each saying whether it takes the
         plan's style reference and controls; empty when it returns the source."""
         layout = self._passes(plan)
+        if plan.mask is not None:
+            # diffusers' inpainting pipeline, untiled at any size (the VAE still tiles).
+            layout = [replace(step, grid=None, tile=None) for step in layout]
         if plan.style_reference is None and not plan.controls:
             return layout
         # Every pass takes both: diffusers' pipelines, and the tiled loop, which gives the
@@ -283,6 +290,7 @@ class DiffusionBackend:
                       for plan in plans for seed in plan.seeds]
         negatives = each([plan.negative_prompt for plan in plans])
         prompts = each([plan.prompt for plan in plans])
+        masks = each([plan.mask for plan in plans])
 
         # The style reference's scales on the shared UNet (0 without one: see ip_adapter).
         self._adapters.prepare(self.text_pipeline, first)
@@ -320,7 +328,8 @@ class DiffusionBackend:
                                     **arguments)
                 else:
                     images = self._pipeline_pass(step, images, report, plan=first,
-                                                 image_embeds=embeds, **arguments)
+                                                 image_embeds=embeds, masks=masks,
+                                                 **arguments)
         size = (first.width, first.height)
         images = [image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
                   for image in images]
@@ -334,12 +343,19 @@ class DiffusionBackend:
                        report: Callable[[int, Any], None], *, plan: RenderPlan,
                        image_embeds: list[torch.Tensor] | None, prompts: list[str],
                        negatives: list[str] | None, generators: list[torch.Generator],
-                       guidance: float) -> list[Image.Image]:
+                       guidance: float, masks: list[Image.Image | None]
+                       ) -> list[Image.Image]:
         """One pass through diffusers' own text- or image-to-image pipeline (its ControlNet
-        pipeline when the plan has controls)."""
-        pipeline, extra = self._adapters.pipeline_for(
-            self.text_pipeline, self.text_pipeline if images is None else self.image_pipeline,
-            plan, step.width, step.height, images is not None, image_embeds)
+        pipeline when the plan has controls), or its inpainting one (fractal.backends.inpaint)."""
+        if self.inpainting.applies(plan):
+            pipeline, extra = self.inpainting.pipeline_for(
+                self.text_pipeline, self._adapters.controlnets, plan, step.width, step.height,
+                images, masks, image_embeds)
+        else:
+            pipeline, extra = self._adapters.pipeline_for(
+                self.text_pipeline,
+                self.text_pipeline if images is None else self.image_pipeline,
+                plan, step.width, step.height, images is not None, image_embeds)
 
         def callback(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict:
             report(index + 1, tensors.get("latents"))
