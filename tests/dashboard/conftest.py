@@ -16,7 +16,14 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 
 from tests.api.auth_helpers import bearer, make_key
 from tests.api_server import serving
@@ -110,6 +117,16 @@ def finished_card(page: Page, job_id: str, status: str = "succeeded"):
     card = page.locator(f'.live-card[data-job-id="{job_id}"][data-status="{status}"]')
     card.wait_for()
     return card
+
+
+def start_render(page: Page) -> str:
+    """Clicks Generate; the id of the job the new live card follows."""
+    before = page.locator(".live-card").count()
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator(".live-card")).to_have_count(before + 1)
+    job_id = page.locator(".live-card").first.get_attribute("data-job-id")
+    assert job_id
+    return job_id
 
 
 def url_path(url: str | None) -> str:

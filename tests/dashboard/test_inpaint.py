@@ -17,7 +17,7 @@ from playwright.sync_api import Page, Route, expect
 from fractal.images import load_mask
 from fractal.masks import blur_mask
 from fractal.references import pixel_hash
-from tests.dashboard.conftest import Dashboard, finished_card
+from tests.dashboard.conftest import Dashboard, finished_card, start_render
 
 WIDTH, HEIGHT = 96, 64
 PHONE = {"width": 360, "height": 740}
@@ -71,15 +71,6 @@ def _stroke(page: Page, y_share: float = 0.5) -> None:
 
 def _white(mask: Image.Image) -> int:
     return mask.histogram()[255]
-
-
-def _start(page: Page) -> str:
-    before = page.locator(".live-card").count()
-    page.get_by_role("button", name="Generate").click()
-    expect(page.locator(".live-card")).to_have_count(before + 1)
-    job_id = page.locator(".live-card").first.get_attribute("data-job-id")
-    assert job_id
-    return job_id
 
 
 def _gallery_params(page: Page, job_id: str, text: str) -> None:
@@ -164,7 +155,7 @@ def test_inpaint_repaints_the_stroke_and_keeps_the_rest(open_page, dashboard: Da
     _stroke(page)
     mask = _mask(page)
     sent = page.evaluate(MASK_JS)
-    job_id = _start(page)
+    job_id = start_render(page)
     card = finished_card(page, job_id)
     expect(card.locator(".live-refs")).to_contain_text("Inpaint (whole picture, blur 4)")
     expect(card.get_by_role("img", name="Before: the input image")).to_be_visible()
@@ -192,7 +183,7 @@ def test_inpaint_repaints_the_stroke_and_keeps_the_rest(open_page, dashboard: Da
     # Only masked, with padding: the record says so, and the rest is kept all the same.
     page.get_by_label("Only masked", exact=True).check()
     page.get_by_label("Padding").fill("16")
-    masked_id = _start(page)
+    masked_id = start_render(page)
     finished_card(page, masked_id)
     masked = dashboard.client().get(f"/jobs/{masked_id}").json()
     assert masked["outputs"][0]["record"]["mask"] == {
@@ -210,7 +201,7 @@ def test_outpaint_left_by_64(open_page, dashboard: Dashboard) -> None:
     page.get_by_label("Extend top").check()
     expect(page.locator("#expand-size")).to_have_text("New canvas: 160 × 128 (from 96 × 64).")
     page.get_by_label("Extend top").uncheck()
-    job_id = _start(page)
+    job_id = start_render(page)
     card = finished_card(page, job_id)
     expect(card.locator(".live-refs")).to_contain_text("Outpaint: left 64 px")
     expect(card.get_by_role("img", name="Before: the input image")).to_be_visible()

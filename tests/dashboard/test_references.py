@@ -21,7 +21,7 @@ from fractal.images import load_image
 from fractal.references import pixel_hash
 from tests.api.auth_helpers import make_key
 from tests.api_server import serving
-from tests.dashboard.conftest import Dashboard, finished_card
+from tests.dashboard.conftest import Dashboard, finished_card, start_render
 from workers.settings import Settings
 
 SIDE = 96
@@ -72,15 +72,6 @@ def _fill_small_render(page: Page, prompt: str) -> None:
     page.fill("#height", "64")
 
 
-def _start(page: Page) -> str:
-    before = page.locator(".live-card").count()
-    page.get_by_role("button", name="Generate").click()
-    expect(page.locator(".live-card")).to_have_count(before + 1)
-    job_id = page.locator(".live-card").first.get_attribute("data-job-id")
-    assert job_id
-    return job_id
-
-
 def test_style_reference_and_canny_control_render_and_are_recorded(
         open_page, dashboard: Dashboard) -> None:
     page = open_page()
@@ -125,7 +116,7 @@ def test_style_reference_and_canny_control_render_and_are_recorded(
     assert 0.01 < shares["white"] < 0.2 and shares["centre"] == 0, shares
     page.get_by_label("Control 1 scale").fill("0.8")
 
-    job_id = _start(page)
+    job_id = start_render(page)
     card = finished_card(page, job_id)
     expect(card.locator(".live-refs")).to_contain_text("Style reference (both, 0.6)")
     expect(card.locator(".live-refs")).to_contain_text("Control: canny")

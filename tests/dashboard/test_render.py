@@ -9,21 +9,17 @@ import re
 from urllib.parse import urlsplit
 
 from PIL import Image
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
-from tests.dashboard.conftest import MAX_JOBS_PER_KEY, Dashboard, finished_card, newest_job
+from tests.dashboard.conftest import (
+    MAX_JOBS_PER_KEY,
+    Dashboard,
+    finished_card,
+    newest_job,
+    start_render,
+)
 
 PROMPT = "A serene lake surrounded by mountains during sunrise"
-
-
-def _start(page: Page) -> str:
-    """Clicks Generate; the id of the job the new live card follows."""
-    before = page.locator(".live-card").count()
-    page.click("#generate")
-    expect(page.locator(".live-card")).to_have_count(before + 1)
-    job_id = page.locator(".live-card").first.get_attribute("data-job-id")
-    assert job_id
-    return job_id
 
 
 def _png(color: tuple[int, int, int], size: int = 96) -> bytes:
@@ -43,7 +39,7 @@ def test_generate_watch_progress_and_see_parameters(open_page, dashboard: Dashbo
     page.locator("#color-list input[type=color]").first.fill("#ff8800")
     page.check("#texture-on")
     page.locator("#texture").fill("0.8")
-    job_id = _start(page)
+    job_id = start_render(page)
     card = page.locator(f'.live-card[data-job-id="{job_id}"]')
 
     # Live: the bar moves with the steps and shows the step's preview, before the end.
@@ -101,7 +97,7 @@ def test_refine_reuse_variation_and_compare(open_page, dashboard: Dashboard) -> 
     page.locator("#style-list label", has_text="Watercolor").click()
     page.click("summary:has-text('Advanced')")
     page.fill("#steps", "6")
-    first_id = _start(page)
+    first_id = start_render(page)
     finished_card(page, first_id)
     original = dashboard.client().get(f"/jobs/{first_id}").json()
 
@@ -130,14 +126,14 @@ def test_refine_reuse_variation_and_compare(open_page, dashboard: Dashboard) -> 
     expect(page.locator("#seed-lock")).to_have_attribute("aria-pressed", "true")
     expect(page.locator('#style-list input[value="Watercolor"]')).to_be_checked()
     # Sent again as it is: the same image, seed for seed.
-    again_id = _start(page)
+    again_id = start_render(page)
     finished_card(page, again_id)
     again = dashboard.client().get(f"/jobs/{again_id}").json()
     assert again["request"]["seed"] == original["request"]["seed"]
     # Unlocked, the next render draws a new seed.
     page.click("#seed-lock")
     expect(page.locator("#seed-lock")).to_have_attribute("aria-pressed", "false")
-    fresh_id = _start(page)
+    fresh_id = start_render(page)
     finished_card(page, fresh_id)
     fresh = dashboard.client().get(f"/jobs/{fresh_id}").json()
     assert fresh["request"]["seed"] != original["request"]["seed"]
@@ -182,7 +178,7 @@ def test_image_to_image_from_upload_drop_and_gallery(open_page, dashboard: Dashb
     page.fill("#prompt", "a red sunset")
     page.fill("#width", "64")
     page.fill("#height", "64")
-    job_id = _start(page)
+    job_id = start_render(page)
     finished_card(page, job_id)
     request = dashboard.client().get(f"/jobs/{job_id}").json()["request"]
     assert request["input_type"] == "hybrid" and request["strength"] == 0.35
@@ -201,7 +197,7 @@ def test_image_to_image_from_upload_drop_and_gallery(open_page, dashboard: Dashb
     page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
     expect(page.locator("#image-name")).to_contain_text("blue.png")
     page.fill("#prompt", "")
-    dropped_id = _start(page)
+    dropped_id = start_render(page)
     finished_card(page, dropped_id)
     assert dashboard.client().get(f"/jobs/{dropped_id}").json()["request"]["input_type"] \
         == "image"
@@ -218,7 +214,7 @@ def test_image_to_image_from_upload_drop_and_gallery(open_page, dashboard: Dashb
     expect(page.locator("#image-chosen")).to_be_visible()
     expect(page.locator("#strength")).to_be_focused()
     expect(page.locator("#prompt")).to_have_value("a red sunset")
-    from_gallery = _start(page)
+    from_gallery = start_render(page)
     finished_card(page, from_gallery)
     job = dashboard.client().get(f"/jobs/{from_gallery}").json()
     assert job["request"]["input_type"] == "hybrid"
@@ -230,8 +226,8 @@ def test_cancel_running_and_queued_jobs_and_the_quota_429(open_page,
     page = open_page()
     page.fill("#prompt", "a spiral galaxy")
     page.select_option("#size-preset", "4096x4096")  # seconds of work: time to cancel
-    running = _start(page)
-    queued = _start(page)  # behind it: the server's one worker is busy
+    running = start_render(page)
+    queued = start_render(page)  # behind it: the server's one worker is busy
     assert MAX_JOBS_PER_KEY == 2
     page.click("#generate")  # a third unfinished job is over this key's quota
     notice = page.locator("#notice")
