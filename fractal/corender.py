@@ -28,7 +28,9 @@ def compatibility_key(plan: RenderPlan) -> tuple[object, ...]:
             # "masked" renders each a crop of its own size: those render alone.
             None if plan.mask is None and plan.expand is None else
             (plan.inpaint_area, plan.mask_blur, plan.expand,
-             id(plan) if plan.inpaint_area == "masked" else None))
+             id(plan) if plan.inpaint_area == "masked" else None),
+            # LoRAs are switched for a whole call: one set of LoRAs and weights per group.
+            tuple(sorted((lora.name.casefold(), lora.weight) for lora in plan.loras)))
 
 
 def group_plans(plans: Mapping[int, RenderPlan]) -> list[list[int]]:

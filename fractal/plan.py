@@ -11,6 +11,7 @@ from typing import Any
 from PIL import Image
 
 from fractal.controls import normalise_lighting, parse_colors, prompt_fragments
+from fractal.loras import PlannedLora, check_loras, merge_loras, parse_prompt_loras
 from fractal.masks import default_strength as edit_strength
 from fractal.masks import edit_inputs
 from fractal.masks_check import DEFAULT_MASK_BLUR, DEFAULT_PADDING
@@ -100,6 +101,9 @@ class RenderPlan:
     inpaint_area: str = "whole"
     padding: int = 0
     expand: tuple[int, int, int, int] | None = None  # left, right, top, bottom
+    # LoRAs to apply (fractal.loras): the style's, the prompt's tags and the request's, merged
+    # by name; the prompt above has its tags taken out.
+    loras: tuple[PlannedLora, ...] = ()
 
     @property
     def n(self) -> int:
@@ -165,14 +169,16 @@ def build_plan(
     style_reference: StyleReference | None = None,
     controls: tuple[ControlUnit, ...] = (),
 ) -> RenderPlan:
-    style = styles.get(request.style) if request.style is not None else None
+    style = styles.resolve(request.style) if request.style is not None else None
+    tagless, tags = parse_prompt_loras(request.prompt)
+    loras = merge_loras(check_loras(request.loras), tags, style.loras if style else ())
     lighting = normalise_lighting(request.lighting or (style.lighting if style else None))
     user_colors = tuple(request.colors) if request.colors else None
     # A style's palette is for the engine; its prompt template already names its colours.
     colors = user_colors or (style.palette if style and not defaults.controls_in_prompt else None)
     palette = tuple(parse_colors(list(colors))) if colors else None
 
-    user_prompt = (request.prompt or "").strip()
+    user_prompt = (tagless or "").strip()
     prompt = user_prompt
     negatives: Sequence[str] = [request.negative_prompt or ""]
     if defaults.controls_in_prompt:
@@ -229,6 +235,7 @@ def build_plan(
         inpaint_area=request.inpaint_area or "whole",
         padding=request.padding if request.padding is not None else DEFAULT_PADDING,
         expand=expand,
+        loras=loras,
     )
     # Style files are user data too: their defaults go through the same checks.
     check_request(

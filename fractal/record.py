@@ -66,11 +66,17 @@ class GenerationRecord:
     # {"left", "right", "top", "bottom"}.
     mask: dict[str, Any] | None = None
     expand: dict[str, int] | None = None
+    # LoRAs: [{"name", "weight", "hash" (A1111's short hash; None for a skipped one),
+    # "applied": bool, "note": why not, when skipped}] (fractal.loras).
+    loras: list[dict[str, Any]] | None = None
     versions: dict[str, str] = field(default_factory=library_versions)
 
     def to_parameters(self) -> str:
         """The text A1111 writes into a PNG, so other tools can read our images."""
-        lines = [self.prompt]
+        applied = [lora for lora in self.loras or () if lora.get("applied")]
+        # A1111 keeps LoRAs as tags in the prompt, and their hashes beside: so do we.
+        tags = "".join(f" <lora:{lora['name']}:{lora['weight']:g}>" for lora in applied)
+        lines = [self.prompt + tags]
         if self.negative_prompt:
             lines.append(f"Negative prompt: {self.negative_prompt}")
         details = [
@@ -117,6 +123,9 @@ class GenerationRecord:
         if self.expand:
             sides = ", ".join(f"{side} {pixels}" for side, pixels in self.expand.items() if pixels)
             details.append(f"Outpaint: \"{sides}\"")
+        if applied:
+            hashes = ", ".join(f"{lora['name']}: {lora.get('hash')}" for lora in applied)
+            details.append(f'Lora hashes: "{hashes}"')
         if self.batch_size > 1:
             details.append(f"Batch size: {self.batch_size}, Batch pos: {self.index}")
         details.append(f"Version: spec2fractal {self.versions.get('spec2fractal', 'dev')}")
@@ -166,7 +175,7 @@ _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "user_prompt": (str,), "style": (str,), "lighting": (str,), "colors": (list,),
     "texture": (int, float), "strength": (int, float), "scale": (int,), "passes": (list,),
     "versions": (dict,), "style_reference": (dict,), "controls": (list,),
-    "mask": (dict,), "expand": (dict,),
+    "mask": (dict,), "expand": (dict,), "loras": (list,),
 }
 
 

@@ -35,7 +35,9 @@ class GenerationRequest:
     guidance: float | None = None
     seed: int | None = None
     scheduler: str | None = None
-    style: str | None = None
+    # A style preset's name, or a style object {"name", "prompt": "... {prompt} ...", ...,
+    # "loras"} (fractal.styles.Style.inline): how the service hands over a caller's own style.
+    style: str | dict[str, Any] | None = None
     lighting: str | None = None
     colors: tuple[str, ...] | None = None
     texture: float | None = None
@@ -67,6 +69,10 @@ class GenerationRequest:
     inpaint_area: str | None = None
     padding: int | None = None
     expand: dict[str, int] | None = None
+    # LoRA adapters (fractal.loras): [{"name": a file's stem in the LoRA folder or a hub id,
+    # "weight": -4..4 (1)}]. ``<lora:name:weight>`` tags in the prompt add to them (and are
+    # taken out of its text); a style's LoRAs come first, these override them by name.
+    loras: tuple[dict[str, Any], ...] | None = None
 
     def __post_init__(self) -> None:
         # JSON has no tuples and a command line gives "red,#222": keep one hashable shape.
@@ -77,6 +83,10 @@ class GenerationRequest:
             object.__setattr__(self, "colors", tuple(self.colors))
         if isinstance(self.control, list):
             object.__setattr__(self, "control", tuple(self.control))
+        if isinstance(self.style, Mapping) and not isinstance(self.style, dict):
+            object.__setattr__(self, "style", dict(self.style))
+        if isinstance(self.loras, list):
+            object.__setattr__(self, "loras", tuple(self.loras))
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -85,6 +95,9 @@ class GenerationRequest:
         if self.control is not None:
             data["control"] = [dict(unit) if isinstance(unit, dict) else unit
                                for unit in self.control]
+        if self.loras is not None:
+            data["loras"] = [dict(item) if isinstance(item, dict) else item
+                             for item in self.loras]
         return data
 
     def to_json(self) -> str:

@@ -24,6 +24,7 @@ from fractal.inputs import (
     reference_arguments,
     request_image,
 )
+from fractal.loras import LoraFile, list_loras
 from fractal.masks import InpaintJob, edit_record, inpaint_jobs, prepare_inpaint
 from fractal.plan import (
     HIRES_FACTOR,
@@ -73,6 +74,10 @@ class Spec2Fractal:
     e.g. ``{"sd15": {"ip_adapter": {...}, "controlnets": {"canny": "..."}}}``; the loaded
     model takes its family's, once, here. The built-in engine needs none: it takes a style
     reference and ``canny`` and ``image`` controls by itself.
+
+    ``lora_dir``: the folder of LoRA files (``name.safetensors``) requests name in ``loras``,
+    in ``<lora:name:weight>`` prompt tags or in a style (fractal.loras); hub ids
+    (``owner/repo[/file.safetensors]``) load from the hub. Each loads once, on first use.
     """
 
     def __init__(
@@ -87,6 +92,7 @@ class Spec2Fractal:
         tile_size: int | None = None,
         tile_overlap: int | None = None,
         adapters: Mapping[str, Any] | str | None = None,
+        lora_dir: str | Path | None = None,
     ) -> None:
         if model is not None and (not isinstance(model, str) or not model.strip()):
             raise InvalidRequestError("model", model, "must be a model folder, hub id or 'fractal'")
@@ -100,6 +106,9 @@ class Spec2Fractal:
         from fractal.adapters import parse_adapters
 
         family_adapters = parse_adapters(adapters)
+        if lora_dir is not None and not isinstance(lora_dir, (str, Path)):
+            raise InvalidRequestError("lora_dir", lora_dir, "must be a folder")
+        self.lora_dir = Path(lora_dir).expanduser() if lora_dir is not None else None
         self.styles = StyleLibrary()
         for path in [styles] if isinstance(styles, (str, Path)) else styles or ():
             self.styles.load(path)
@@ -117,6 +126,7 @@ class Spec2Fractal:
             self._backend = DiffusionBackend(
                 model.strip(), device=resolved, dtype=resolve_dtype(dtype, resolved),
                 tile_size=tile_size, tile_overlap=tile_overlap, adapters=family_adapters,
+                lora_dir=self.lora_dir,
             )
         self._memory = memory_guard(self._backend, memory_limit)
 
@@ -136,8 +146,12 @@ class Spec2Fractal:
     @property
     def capabilities(self) -> dict[str, Any]:
         """What this model takes beyond a prompt: ``{"style_reference": bool, "controls":
-        [control types]}``."""
+        [control types], "loras": bool}``."""
         return self._backend.capabilities()
+
+    def loras(self) -> list[LoraFile]:
+        """The LoRA files in ``lora_dir``, by name (fractal.loras.LoraFile)."""
+        return list_loras(self.lora_dir)
 
     # -- the one entry point -------------------------------------------------------------
 
@@ -240,7 +254,7 @@ class Spec2Fractal:
         guidance: float | None = None,
         seed: int | None = None,
         scheduler: str | None = None,
-        style: str | None = None,
+        style: str | Mapping[str, Any] | None = None,
         lighting: str | None = None,
         colors: Sequence[str] | None = None,
         texture: float | None = None,
@@ -250,6 +264,7 @@ class Spec2Fractal:
         style_strength: float | None = None,
         style_mode: str | None = None,
         control: Sequence[Mapping[str, Any]] | None = None,
+        loras: Sequence[Mapping[str, Any]] | None = None,
         on_progress: ProgressCallback | None = None,
         cancel: CancelHook | None = None,
     ) -> Image.Image | list[Image.Image]:
@@ -262,13 +277,16 @@ class Spec2Fractal:
         ``style_strength`` (0..1, default 0.6); ``style_mode`` "style" (colours, brushwork,
         texture: the default), "composition" or "both". ``control``: units such as
         ``{"type": "canny", "image": photo, "scale": 1.0, "start": 0.0, "end": 1.0}`` whose
-        structure the render keeps (see GenerationRequest.control).
+        structure the render keeps (see GenerationRequest.control). ``loras``:
+        ``[{"name": "ink", "weight": 0.8}]`` from ``lora_dir`` (or ``<lora:ink:0.8>`` in the
+        prompt). ``style``: a preset's name or a style object (fractal.styles.Style.inline).
         """
         request = GenerationRequest(
             input_type="text", prompt=prompt, negative_prompt=negative_prompt, width=width,
             height=height, steps=steps, guidance=guidance, seed=seed, scheduler=scheduler,
             style=style, lighting=lighting, colors=colors_argument(colors), texture=texture, n=n,
             hires=hires, **reference_arguments(style_image, style_strength, style_mode, control),
+            loras=_loras_argument(loras),
         )
         check_request(request)
         images = self._run(request, None, on_progress, cancel)
@@ -279,7 +297,7 @@ class Spec2Fractal:
         image: ImageSource,
         prompt: str | None = None,
         *,
-        style: str | None = None,
+        style: str | Mapping[str, Any] | None = None,
         strength: float | None = None,
         negative_prompt: str | None = None,
         width: int | None = None,
@@ -301,6 +319,7 @@ class Spec2Fractal:
         inpaint_area: str | None = None,
         padding: int | None = None,
         expand: Mapping[str, int] | None = None,
+        loras: Sequence[Mapping[str, Any]] | None = None,
         on_progress: ProgressCallback | None = None,
         cancel: CancelHook | None = None,
     ) -> Image.Image | list[Image.Image]:
@@ -321,6 +340,7 @@ class Spec2Fractal:
             colors=colors_argument(colors), texture=texture, strength=strength, n=n,
             **reference_arguments(style_image, style_strength, style_mode, control),
             **edit_arguments(mask, mask_blur, inpaint_area, padding, expand),
+            loras=_loras_argument(loras),
         )
         check_request(request, has_image=True)
         images = self._run(request, load_image(image), on_progress, cancel)
@@ -429,7 +449,15 @@ class Spec2Fractal:
             passes=self._backend.passes(plan),
             style_reference=plan.style_reference.describe() if plan.style_reference else None,
             controls=[unit.describe() for unit in plan.controls] or None,
+            loras=self._backend.loras(plan),
         )
+
+
+def _loras_argument(loras: Sequence[Mapping[str, Any]] | None
+                    ) -> tuple[dict[str, Any], ...] | None:
+    if loras is None or isinstance(loras, (str, bytes)) or not isinstance(loras, Sequence):
+        return loras  # type: ignore[return-value]  # check_request names what is wrong
+    return tuple(dict(item) if isinstance(item, Mapping) else item for item in loras)
 
 
 def _step_hook(on_progress: ProgressCallback | None, cancel: CancelHook | None) -> StepCallback:

@@ -10,6 +10,7 @@ from typing import Any
 
 from fractal.controls import normalise_lighting, parse_colors
 from fractal.errors import InvalidRequestError
+from fractal.loras import check_loras, parse_prompt_loras
 from fractal.masks_check import check_inpaint
 from fractal.references import check_controls, check_style_reference
 from fractal.request import INPUT_TYPES, UPSCALE_FACTORS, GenerationRequest
@@ -180,8 +181,14 @@ def check_request(request: GenerationRequest, *, has_image: bool | None = None) 
     check_scheduler(request.scheduler)
     normalise_lighting(request.lighting)
     parse_colors(request.colors)
-    if request.style is not None and not isinstance(request.style, str):
-        raise InvalidRequestError("style", request.style, "must be a style name")
+    if isinstance(request.style, dict):
+        from fractal.styles import Style
+
+        Style.inline(request.style)
+    elif request.style is not None and not isinstance(request.style, str):
+        raise InvalidRequestError("style", request.style, "must be a style name or object")
+    check_loras(request.loras)
+    parse_prompt_loras(request.prompt)
     if request.model is not None and not isinstance(request.model, str):
         raise InvalidRequestError("model", request.model, "must be a model name")
     check_style_reference(request.style_image, request.style_strength, request.style_mode,

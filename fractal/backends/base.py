@@ -24,8 +24,13 @@ class Backend(Protocol):
         """Raise InvalidRequestError for what this model cannot do (before any work)."""
 
     def capabilities(self) -> dict[str, Any]:
-        """``{"style_reference": bool, "controls": [control types]}``: what ``check`` lets
-        through beyond a prompt (fractal.references)."""
+        """``{"style_reference": bool, "controls": [control types], "loras": bool}``: what
+        ``check`` lets through beyond a prompt (fractal.references, fractal.loras)."""
+
+    def loras(self, plan: RenderPlan) -> list[dict[str, Any]] | None:
+        """The record's ``loras`` for this plan: each of ``plan.loras`` with ``name``,
+        ``weight``, ``hash`` (None if not applied), ``applied`` and, when not, ``note``; None
+        when the plan has none. ``check`` has refused the ones this model cannot take."""
 
     def sampler_label(self, plan: RenderPlan) -> str:
         """The sampler's name as the ``parameters`` record gives it."""

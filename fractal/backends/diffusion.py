@@ -97,7 +97,8 @@ class _Pass:
 class DiffusionBackend:
     def __init__(self, model: str, *, device: torch.device, dtype: torch.dtype,
                  tile_size: int | None = None, tile_overlap: int | None = None,
-                 adapters: Mapping[str, FamilyAdapters] | None = None) -> None:
+                 adapters: Mapping[str, FamilyAdapters] | None = None,
+                 lora_dir: Path | None = None) -> None:
         self.name = display_name(model)
         self.device = device
         logger.info("loading %s on %s (%s)", self.name, device, dtype)
@@ -147,7 +148,12 @@ class DiffusionBackend:
     def _is_flow_matching(self) -> bool:
         return type(self._default_scheduler).__name__.startswith("FlowMatch")
 
+    def loras(self, plan: RenderPlan) -> list[dict[str, Any]] | None:
+        return None  # CONTRACT: #21's diffusion part fills this in
+
     def check(self, plan: RenderPlan) -> None:
+        for lora in plan.loras:  # CONTRACT: #21's diffusion part replaces this
+            raise InvalidRequestError(lora.field, lora.name, "is a LoRA: not yet supported")
         self._adapters.check(plan, self.text_pipeline)
         if plan.scheduler is not None and self._is_flow_matching():
             raise InvalidRequestError(

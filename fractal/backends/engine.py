@@ -92,9 +92,15 @@ class EngineBackend:
         self.styles = styles if styles is not None else StyleLibrary()
 
     def capabilities(self) -> dict[str, Any]:
-        return {"style_reference": True, "controls": list(ENGINE_CONTROLS)}
+        return {"style_reference": True, "controls": list(ENGINE_CONTROLS), "loras": False}
 
     def check(self, plan: RenderPlan) -> None:
+        # A style's LoRAs are skipped here (its prompt and painterly parts apply: see
+        # loras()); LoRAs asked for by name are refused, as a model that cannot take them.
+        for lora in plan.loras:
+            if lora.origin != "style":
+                raise InvalidRequestError(lora.field, lora.name, "is a LoRA, and the built-in "
+                                          "engine takes none: choose a diffusion model")
         for index, unit in enumerate(plan.controls):
             if unit.type not in ENGINE_CONTROLS:
                 raise InvalidRequestError(
@@ -108,6 +114,11 @@ class EngineBackend:
 
     def sampler_label(self, plan: RenderPlan) -> str:
         return "Fractal"
+
+    def loras(self, plan: RenderPlan) -> list[dict[str, Any]] | None:
+        return [{"name": lora.name, "weight": lora.weight, "hash": None, "applied": False,
+                 "note": "skipped: the built-in engine takes no LoRA"}
+                for lora in plan.loras] or None
 
     def passes(self, plan: RenderPlan) -> list[dict[str, Any]] | None:
         if plan.input_type != "upscale":
