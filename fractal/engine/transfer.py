@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from fractal.engine.structure import Guide, bands, collapse, from_lab, octave_count, to_lab
+from fractal.preprocess import fit
 
 __all__ = ["COMPOSITION_END", "STYLE_MODES", "StyleSource", "composition_guide",
            "transfer_style"]
@@ -51,20 +52,9 @@ class StyleSource:
         return self.strength > 0 and self.mode in ("composition", "both")
 
 
-def _cover(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """``image`` scaled to cover width×height and centre-cropped (as controls are fitted)."""
-    if image.shape[:2] == (height, width):
-        return image
-    scale = max(width / image.shape[1], height / image.shape[0])
-    size = (max(width, round(image.shape[1] * scale)), max(height, round(image.shape[0] * scale)))
-    pil = Image.fromarray(image).resize(size, Image.Resampling.LANCZOS)
-    left, top = (size[0] - width) // 2, (size[1] - height) // 2
-    return np.asarray(pil.crop((left, top, left + width, top + height)))
-
-
 def composition_guide(source: StyleSource, width: int, height: int) -> Guide:
     """The reference's large-scale light/dark layout as a guide for the coarse octaves."""
-    fitted = _cover(source.image, width, height)
+    fitted = np.asarray(fit(Image.fromarray(source.image), width, height))
     sigma = max(1.0, min(width, height) / 48)  # only the layout, never the reference's detail
     import cv2
 
