@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from PIL import Image
@@ -26,10 +25,13 @@ __all__ = ["REFERENCE_PREFIX", "InputUnreadable", "input_error", "named_hash", "
            "restore_references", "store_references"]
 
 REFERENCE_PREFIX = "sha256:"  # never base64 data (no colon there) nor a data: URL
-_MISSING = JobError(job_errors.INPUT_MISSING, "the input image could not be read from image "
-                    "storage; send the request again", field="image")
-_UNAVAILABLE = JobError(job_errors.INPUT_UNAVAILABLE, "image storage unavailable: the input "
-                        "image could not be read; try again later", field="image")
+# What the job's error says, by whether storage answered: ``{what}`` names the input.
+_MESSAGES = {
+    False: (job_errors.INPUT_MISSING,
+            "{what} could not be read from image storage; send the request again"),
+    True: (job_errors.INPUT_UNAVAILABLE,
+           "image storage unavailable: {what} could not be read; try again later"),
+}
 
 
 def reference_key(sha256: str) -> str:
@@ -56,11 +58,10 @@ class InputUnreadable(Exception):
 def input_error(field: str, transient: bool) -> JobError:
     """The job's error when its input ``field`` was unreadable: missing (send it again) or
     storage not answering (try again later)."""
-    error = _UNAVAILABLE if transient else _MISSING
-    if field == "image":
-        return error
-    what = "the mask `mask`" if field == "mask" else f"the reference image `{field}`"
-    return replace(error, field=field, message=error.message.replace("the input image", what))
+    code, message = _MESSAGES[transient]
+    what = ("the input image" if field == "image" else "the mask `mask`" if field == "mask"
+            else f"the reference image `{field}`")
+    return JobError(code, message.format(what=what), field=field)
 
 
 def store_references(storage: Storage, images: Mapping[str, Image.Image]) -> None:
