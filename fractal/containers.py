@@ -13,8 +13,11 @@ array reads per chunk; pixel data is never decoded here) and says what is wrong,
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from typing import NamedTuple
 
-__all__ = ["MAX_CHUNKS", "container_problem", "declared_size", "sniff"]
+__all__ = ["MAX_CHUNKS", "PngChunk", "container_problem", "declared_size", "png_chunks",
+           "sniff"]
 
 # An APNG of 1000 frames has ~2000 chunks; a file of a million empty chunks is an attack on
 # the parser's loop, not a picture.
@@ -142,28 +145,38 @@ def _trailing(extra: int) -> str:
             "polyglot files (an image with another file appended) are refused")
 
 
-def _png(data: bytes) -> str | None:
-    size, pos, chunks = len(data), 8, 0
-    view = memoryview(data)
-    while True:
-        if pos + 12 > size:
-            return "is truncated (the PNG ends before its IEND chunk)"
+class PngChunk(NamedTuple):
+    kind: bytes
+    start: int  # where its data begins
+    length: int
+    end: int  # past its CRC: where the next chunk begins (may be past the file's end)
+
+
+def png_chunks(data: bytes) -> Iterator[PngChunk]:
+    """A PNG's chunks in order, after the signature, while a chunk header fits; a chunk that
+    runs past the file's end is yielded too (its ``end`` tells), and is the last."""
+    pos = 8
+    while pos + 12 <= len(data):
         length = int.from_bytes(data[pos:pos + 4], "big")
-        kind = data[pos + 4:pos + 8]
-        end = pos + 12 + length
-        if end > size:
-            return f"is truncated (a {kind.decode('latin-1')!r} chunk runs past the end)"
-        if kind not in _PNG_PIXEL_CHUNKS:
-            problem = _hidden(view[pos + 8:pos + 8 + length])
+        chunk = PngChunk(data[pos + 4:pos + 8], pos + 8, length, pos + 12 + length)
+        yield chunk
+        pos = chunk.end
+
+
+def _png(data: bytes) -> str | None:
+    view = memoryview(data)
+    for count, chunk in enumerate(png_chunks(data), start=1):
+        if chunk.end > len(data):
+            return f"is truncated (a {chunk.kind.decode('latin-1')!r} chunk runs past the end)"
+        if chunk.kind not in _PNG_PIXEL_CHUNKS:
+            problem = _hidden(view[chunk.start:chunk.start + chunk.length])
             if problem:
                 return problem
-        pos = end
-        chunks += 1
-        if kind == b"IEND":
-            break
-        if chunks > MAX_CHUNKS:
+        if chunk.kind == b"IEND":
+            return _trailing(len(data) - chunk.end) if chunk.end != len(data) else None
+        if count > MAX_CHUNKS:
             return f"has more than {MAX_CHUNKS} chunks"
-    return _trailing(size - pos) if pos != size else None
+    return "is truncated (the PNG ends before its IEND chunk)"
 
 
 def _jpeg(data: bytes) -> str | None:

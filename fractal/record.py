@@ -14,6 +14,8 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
+from fractal.containers import png_chunks
+
 __all__ = ["PARAMETERS_KEY", "RECORD_KEY", "GenerationRecord", "attach_record", "parse_record",
            "read_record", "record_from_png"]
 
@@ -217,21 +219,16 @@ def record_from_png(data: bytes) -> GenerationRecord | None:
     format, no record, a damaged or hostile chunk)."""
     if not data.startswith(_PNG_SIGNATURE):
         return None
-    pos, key = len(_PNG_SIGNATURE), RECORD_KEY.encode("latin-1") + b"\0"
-    for _ in range(_MAX_PNG_CHUNKS):
-        if pos + 8 > len(data):
+    key = RECORD_KEY.encode("latin-1") + b"\0"
+    for count, chunk in enumerate(png_chunks(data)):
+        if count >= _MAX_PNG_CHUNKS or chunk.kind in (b"IDAT", b"IEND") \
+                or chunk.end > len(data):
             return None
-        length = int.from_bytes(data[pos:pos + 4], "big")
-        kind = data[pos + 4:pos + 8]
-        if kind in (b"IDAT", b"IEND") or pos + 12 + length > len(data):
-            return None
-        start = pos + 8
-        if kind in (b"tEXt", b"iTXt") and length <= MAX_RECORD_BYTES + 64 and \
-                data.startswith(key, start):
-            text = _chunk_text(kind, data[start + len(key):start + length])
+        if chunk.kind in (b"tEXt", b"iTXt") and chunk.length <= MAX_RECORD_BYTES + 64 and \
+                data.startswith(key, chunk.start):
+            text = _chunk_text(chunk.kind, data[chunk.start + len(key):chunk.end - 4])
             if text is not None:
                 return parse_record(text)
-        pos += 12 + length
     return None
 
 
