@@ -206,3 +206,34 @@ def test_hub_lora_unreachable_offline_names_the_field(model: Spec2Fractal) -> No
         render(model, loras=[{"name": "nobody/no-such-lora"}])
     assert caught.value.argument == "loras[0].name"
     assert "could not be fetched from the hub" in caught.value.reason
+
+
+def test_hub_lora_loads_from_the_hub_cache(model: Spec2Fractal, lora_dir: Path,
+                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    """A hub id, offline, from a hub cache laid out as huggingface_hub writes it: the default
+    file name for ``owner/repo``, the named one for ``owner/repo/file.safetensors``."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    commit = "0" * 40
+    snapshot = tmp_path / "models--someone--ink-lora" / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    shutil.copy(lora_dir / "ink.safetensors", snapshot / "pytorch_lora_weights.safetensors")
+    shutil.copy(lora_dir / "oil.safetensors", snapshot / "oil.safetensors")
+    (tmp_path / "models--someone--ink-lora" / "refs").mkdir()
+    (tmp_path / "models--someone--ink-lora" / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+
+    by_hub = render(model, loras=[{"name": "someone/ink-lora", "weight": 0.8}])
+    by_name = render(model, loras=[{"name": "ink", "weight": 0.8}])
+    assert np.abs(pixels(by_hub) - pixels(by_name)).max() <= 1
+    assert read_record(by_hub).loras[0]["hash"] == read_record(by_name).loras[0]["hash"]
+    oil = render(model, prompt="a cat <lora:someone/ink-lora/oil.safetensors:0.5>")
+    assert np.abs(pixels(oil) - pixels(render(model, prompt="a cat",
+                                              loras=[{"name": "oil", "weight": 0.5}]))).max() <= 1
+    # The same bytes under two names are one adapter, applied with both weights.
+    twice = render(model, loras=[{"name": "ink", "weight": 0.4},
+                                 {"name": "someone/ink-lora", "weight": 0.4}])
+    assert np.abs(pixels(twice) - pixels(by_name)).max() <= 1

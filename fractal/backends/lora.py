@@ -52,18 +52,22 @@ class LoraAdapters:
         self.loaded: OrderedDict[str, LoraFile] = OrderedDict()  # adapter name -> file, LRU
         self.loads = 0  # files loaded so far (each once while it stays loaded)
         self._enabled = True  # diffusers' LoRA layers are on until disable_lora()
-        self._hub: dict[str, LoraFile] = {}
+        self._hub: dict[str, LoraFile] = {}  # hub id -> its downloaded file
+        self._resolved: dict[str, LoraFile] = {}  # name -> the file it last named
 
     # -- finding and checking ----------------------------------------------------------
 
     def resolve(self, lora: PlannedLora) -> LoraFile:
         """The file ``lora`` names: in the LoRA folder, or downloaded from the hub."""
-        if not is_hub_id(lora.name):
-            return find_lora(lora.name, self.lora_dir, lora.field)
         key = lora.name.casefold()
-        if key not in self._hub:
-            self._hub[key] = self._download(lora)
-        return self._hub[key]
+        if not is_hub_id(lora.name):
+            file = find_lora(lora.name, self.lora_dir, lora.field)
+        elif key in self._hub:
+            file = self._hub[key]
+        else:
+            file = self._hub[key] = self._download(lora)
+        self._resolved[key] = file
+        return file
 
     def _download(self, lora: PlannedLora) -> LoraFile:
         from huggingface_hub import hf_hub_download
@@ -101,8 +105,13 @@ class LoraAdapters:
         if not self.supported:
             return [{"name": lora.name, "weight": lora.weight, "hash": None, "applied": False,
                      "note": f"model {self.model!r} cannot load LoRAs"} for lora in loras]
-        return [{"name": lora.name, "weight": lora.weight,
-                 "hash": self.resolve(lora).short_hash, "applied": True} for lora in loras]
+        return [{"name": lora.name, "weight": lora.weight, "hash": self._hash(lora),
+                 "applied": True} for lora in loras]
+
+    def _hash(self, lora: PlannedLora) -> str | None:
+        # As resolved for the render: the file may have gone from the folder since.
+        file = self._resolved.get(lora.name.casefold())
+        return file.short_hash if file is not None else self.resolve(lora).short_hash
 
     # -- loading and switching (under the render lock) ---------------------------------
 
@@ -116,14 +125,16 @@ class LoraAdapters:
                 self._enabled = False
             return
         files = [(lora, self.resolve(lora)) for lora in loras]
-        needed = {adapter_name(file) for _, file in files}
+        # Two names for the same bytes (a folder file and its hub copy) are one adapter,
+        # applied with both weights: LoRAs add up.
+        needed, weights = {adapter_name(file) for _, file in files}, dict[str, float]()
         for lora, file in files:
             self._load(lora, file, needed)
+            weights[adapter_name(file)] = weights.get(adapter_name(file), 0.0) + lora.weight
         if not self._enabled:
             self.pipeline.enable_lora()
             self._enabled = True
-        self.pipeline.set_adapters([adapter_name(file) for _, file in files],
-                                   [lora.weight for lora, _ in files])
+        self.pipeline.set_adapters(list(weights), list(weights.values()))
 
     def _load(self, lora: PlannedLora, file: LoraFile, needed: set[str]) -> None:
         name = adapter_name(file)
