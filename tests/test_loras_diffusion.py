@@ -34,7 +34,7 @@ def render(model: Spec2Fractal, **changes: object) -> Image.Image:
 @pytest.fixture(scope="module")
 def lora_dir(tiny_sd: Path, tiny_sdxl: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("loras")
-    ink = build_lora(tiny_sd, folder / "ink.safetensors", seed=0)
+    ink = build_lora(tiny_sd, folder / "ink.safetensors", seed=0, text_encoder=True)
     to_kohya(ink, folder / "ink-kohya.safetensors")
     build_lora(tiny_sd, folder / "oil.safetensors", seed=1)
     build_sdxl_lora(tiny_sdxl, folder / "xl.safetensors")  # its keys say sdxl
@@ -67,6 +67,11 @@ def test_both_formats_load_by_name_change_the_output_and_agree(
     kohya = pixels(render(model, loras=[{"name": "ink-kohya", "weight": 1.0}]))
     assert np.abs(diffusers - plain).mean() > 1
     assert np.abs(diffusers - kohya).max() <= 1
+    # ink adapts the text encoder too (lora_te_ keys in the kohya copy): both landed there.
+    hashes = {inspect_lora(lora_dir / f"{name}.safetensors").short_hash
+              for name in ("ink", "ink-kohya")}
+    encoder = model.backend.text_pipeline.get_list_adapters()["text_encoder"]
+    assert {f"lora_{short}" for short in hashes} <= set(encoder)
     # LoRAs off again: the plain render comes back exactly.
     assert np.array_equal(pixels(render(model)), plain)
 

@@ -1,10 +1,12 @@
 """Tiny random LoRAs for the tiny pipelines of tests/tiny_models.py, built offline with peft.
 
-- ``build_lora``: a LoRA on the UNet's attention projections, saved by diffusers'
+- ``build_lora``: a LoRA on the UNet's attention projections (and, when asked, the text
+  encoder's), saved by diffusers'
   ``save_lora_weights`` (the diffusers/peft key layout), its B matrices random so that it
   visibly changes a render.
 - ``to_kohya``: the same weights under kohya-ss/Civitai key names
-  (``lora_unet_<module>.lora_down.weight``, ``.lora_up.weight``, ``.alpha``).
+  (``lora_unet_<module>.lora_down.weight``, ``.lora_up.weight``, ``.alpha``; ``lora_te_``
+  for the text encoder's).
 - ``build_sdxl_lora``: one for the tiny SDXL (its UNet and second text encoder): a wrong fit
   for the tiny SD, whose family its keys tell.
 - ``write_pickle``: a pickled tensor dict named ``.safetensors``, which must be refused.
@@ -41,12 +43,28 @@ def _unet_layers(model: Path, seed: int) -> dict[str, torch.Tensor]:
     return get_peft_model_state_dict(unet)
 
 
-def build_lora(model: Path, path: Path, seed: int = 0) -> Path:
-    """``path`` (``name.safetensors``): a random LoRA for ``model``'s UNet, diffusers' keys."""
+def _encoder_layers(model: Path, subfolder: str, seed: int) -> dict[str, torch.Tensor]:
+    from peft import inject_adapter_in_model
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed + 100)
+    kind = CLIPTextModelWithProjection if subfolder.endswith("_2") else CLIPTextModel
+    encoder = kind.from_pretrained(model, subfolder=subfolder, use_safetensors=True)
+    # peft itself: transformers' own add_adapter wants a newer peft than the lock's.
+    inject_adapter_in_model(LoraConfig(r=RANK, lora_alpha=RANK, init_lora_weights=False,
+                                       target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]),
+                            encoder)
+    return get_peft_model_state_dict(encoder)
+
+
+def build_lora(model: Path, path: Path, seed: int = 0, text_encoder: bool = False) -> Path:
+    """``path`` (``name.safetensors``): a random LoRA for ``model``'s UNet (and its text
+    encoder when asked), diffusers' keys."""
     path.parent.mkdir(parents=True, exist_ok=True)
     StableDiffusionPipeline.save_lora_weights(
         path.parent, unet_lora_layers=_unet_layers(model, seed), weight_name=path.name,
-        safe_serialization=True)
+        text_encoder_lora_layers=_encoder_layers(model, "text_encoder", seed)
+        if text_encoder else None, safe_serialization=True)
     return path
 
 
@@ -56,7 +74,9 @@ def to_kohya(source: Path, path: Path) -> Path:
     tensors: dict[str, torch.Tensor] = {}
     for key, value in load_file(source).items():
         module, kind = key.rsplit(".lora_", 1)
-        prefix = "lora_unet_" + module.removeprefix("unet.").replace(".", "_")
+        part, _, module = module.partition(".")  # unet / text_encoder
+        prefix = {"unet": "lora_unet_", "text_encoder": "lora_te_"}[part] \
+            + module.replace(".", "_")
         tensors[f"{prefix}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = value
         tensors[f"{prefix}.alpha"] = torch.tensor(float(RANK))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,20 +86,10 @@ def to_kohya(source: Path, path: Path) -> Path:
 
 def build_sdxl_lora(model: Path, path: Path, seed: int = 0) -> Path:
     """A LoRA for the tiny SDXL at ``model``: its UNet and its second text encoder."""
-    from peft import inject_adapter_in_model
-    from transformers import CLIPTextModelWithProjection
-
-    torch.manual_seed(seed)
-    encoder = CLIPTextModelWithProjection.from_pretrained(model, subfolder="text_encoder_2",
-                                                          use_safetensors=True)
-    # peft itself: transformers' own add_adapter wants a newer peft than the lock's.
-    inject_adapter_in_model(LoraConfig(r=RANK, lora_alpha=RANK, init_lora_weights=False,
-                                       target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]),
-                            encoder)
     path.parent.mkdir(parents=True, exist_ok=True)
     StableDiffusionXLPipeline.save_lora_weights(
         path.parent, unet_lora_layers=_unet_layers(model, seed),
-        text_encoder_2_lora_layers=get_peft_model_state_dict(encoder),
+        text_encoder_2_lora_layers=_encoder_layers(model, "text_encoder_2", seed),
         weight_name=path.name, safe_serialization=True)
     return path
 
