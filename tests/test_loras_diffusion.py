@@ -242,3 +242,25 @@ def test_hub_lora_loads_from_the_hub_cache(model: Spec2Fractal, lora_dir: Path,
     twice = render(model, loras=[{"name": "ink", "weight": 0.4},
                                  {"name": "someone/ink-lora", "weight": 0.4}])
     assert np.abs(pixels(twice) - pixels(by_name)).max() <= 1
+
+
+def test_an_oversized_hub_file_is_refused_before_downloading(
+        model: Spec2Fractal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub cannot be reached here: its answer about a file's size is stood in for (the
+    one stand-in of this module), and a download must not start."""
+    import huggingface_hub
+    import huggingface_hub.constants
+
+    from fractal.backends.lora import MAX_HUB_BYTES
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata",
+                        lambda url: type("Metadata", (), {"size": MAX_HUB_BYTES + 1})())
+
+    def download(**arguments: object) -> str:
+        raise AssertionError("downloaded")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    with pytest.raises(InvalidRequestError) as caught:
+        render(model, loras=[{"name": "someone/huge/model.safetensors"}])
+    assert caught.value.argument == "loras[0].name" and "at most" in caught.value.reason

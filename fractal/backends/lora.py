@@ -27,12 +27,13 @@ from fractal.loras import (
     is_hub_id,
 )
 
-__all__ = ["DEFAULT_HUB_WEIGHTS", "LoraAdapters"]
+__all__ = ["DEFAULT_HUB_WEIGHTS", "MAX_HUB_BYTES", "LoraAdapters", "adapter_name"]
 
 logger = logging.getLogger(__name__)
 
 # The file diffusers' training scripts write, and load_lora_weights reads by default.
 DEFAULT_HUB_WEIGHTS = "pytorch_lora_weights.safetensors"
+MAX_HUB_BYTES = 2 * 1024**3  # SDXL LoRAs reach about 900 MB; a checkpoint is no LoRA
 KEEP_LOADED = MAX_LORAS  # adapters kept loaded per model: at least one request's worth
 
 
@@ -70,12 +71,27 @@ class LoraAdapters:
         return file
 
     def _download(self, lora: PlannedLora) -> LoraFile:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import (
+            get_hf_file_metadata,
+            hf_hub_download,
+            hf_hub_url,
+            try_to_load_from_cache,
+        )
 
         parts = lora.name.split("/")
         repo, filename = "/".join(parts[:2]), parts[2] if len(parts) == 3 else DEFAULT_HUB_WEIGHTS
         try:
-            path = hf_hub_download(repo_id=repo, filename=filename)
+            path = try_to_load_from_cache(repo, filename)
+            if not isinstance(path, str):
+                # A request names the id: its size is asked before anything is downloaded.
+                size = get_hf_file_metadata(hf_hub_url(repo, filename)).size
+                if size is not None and size > MAX_HUB_BYTES:
+                    raise InvalidRequestError(lora.field, lora.name, f"is {size} bytes; a "
+                                              f"LoRA from the hub may be at most "
+                                              f"{MAX_HUB_BYTES} bytes")
+                path = hf_hub_download(repo_id=repo, filename=filename)
+        except InvalidRequestError:
+            raise
         except (OSError, ValueError) as exc:  # hub errors are OSErrors; bad ids ValueErrors
             raise InvalidRequestError(lora.field, lora.name, "could not be fetched from the "
                                       f"hub: {type(exc).__name__}") from None
