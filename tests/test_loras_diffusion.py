@@ -264,3 +264,21 @@ def test_an_oversized_hub_file_is_refused_before_downloading(
     with pytest.raises(InvalidRequestError) as caught:
         render(model, loras=[{"name": "someone/huge/model.safetensors"}])
     assert caught.value.argument == "loras[0].name" and "at most" in caught.value.reason
+
+
+@pytest.mark.parametrize(("loras", "field"), [
+    ([{"name": "../ink"}], "loras[0].name"),
+    ([{"name": "ink\ud800"}], "loras[0].name"),
+    ([{"name": "ink", "weight": float("nan")}], "loras[0].weight"),
+    ([{"name": "ink", "weight": float("inf")}], "loras[0].weight"),
+    ([{"name": "ink", "weight": "1"}], "loras[0].weight"),
+    ([{"name": ["ink"]}], "loras[0].name"),
+    ([{"name": "ink", "extra": {"deep": [[[]]]}}], "loras[0].extra"),
+    ([{"name": f"l{index}"} for index in range(1000)], "loras"),
+    ("ink", "loras"),
+])
+def test_hostile_lora_values_name_their_field(model: Spec2Fractal, loras: object,
+                                              field: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        render(model, loras=loras)
+    assert caught.value.argument == field
