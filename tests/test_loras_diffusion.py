@@ -282,3 +282,18 @@ def test_hostile_lora_values_name_their_field(model: Spec2Fractal, loras: object
     with pytest.raises(InvalidRequestError) as caught:
         render(model, loras=loras)
     assert caught.value.argument == field
+
+
+def test_lora_applies_when_inpainting(model: Spec2Fractal, plain: np.ndarray) -> None:
+    """The inpainting pipeline (from_pipe over the same UNet) takes the adapters too."""
+    source = Image.fromarray(plain.astype(np.uint8))
+    mask = Image.new("L", source.size, 0)
+    mask.paste(255, (32, 0, 64, 64))  # the right half repaints
+    arguments = {"mask": mask, "strength": 0.9, "steps": 2, "seed": 4}
+    without = pixels(model.generate_from_image(source, "a lighthouse", **arguments))
+    with_ink = model.generate_from_image(source, "a lighthouse", loras=[{"name": "ink"}],
+                                         **arguments)
+    assert np.abs(pixels(with_ink)[:, 32:] - without[:, 32:]).mean() > 1
+    assert read_record(with_ink).loras[0]["applied"] is True
+    assert type(model.backend.inpainting.pipeline(model.backend.text_pipeline)).__name__ \
+        == "StableDiffusionInpaintPipeline"
