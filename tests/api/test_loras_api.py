@@ -226,7 +226,7 @@ def test_hub_ids_when_the_server_takes_them(tmp_path: Path) -> None:
 def test_no_folder(tmp_path: Path) -> None:
     with TestClient(create_app(Settings(data_dir=tmp_path), start_worker=False)) as client:
         assert client.get("/loras").json() == {"loras": []}
-        assert _upload(client, {}, lora_bytes(tmp_path)).status_code == 503
+        assert _upload(client, {}, lora_bytes(tmp_path)).status_code == 501
 
 
 @pytest.mark.parametrize(("raw", "loc"), [
