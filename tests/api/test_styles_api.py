@@ -230,3 +230,20 @@ def test_styles_on_each_database(offline_on_each_database: TestClient) -> None:
         listed = client.get("/jobs", params={"style": name}).json()["jobs"]
         assert [found["id"] for found in listed] == [expected.json()["id"]]
     assert client.delete("/styles/INK wash").status_code == 204
+
+
+def test_a_style_object_in_a_request(keyed) -> None:  # type: ignore[no-untyped-def]
+    client, alice, _ = keyed
+    inline = {"name": "Once", "prompt": "{prompt}, once", "effect": "pencil"}
+    job = _submit(client, {"prompt": "a heron", "style": inline}, headers=alice)
+    assert job.status_code == 202, job.text
+    assert job.json()["request"]["style"] == inline
+    bad = _submit(client, {"prompt": "a heron", "style": {"name": "x", "prompt": "none"}},
+                  headers=alice)
+    assert _loc(bad) == ["body", "style", "prompt"]
+    bad = _submit(client, {"prompt": "a heron", "style": {
+        "name": "x", "prompt": "{prompt}", "loras": [{"name": "a", "weight": 7}]}},
+        headers=alice)
+    assert _loc(bad) == ["body", "style", "loras", 0, "weight"]
+    assert _loc(_submit(client, {"prompt": "a heron", "style": 5}, headers=alice))[:2] == \
+        ["body", "style"]
