@@ -244,3 +244,18 @@ def test_hostile_lora_fields(served, raw: str, loc: list) -> None:  # type: igno
                                     "Prefer": "respond-async"})
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["loc"][:len(loc)] == loc
+
+
+def test_loras_in_a_multipart_form(served) -> None:  # type: ignore[no-untyped-def]
+    client, _, _, plain = served
+    settings: Settings = client.app.state.settings  # type: ignore[attr-defined]
+    form = {"prompt": "a heron", "model": settings.models[1],
+            "loras": '[{"name": "ink", "weight": 0.25}]'}
+    made = client.post("/generate", data=form, headers={**plain, "Prefer": "respond-async"})
+    assert made.status_code == 202, made.text
+    assert made.json()["request"]["loras"] == [{"name": "ink", "weight": 0.25}]
+    for text, loc in (('[{"name": "ink"', ["body", "loras"]),
+                      ('[{"name": "absent"}]', ["body", "loras", 0, "name"]),
+                      ('{"name": "ink"}', ["body", "loras"])):
+        refused = client.post("/generate", data={**form, "loras": text}, headers=plain)
+        assert _loc(refused)[:len(loc)] == loc, text
