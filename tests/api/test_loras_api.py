@@ -50,6 +50,7 @@ def served(tmp_path_factory: pytest.TempPathFactory
     folder = data_dir / "loras"
     folder.mkdir()
     (folder / "ink.safetensors").write_bytes(lora_bytes(data_dir))
+    (folder / "Paper.safetensors").write_bytes(lora_bytes(data_dir, seed=9))
     (folder / "notes.txt").write_text("not a LoRA")
     settings = secured(data_dir, rate_limit="", lora_dir=folder, lora_upload_max_bytes=40_000,
                        models=["fractal", str(data_dir / "not-a-model")])
@@ -96,7 +97,8 @@ def test_an_admin_uploads_and_deletes(served, tmp_path: Path) -> None:  # type: 
     assert client.delete("/loras/kohya style", headers=admin).status_code == 204
     assert client.delete("/loras/kohya style", headers=admin).status_code == 404
     assert client.delete("/loras/..%2F..%2Fetc", headers=admin).status_code == 404
-    assert sorted(path.name for path in folder.iterdir()) == ["ink.safetensors", "notes.txt"]
+    assert sorted(path.name for path in folder.iterdir()) == [
+        "Paper.safetensors", "ink.safetensors", "notes.txt"]
 
 
 def test_only_admins_upload(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -203,7 +205,7 @@ def test_loras_for_a_diffusion_model(served, tmp_path: Path) -> None:  # type: i
         ["body", "loras", 0, "name"]
     missing = _submit(client, plain, model=model, loras=[{"name": "absent"}])
     assert _loc(missing) == ["body", "loras", 0, "name"]
-    assert missing.json()["detail"][0]["ctx"]["choices"] == ["ink"]
+    assert missing.json()["detail"][0]["ctx"]["choices"] == ["Paper", "ink"]
     accepted = _submit(client, plain, model=model, loras=[{"name": "INK", "weight": 0.7}])
     assert accepted.status_code == 202, accepted.text
     assert accepted.json()["request"]["loras"] == [{"name": "INK", "weight": 0.7}]
