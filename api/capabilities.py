@@ -82,7 +82,8 @@ def capabilities_of(model: str, settings: Settings) -> Capabilities:
         return _engine()
     family = _family(model)
     if family is None:
-        return Capabilities(None, False)
+        # Every diffusers model takes LoRAs; whether a file fits is its worker's to say.
+        return Capabilities(None, False, loras=True)
     adapters = parse_adapters(settings.adapters or None).get(family)
     described: dict[str, Any] = adapters.describe() if adapters is not None else \
         {"style_reference": False, "controls": []}

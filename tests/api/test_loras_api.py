@@ -189,9 +189,10 @@ def test_requests_loras_are_checked_early(served) -> None:  # type: ignore[no-un
         if loc is None:  # not JSON the API reads: refused before the model sees it
             continue
         assert _loc(_submit(client, plain, loras=bad)) == loc, bad
-    engine = [model for model in client.get("/models", headers=plain).json()["models"]
-              if model["id"] == "fractal"]
-    assert engine and engine[0]["loras"] is False
+    listed = {model["id"]: model for model in client.get("/models", headers=plain).json()[
+        "models"]}
+    assert listed["fractal"]["loras"] is False
+    assert listed["not-a-model"]["loras"] is True  # unreadable here: a diffusers model
 
 
 def test_loras_for_a_diffusion_model(served, tmp_path: Path) -> None:  # type: ignore

@@ -343,4 +343,4 @@ def test_a_hub_models_family_is_read_from_the_local_cache(tmp_path: Path,
         "Capabilities(family='sd15', known=True, style_reference=False, controls=['canny'], "
         "loras=True)",
         "Capabilities(family=None, known=False, style_reference=False, controls=[], "
-        "loras=False)"]
+        "loras=True)"]
