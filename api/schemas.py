@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from api.style_schemas import LoraRef, StyleInfo, StyleList, no_bools
+from fractal.loras import MAX_LORAS
 from fractal.masks_check import (
     DEFAULT_MASK_BLUR,
     DEFAULT_PADDING,
@@ -39,6 +41,7 @@ __all__ = [
     "HiresOptions",
     "JobList",
     "JobOut",
+    "LoraRef",
     "ModelInfo",
     "ModelList",
     "OutputOut",
@@ -51,14 +54,6 @@ __all__ = [
 
 OutputFormat = Literal["png", "webp", "jpeg"]
 assert set(OUTPUT_FORMATS) == {"png", "webp", "jpeg"}  # kept in step with the workers
-
-
-def no_bools(value: Any) -> Any:
-    """For number fields: pydantic's lax mode reads true as 1, but a boolean width is a
-    mistake, not a size."""
-    if isinstance(value, bool):
-        raise ValueError("must be a number, not a boolean")
-    return value
 
 
 class HiresOptions(BaseModel):
@@ -136,7 +131,10 @@ class GenerateBody(BaseModel):
     guidance: float | None = None
     seed: int | None = Field(default=None, description="Unset: a random seed, returned.")
     scheduler: str | None = None
-    style: str | None = None
+    style: str | dict[str, Any] | None = Field(
+        default=None, description="A style's name (GET /styles: the server's and this key's "
+        "own), or a style object as POST /styles takes it (`name`, `prompt` with "
+        "`{prompt}`, ...).")
     lighting: str | None = None
     colors: list[str] | str | None = Field(default=None,
                                            description="Colour names or hex codes.")
@@ -189,6 +187,12 @@ class GenerateBody(BaseModel):
         json_schema_extra={"propertyNames": {"enum": list(EXPAND_SIDES)},
                            "additionalProperties": {"type": "integer", "multipleOf": 8,
                                                     "minimum": 0}})
+    loras: list[LoraRef] | None = Field(
+        default=None, max_length=MAX_LORAS,
+        description=f"LoRA adapters to apply (up to {MAX_LORAS}, a style's included), by name "
+                    "from GET /loras with a weight; `<lora:name:weight>` tags in the prompt "
+                    "work too. Needs a model that takes LoRAs (GET /models: `loras`). In "
+                    "multipart/form-data: this list as JSON text.")
     output_format: OutputFormat = "png"
     webhook: str | None = Field(
         default=None, max_length=2048,
@@ -339,28 +343,13 @@ class ModelInfo(BaseModel):
         "always; a diffusion model: when its family has an IP-Adapter configured).")
     controls: list[str] = Field(
         default_factory=list, description="The `control` types requests may use.")
+    loras: bool = Field(default=False, description="Whether requests may apply LoRAs "
+                        "(`loras`, `<lora:...>` tags); a style's LoRAs are skipped where not.")
 
 
 class ModelList(BaseModel):
     default: str
     models: list[ModelInfo]
-
-
-class StyleInfo(BaseModel):
-    name: str
-    description: str
-    effect: str | None
-    template: str
-    negative_prompt: str
-    palette: list[str] | None
-    lighting: str | None
-    steps: int | None
-    guidance: float | None
-    strength: float | None
-
-
-class StyleList(BaseModel):
-    styles: list[StyleInfo]
 
 
 GridValues = Annotated[list[Any], Field(min_length=1)]
