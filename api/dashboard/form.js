@@ -4,6 +4,7 @@
 import { ApiError } from "./api.js";
 import { clearErrors, showErrors } from "./fielderrors.js";
 import { submitJob } from "./jobs.js";
+import { loraParams, setLoras } from "./lorapicker.js";
 import { maskParams } from "./maskpaint.js";
 import { expandParams } from "./outpaint.js";
 import { referenceParams } from "./references.js";
@@ -184,6 +185,7 @@ export function readParams({ newSeed = !seedLocked() } = {}) {
     strength: image ? Number($("strength").value) : undefined,
     steps: number("steps"),
     guidance: number("guidance"),
+    loras: loraParams(),
     n: number("n"),
     output_format: $("output_format").value,
     input_type: image ? (prompt ? "hybrid" : "image") : "text",
@@ -240,6 +242,7 @@ export function fillParams(params, { keepSeed = true } = {}) {
   }
   setValue("steps", params.steps);
   setValue("guidance", params.guidance);
+  setLoras(params.loras);
   setValue("n", params.n ?? 1);
   setValue("output_format", params.output_format || "png");
 }
