@@ -49,6 +49,7 @@ function fillChoices() {
   select.replaceChildren(...options);
   if (options.some((option) => option.value === keep)) select.value = keep;
   $("lora-empty").hidden = files.length > 0;
+  $("lora-pick").hidden = !files.length; // nothing to choose: the line above says so
   $("lora-add").disabled = !options.length || chosen.length >= MAX_LORAS;
   select.disabled = !options.length;
 }

@@ -138,8 +138,9 @@ def test_save_the_form_as_a_style_render_with_it_edit_and_delete_it(
     assert edited["template"] == "{prompt}, charcoal"
     assert edited["description"] == "Black ink, wet paper"
 
-    # A taken name (the caller's own, or a built-in one) is a 409 shown beside the name.
-    for taken in ("my ink", "Watercolor"):
+    # A taken name (the caller's own, or a built-in one: 409) or a bad one (422) is shown
+    # beside the name.
+    for taken in ("my ink", "Watercolor", "ink/wash"):
         page.get_by_role("button", name="Save as style…").click()
         dialog = page.get_by_role("dialog", name="Save as style")
         dialog.get_by_label("Name").fill(taken)
