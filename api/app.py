@@ -20,8 +20,20 @@ from api.limits import MAX_BODY_BYTES, WORKER_WATCH_SECONDS
 from api.metrics import HttpMetrics, build_registry
 from api.openai_errors import OpenAIErrorShape
 from api.openapi import install_openapi
-from api.routers import batches, catalogue, controls, files, generate, health, jobs, openai_images
+from api.routers import (
+    batches,
+    catalogue,
+    controls,
+    files,
+    generate,
+    health,
+    jobs,
+    loras,
+    openai_images,
+    styles,
+)
 from api.routers.dashboard import install_dashboard
+from api.styles import MAX_STYLE_BODY_BYTES
 from fractal import StyleLibrary
 from workers.db import Database, get_database
 from workers.db import jobs as job_store
@@ -63,6 +75,9 @@ def check_public_url(settings: Settings) -> None:
             f"clients reach it at (e.g. https://images.example.com), which every image URL, "
             f"link and Location it hands out starts with; it never trusts a request's Host "
             f"header for that")
+
+
+LORA_FORM_SLACK = 64 * 1024  # a LoRA upload's multipart headers and `name` field
 
 
 def create_app(settings: Settings | None = None, *, start_worker: bool | None = None) -> FastAPI:
@@ -119,7 +134,8 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     install_error_handlers(app)
     install_openapi(app)
     for router in (generate.router, jobs.router, batches.router, catalogue.router,
-                   health.router, openai_images.router, controls.router):
+                   health.router, openai_images.router, controls.router, styles.router,
+                   loras.router):
         app.include_router(router)
     if isinstance(storage, LocalStorage):
         app.include_router(files.router)  # S3 serves its own presigned URLs
@@ -127,11 +143,14 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     # Added last = runs first: CORS answers preflights before the Gatekeeper asks for a key.
     app.add_middleware(Gatekeeper, database=database, settings=settings)
     app.add_middleware(OpenAIErrorShape)  # /v1 only, and around the Gatekeeper's 401/429
-    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    # A LoRA upload's own cap (its file part's is counted as it streams); a style is small.
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, paths={
+        "/loras": int(settings.lora_upload_max_bytes) + LORA_FORM_SLACK,
+        "/styles": MAX_STYLE_BODY_BYTES})
     app.add_middleware(HttpMetrics, requests=requests, latency=latency)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["GET", "POST", "OPTIONS"],
+                           allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
                            allow_headers=["Authorization", "Content-Type", "Idempotency-Key",
                                           "Prefer", "Last-Event-ID"],
                            expose_headers=["Location", "Retry-After", "Idempotent-Replayed",

@@ -25,7 +25,8 @@ from api.generation import build_request, check_webhook, input_image
 from api.limits import QUEUE_FULL_RETRY_AFTER
 from api.references import DecodeCache, References
 from api.schemas import BatchBody, GenerateBody
-from fractal import GenerationRequest, InvalidRequestError, StyleLibrary
+from api.styles import CallerStyles
+from fractal import GenerationRequest, InvalidRequestError
 from fractal.images import image_bytes
 from fractal.request import UPSCALE_FACTORS
 from fractal.validation import check_upscale
@@ -151,7 +152,7 @@ def admit_batch(session: Session, settings: Settings, owner: str | None, size: i
                        limit="max_queued_batch_items", queue_limit=room, queued=queued)
 
 
-def plan_batch(body: BatchBody, settings: Settings, styles: StyleLibrary,
+def plan_batch(body: BatchBody, settings: Settings, styles: CallerStyles,
                keyed: bool = False) -> BatchPlan:
     """Every item checked; a 422 naming the item (``items``, index) or the grid key. Blocking.
     ``keyed``: the caller has an API key, whose quota bounds a batch's size too."""
@@ -215,7 +216,7 @@ def plan_batch(body: BatchBody, settings: Settings, styles: StyleLibrary,
 
 
 def _plan_item(plan: BatchPlan, item: GenerateBody, index: int, default_format: str | None,
-               settings: Settings, styles: StyleLibrary, errors: _Errors,
+               settings: Settings, styles: CallerStyles, errors: _Errors,
                where: Callable[[list[Any]], list[Any]]) -> None:
     """Check one item with POST /generate's own code; on failure, note where and go on."""
     # A batch notifies once, as a whole; and thousands of items must not mean thousands of

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from fractal import StyleLibrary
+from api.styles import CallerStyles
 from workers.db import Database
 from workers.finish_signals import FinishListener
 from workers.settings import Settings
@@ -36,8 +36,11 @@ async def get_queue(request: Request) -> TaskQueue:
     return request.app.state.queue
 
 
-async def get_styles(request: Request) -> StyleLibrary:
-    return request.app.state.styles
+async def get_styles(request: Request) -> CallerStyles:
+    # The server's styles and the caller's own (read from the database when named).
+    caller = request.scope.get("state", {}).get("caller")
+    return CallerStyles(request.app.state.styles, request.app.state.database,
+                        caller.owner if caller is not None else None)
 
 
 async def get_finished(request: Request) -> FinishListener:
@@ -48,5 +51,5 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 QueueDep = Annotated[TaskQueue, Depends(get_queue)]
-StylesDep = Annotated[StyleLibrary, Depends(get_styles)]
+StylesDep = Annotated[CallerStyles, Depends(get_styles)]
 FinishedDep = Annotated[FinishListener, Depends(get_finished)]

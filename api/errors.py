@@ -97,17 +97,18 @@ def job_error_entry(error: JobError, where: str = "body") -> dict[str, Any]:
             "type": "value_error", "input": error.value, "ctx": ctx}
 
 
-_INDEXED = re.compile(r"^([A-Za-z_]+)\[(\d+)\]\.([A-Za-z_]+)$")
 _KEYED = re.compile(r"^([A-Za-z_]+)\.([^.\[\]]{1,32})$")
+# A path of names and indices: control[1].type, loras[0].name, style.loras[2].weight.
+_PATH = re.compile(r"^[A-Za-z_]+(\[\d+\])*(\.[A-Za-z_]+(\[\d+\])*)*$")
+_PART = re.compile(r"([A-Za-z_]+)|\[(\d+)\]")
 
 
 def field_loc(field: str) -> list[str | int]:
     """A library argument as a FastAPI loc: ``control[1].type`` is ``["control", 1, "type"]``
     and ``expand.left`` is ``["expand", "left"]`` (where pydantic names a list item's or an
     object's key); any other name is one part."""
-    match = _INDEXED.match(field)
-    if match is not None:
-        return [match.group(1), int(match.group(2)), match.group(3)]
+    if _PATH.match(field):
+        return [int(index) if index else name for name, index in _PART.findall(field)]
     match = _KEYED.match(field)
     if match is not None:
         return [match.group(1), match.group(2)]

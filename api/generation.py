@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from api.auth import Caller
-from api.capabilities import check_capabilities
+from api.capabilities import check_capabilities, check_lora_support
 from api.errors import JOB_ERROR_STATUS, ApiError, field_error, invalid_request, job_error_entry
 from api.idempotency import Idempotency
 from api.jsonbody import is_json, read_json
@@ -29,7 +29,8 @@ from api.limits import MAX_BODY_BYTES, MAX_FORM_FIELDS, QUEUE_FULL_RETRY_AFTER, 
 from api.model_access import resolve_model
 from api.references import DecodeCache, References, check_mask_size, decode_references
 from api.schemas import GenerateBody, HiresOptions
-from fractal import GenerationRequest, InvalidRequestError, StyleLibrary
+from api.styles import CallerStyles
+from fractal import GenerationRequest, InvalidRequestError
 from fractal.images import MAX_IMAGE_BYTES, image_bytes, load_image
 from fractal.record import attach_record, record_from_png
 from fractal.references import MAX_CONTROLS
@@ -109,7 +110,7 @@ async def _read_form(request: Request
         if not texts:
             continue  # an empty form field means "not given", as browsers send them
         data[key] = texts if key == "colors" and len(texts) > 1 else texts[-1]
-    for key in ("control", "expand"):  # JSON text in a form
+    for key in ("control", "expand", "loras"):  # JSON text in a form
         if isinstance(data.get(key), str):
             data[key] = await asyncio.to_thread(_json_part, key, data[key])
     if control_files:
@@ -152,7 +153,7 @@ def _fill_controls(data: dict[str, Any], files: list[str]) -> None:
 
 
 def build_request(body: GenerateBody, upload: bytes | None, settings: Settings,
-                  styles: StyleLibrary, decoded: DecodeCache | None = None,
+                  styles: CallerStyles, decoded: DecodeCache | None = None,
                   image_size: tuple[int, int] | None = None
                   ) -> tuple[GenerationRequest, Image.Image | None, References]:
     """The library's request, checked by the library (and against what its model takes); the
@@ -196,11 +197,16 @@ def build_request(body: GenerateBody, upload: bytes | None, settings: Settings,
             [unit.model_dump(exclude_none=True) for unit in body.control],
             mask=body.mask, mask_blur=body.mask_blur, inpaint_area=body.inpaint_area,
             padding=body.padding, expand=body.expand,
+            loras=None if body.loras is None else [lora.model_dump() for lora in body.loras],
         )
         check_request(request, has_image=has_image)
         check_capabilities(request, settings)
-        if request.style is not None:
-            styles.get(request.style)  # unknown: a 422 listing the valid names
+        style = None
+        if isinstance(request.style, str):
+            # Unknown: a 422 listing the valid names. A caller's own style travels inline.
+            style = styles.get(request.style)
+            request = replace(request, style=styles.for_request(request.style))
+        check_lora_support(request, settings, style, prompt_field)
         if body.webhook is not None:
             check_webhook(["body", "webhook"], body.webhook, settings)
         upscale = request.input_type == "upscale"
@@ -365,7 +371,7 @@ def admit(session: Session, settings: Settings, owner: str | None) -> None:
 
 
 def _check_and_submit(body: GenerateBody, upload: bytes | None, submission: Submission,
-                      settings: Settings, styles: StyleLibrary, caller: Caller,
+                      settings: Settings, styles: CallerStyles, caller: Caller,
                       guard: Idempotency) -> str:
     generation, image, references = build_request(body, upload, settings, styles)
     job_id = submission.submit(generation, image, body.output_format, caller.owner,
@@ -376,7 +382,7 @@ def _check_and_submit(body: GenerateBody, upload: bytes | None, submission: Subm
 
 
 async def enqueue(body: GenerateBody, upload: bytes | None, submission: Submission,
-                  settings: Settings, styles: StyleLibrary, caller: Caller,
+                  settings: Settings, styles: CallerStyles, caller: Caller,
                   guard: Idempotency) -> str:
     """Check a body exactly as the library would, admit it, queue it; the new job's id.
 

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from fractal.loras import MAX_LORA_WEIGHT, MAX_LORAS
+from fractal.loras import MAX_NAME_CHARS as MAX_LORA_NAME_CHARS
 from fractal.masks_check import (
     DEFAULT_MASK_BLUR,
     DEFAULT_PADDING,
@@ -39,6 +41,7 @@ __all__ = [
     "HiresOptions",
     "JobList",
     "JobOut",
+    "LoraRef",
     "ModelInfo",
     "ModelList",
     "OutputOut",
@@ -189,6 +192,12 @@ class GenerateBody(BaseModel):
         json_schema_extra={"propertyNames": {"enum": list(EXPAND_SIDES)},
                            "additionalProperties": {"type": "integer", "multipleOf": 8,
                                                     "minimum": 0}})
+    loras: list[LoraRef] | None = Field(
+        default=None, max_length=MAX_LORAS,
+        description=f"LoRA adapters to apply (up to {MAX_LORAS}, a style's included), by name "
+                    "from GET /loras with a weight; `<lora:name:weight>` tags in the prompt "
+                    "work too. Needs a model that takes LoRAs (GET /models: `loras`). In "
+                    "multipart/form-data: this list as JSON text.")
     output_format: OutputFormat = "png"
     webhook: str | None = Field(
         default=None, max_length=2048,
@@ -339,11 +348,31 @@ class ModelInfo(BaseModel):
         "always; a diffusion model: when its family has an IP-Adapter configured).")
     controls: list[str] = Field(
         default_factory=list, description="The `control` types requests may use.")
+    loras: bool = Field(default=False, description="Whether requests may apply LoRAs "
+                        "(`loras`, `<lora:...>` tags); a style's LoRAs are skipped where not.")
 
 
 class ModelList(BaseModel):
     default: str
     models: list[ModelInfo]
+
+
+class LoraRef(BaseModel):
+    """A LoRA a request or a style applies: a file's name in the server's LoRA folder
+    (GET /loras), and its weight."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    name: str = Field(max_length=MAX_LORA_NAME_CHARS,
+                      description="A LoRA file's name in the server's LoRA folder (GET /loras).")
+    weight: float = Field(default=1.0, ge=-MAX_LORA_WEIGHT, le=MAX_LORA_WEIGHT,
+                          description="How strongly it applies; 0 is not at all, negative "
+                                      "inverts it. Default 1.")
+
+    @field_validator("weight", mode="before")
+    @classmethod
+    def _no_bools(cls, value: Any) -> Any:
+        return no_bools(value)
 
 
 class StyleInfo(BaseModel):
@@ -357,6 +386,11 @@ class StyleInfo(BaseModel):
     steps: int | None
     guidance: float | None
     strength: float | None
+    source: Literal["builtin", "operator", "user"] = Field(
+        default="builtin", description="`builtin`, `operator` (the server's style files) or "
+        "`user` (this key's own, POST /styles).")
+    loras: list[LoraRef] = Field(default_factory=list, description="LoRAs the style applies "
+                                 "on diffusion models (the built-in engine skips them).")
 
 
 class StyleList(BaseModel):

@@ -120,6 +120,21 @@ class Settings(BaseSettings):
                     "(families: sd15, sd2, sdxl, sd3, flux). Loaded once per worker with "
                     "the model. Unset: no style reference or control on diffusion models "
                     "(the built-in engine needs none).")
+    # --- LoRA adapters and user styles (issue #21) ---
+    lora_dir: Path | None = Field(
+        default=None, description="The folder of LoRA files (`name.safetensors`) requests "
+                                  "name in `loras` or `<lora:name:weight>` tags; shared by the "
+                                  "API (lists, uploads) and the workers (load). Unset: none.")
+    lora_hub: bool = Field(default=False,
+                           description="Whether requests may name hub ids (owner/repo) as "
+                                       "LoRAs. Off: a tenant must not make workers download "
+                                       "arbitrary files.")
+    lora_upload_max_bytes: ByteSize = Field(default=ByteSize(512 * 1024 * 1024), ge=1,
+                                            description="The largest LoRA file POST /loras "
+                                                        "accepts (`512MiB`, `2GB`, bytes).")
+    max_styles_per_key: int = Field(default=200, ge=0,
+                                    description="How many styles of its own each key (or the "
+                                                "one owner when auth is off) may keep.")
 
     # --- security (who may call, and how much) ---
     host: str = Field(default="127.0.0.1",
@@ -233,10 +248,10 @@ class Settings(BaseSettings):
                              "https://images.example.com or http://host:8000/prefix")
         return value.strip().rstrip("/")
 
-    @field_validator("data_dir")
+    @field_validator("data_dir", "lora_dir")
     @classmethod
-    def _expand(cls, value: Path) -> Path:
-        return value.expanduser()
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
 
     @property
     def auth_required(self) -> bool:
@@ -250,7 +265,7 @@ class Settings(BaseSettings):
         return {"hires_factor": self.hires_factor, "tile_size": self.tile_size,
                 "tile_overlap": self.tile_overlap,
                 "memory_limit": int(self.memory_limit) if self.memory_limit else None,
-                "adapters": self.adapters or None}
+                "adapters": self.adapters or None, "lora_dir": self.lora_dir}
 
     @property
     def embedded(self) -> bool:

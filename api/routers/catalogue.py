@@ -1,4 +1,4 @@
-"""What can be asked for: models and styles."""
+"""What can be asked for: models (styles: api/routers/styles.py, LoRAs: api/routers/loras.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from api.capabilities import capabilities_of
-from api.deps import SettingsDep, StylesDep
+from api.deps import SettingsDep
 from api.jsonbody import JsonRoute
 from api.model_access import allowed_models
-from api.schemas import ModelInfo, ModelList, StyleInfo, StyleList
+from api.schemas import ModelInfo, ModelList
 from fractal.catalogue import KNOWN_MODELS
 from fractal.naming import display_name
 from workers.settings import Settings
@@ -37,17 +37,7 @@ def _models(settings: Settings) -> ModelList:
             size=info.size if info else "", default=model == settings.model,
             notes=info.notes if info else "configured by this server's operator",
             adapter_family=capabilities.family,
-            style_reference=capabilities.style_reference, controls=capabilities.controls))
+            style_reference=capabilities.style_reference, controls=capabilities.controls,
+            loras=capabilities.loras))
     return ModelList(default=display_name(settings.model), models=models)
 
-
-@router.get("/styles", response_model=StyleList)
-async def list_styles(styles: StylesDep) -> StyleList:
-    return StyleList(styles=[
-        StyleInfo(name=style.name, description=style.description, effect=style.effect,
-                  template=style.prompt, negative_prompt=style.negative_prompt,
-                  palette=list(style.palette) if style.palette else None,
-                  lighting=style.lighting, steps=style.steps, guidance=style.guidance,
-                  strength=style.strength)
-        for style in styles
-    ])

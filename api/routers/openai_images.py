@@ -40,7 +40,7 @@ from api.openai_errors import ERROR_RESPONSES
 from api.openai_mapping import openai_mask, to_generate_body
 from api.openai_schemas import ImageData, ImageEditBody, ImageGenerationBody, ImagesResponse
 from api.polling import wait_for_job
-from fractal import StyleLibrary
+from api.styles import CallerStyles
 from workers.db import Database, Job, JobStatus
 from workers.finish_signals import FinishListener
 from workers.settings import Settings
@@ -65,7 +65,7 @@ class _Service:
     database: Database
     storage: Storage
     queue: TaskQueue
-    styles: StyleLibrary
+    styles: CallerStyles
     caller: Caller
     finished: FinishListener
 

@@ -21,6 +21,7 @@ from workers.db import batches as batch_store
 from workers.db import jobs as job_store
 from workers.db import keys as key_store
 from workers.db import messages as message_store
+from workers.db import styles as style_store
 from workers.db.models import Base
 from workers.db.session import MIGRATIONS
 
@@ -177,8 +178,18 @@ ROWS: dict[str, dict[str, list[dict[str, Any]]]] = {
                            "message": "`scheduler` is not a known sampler (got 'warp')",
                            "choices": ["ddim", "euler"], "reason": "is not a known sampler"}),
     ]},
+    "0008": {"user_styles": [  # a caller's own style, and the one owner "" when auth is off
+        {"id": 1, "owner": "key_0123456789abcdef", "name": "Ink Wash", "folded_name": "ink wash",
+         "style": {"name": "Ink Wash", "prompt": "ink wash of {prompt}",
+                   "loras": [{"name": "ink", "weight": 0.8}]},
+         "created_at": T0, "updated_at": T0 + timedelta(minutes=1)},
+        {"id": 2, "owner": "", "name": "Ink Wash", "folded_name": "ink wash",
+         "style": {"name": "Ink Wash", "prompt": "{prompt}, sumi-e"},
+         "created_at": T0, "updated_at": T0},
+    ]},
 }
-ORDER = ["batches", "jobs", "api_keys", "idempotency_keys", "queue_messages"]  # FKs first
+ORDER = ["batches", "jobs", "api_keys", "idempotency_keys", "queue_messages",
+         "user_styles"]  # FKs first
 # What a column added after a row was written holds for it (else NULL).
 ADDED_DEFAULTS = {"queue": "renders", "admin": False}
 
@@ -309,6 +320,15 @@ def test_a_database_with_data_migrates_from_each_revision(database_url: str,
         with database.session() as session:
             assert key_store.find_key(session, "s2f_the-operator-secret").admin is True
             assert key_store.find_key(session, "s2f_the-secret").admin is False
+    if "0008" in written:  # each owner finds its own style, by any case of its name
+        with database.session() as session:
+            mine = style_store.get_style(session, "key_0123456789abcdef", "INK WASH")
+            assert mine is not None and mine.style["loras"] == [{"name": "ink", "weight": 0.8}]
+            assert style_store.get_style(session, None, "ink wash").style["prompt"] == \
+                "{prompt}, sumi-e"
+            with pytest.raises(style_store.StyleExists):
+                style_store.create_style(session, None, {"name": "ink WASH",
+                                                         "prompt": "{prompt}"})
 
 
 def _migrate(url: str, barrier: Any) -> None:

@@ -1,6 +1,6 @@
 """Job records in a SQL database (SQLite by default, PostgreSQL in production)."""
 
-from workers.db.models import ApiKey, Batch, IdempotencyRecord, Job, JobStatus
+from workers.db.models import ApiKey, Batch, IdempotencyRecord, Job, JobStatus, UserStyle
 from workers.db.session import Database, get_database
 
 __all__ = [
@@ -10,5 +10,6 @@ __all__ = [
     "IdempotencyRecord",
     "Job",
     "JobStatus",
+    "UserStyle",
     "get_database",
 ]

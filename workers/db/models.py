@@ -6,7 +6,18 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, false
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
@@ -19,6 +30,7 @@ __all__ = [
     "Job",
     "JobStatus",
     "QueueMessage",
+    "UserStyle",
     "utcnow",
 ]
 
@@ -157,3 +169,20 @@ class QueueMessage(Base):
     # Taken by a worker until then; past it, the message is delivered again (at least once).
     taken_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deliveries: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class UserStyle(Base):
+    """A caller's own style preset (POST /styles): the inline style object
+    (fractal.styles.Style.to_table), found by its case-folded name within its owner's."""
+
+    __tablename__ = "user_styles"
+    __table_args__ = (UniqueConstraint("owner", "folded_name",
+                                       name="uq_user_styles_owner_folded_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(64))  # the key's id; "" when auth is off
+    name: Mapped[str] = mapped_column(String(255))
+    folded_name: Mapped[str] = mapped_column(String(255))
+    style: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
