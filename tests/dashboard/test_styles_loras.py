@@ -74,9 +74,10 @@ def test_save_the_form_as_a_style_render_with_it_edit_and_delete_it(
     page = open_page()
     expect(page.locator("#own-style-empty")).to_be_visible()
     page.get_by_label("Prompt", exact=True).fill("ink wash on soft paper")
-    page.get_by_label("Negative prompt").fill("blurry")
+    form = page.locator("#create-form")
+    form.get_by_label("Negative prompt").fill("blurry")
     _open_advanced(page)
-    page.get_by_label("Steps").fill("6")
+    form.get_by_label("Steps").fill("6")
     page.get_by_role("button", name="Save as style…").click()
 
     dialog = page.get_by_role("dialog", name="Save as style")
@@ -106,7 +107,7 @@ def test_save_the_form_as_a_style_render_with_it_edit_and_delete_it(
         "blurry", 6, "Black ink, wet paper")
     assert saved["loras"] == []
 
-    # Usable by name: a render with it has the template around its own prompt.
+    # Usable by name: the render records it, and its job carries the style inlined.
     page.get_by_label("Prompt", exact=True).fill("a fox")
     page.fill("#width", "64")
     page.fill("#height", "64")
@@ -114,7 +115,9 @@ def test_save_the_form_as_a_style_render_with_it_edit_and_delete_it(
     finished_card(page, job_id)
     job = client.get(f"/jobs/{job_id}").json()
     record = job["outputs"][0]["record"]
-    assert "a fox, ink wash on soft paper" in record["prompt"], record
+    assert job["status"] == "succeeded", job
+    assert (record["style"], record["user_prompt"], record["steps"]) == ("My ink", "a fox", 6)
+    assert job["request"]["style"]["prompt"] == "{prompt}, ink wash on soft paper"
     # The gallery names the style by its name (the job carries it inlined).
     card = page.locator(f'#gallery-list .card[data-job-id="{job_id}"]').first
     expect(card.locator(".meta")).to_contain_text("My ink")
@@ -214,6 +217,10 @@ def test_lora_picker_lists_the_folder_and_sends_the_sliders_weight(
     body = json.loads(sent.value.post_data or "{}")
     assert body["loras"] == [{"name": LORA, "weight": 0.75}]
     assert body["model"] == "tiny-sd"
+    answer = sent.value.response()
+    assert answer is not None and answer.status == 202, answer and answer.text()
+    job = dashboard.client().get(f"/jobs/{answer.json()['id']}").json()
+    assert job["request"]["loras"] == [{"name": LORA, "weight": 0.75}]
 
     # Saved as a style, the style keeps the form's LoRAs.
     page.get_by_role("button", name="Save as style…").click()
@@ -226,6 +233,18 @@ def test_lora_picker_lists_the_folder_and_sends_the_sliders_weight(
     assert saved["loras"] == [{"name": LORA, "weight": 0.75}]
     expect(_own(page).locator("label", has_text="Heron ink")).to_contain_text(
         f"LoRAs: {LORA} × 0.75")
+
+    # A LoRA gone from the folder: the server's 422 names loras[0].name, shown beside it.
+    lora_file = dashboard.lora_dir / f"{LORA}.safetensors"
+    lora_file.rename(lora_file.with_name("elsewhere.bin"))
+    try:
+        page.get_by_role("button", name="Generate").click()
+        error = page.locator('#lora-list [data-field="loras.0"] > .error')
+        expect(error).to_be_visible()
+        expect(error).to_contain_text("LoRA folder")
+        expect(weight).to_have_attribute("aria-invalid", "true")
+    finally:
+        lora_file.with_name("elsewhere.bin").rename(lora_file)
 
     # Removed: nothing is sent; back on the engine the section is disabled again.
     page.get_by_role("button", name=f"Remove LoRA 1 {LORA}").click()
