@@ -232,6 +232,8 @@ export function fillParams(params, { keepSeed = true } = {}) {
   } else {
     setValue("model", params.model);
   }
+  // What the model takes (style reference, controls, LoRAs) follows it.
+  $("model").dispatchEvent(new Event("change"));
   setColors(params.colors);
   $("texture-on").checked = params.texture != null;
   if (params.texture != null) setValue("texture", params.texture);

@@ -121,6 +121,9 @@ def test_save_the_form_as_a_style_render_with_it_edit_and_delete_it(
     # The gallery names the style by its name (the job carries it inlined).
     card = page.locator(f'#gallery-list .card[data-job-id="{job_id}"]').first
     expect(card.locator(".meta")).to_contain_text("My ink")
+    page.locator("#style-list input[value='']").check()
+    card.get_by_role("button", name="Reuse settings").click()
+    expect(own.get_by_role("radio", name=re.compile("My ink"))).to_be_checked()
 
     # Edit: the dialog holds the saved style; its name stays (it is the style's key).
     own.get_by_role("button", name="Edit style My ink").click()
@@ -250,5 +253,47 @@ def test_lora_picker_lists_the_folder_and_sends_the_sliders_weight(
     page.get_by_role("button", name=f"Remove LoRA 1 {LORA}").click()
     expect(page.locator("#lora-list li")).to_have_count(0)
     expect(page.get_by_role("button", name="Add LoRA")).to_be_focused()
-    page.get_by_role("region", name="Create").get_by_label("Model").select_option("")
+    model = page.get_by_role("region", name="Create").get_by_label("Model")
+    model.select_option("")
     assert section.evaluate("(section) => section.disabled")
+
+    # The gallery names the job's LoRA; reusing its settings puts the LoRA back.
+    page.wait_for_function("""(id) => ['succeeded', 'failed'].includes(document.querySelector(
+        `.live-card[data-job-id="${id}"]`)?.dataset.status)""", arg=job["id"])
+    page.get_by_role("button", name="Refresh", exact=True).first.click()
+    job_id = job["id"]
+    card = page.locator(f'#gallery-list .card[data-job-id="{job_id}"]').first
+    card.locator("summary", has_text="Parameters").click()
+    expect(card.locator("dl.params")).to_contain_text(f"{LORA} × 0.75")
+    card.get_by_role("button", name="Reuse settings").click()
+    expect(model).to_have_value("tiny-sd")
+    expect(page.locator("#lora-list input[type=range]")).to_have_value("0.75")
+    assert not section.evaluate("(section) => section.disabled")
+
+
+def test_style_dialog_and_lora_picker_by_keyboard(open_page) -> None:
+    page = open_page()
+    page.get_by_role("region", name="Create").get_by_label("Model").select_option("tiny-sd")
+    # The picker: choose, add, then the slider moves by its step with the arrow keys.
+    page.get_by_label("LoRA file").focus()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Add LoRA")).to_be_focused()
+    page.keyboard.press("Enter")
+    weight = page.get_by_label(f"LoRA 1 {LORA} weight")
+    expect(weight).to_be_focused()
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")
+    expect(weight).to_have_value("0.9")
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name=f"Remove LoRA 1 {LORA}")).to_be_focused()
+
+    # The dialog: opened with Enter, the name focused, Escape closes it and focus returns.
+    opener = page.get_by_role("button", name="Save as style…")
+    opener.focus()
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="Save as style")
+    expect(dialog.get_by_label("Name")).to_be_focused()
+    expect(dialog.get_by_label(f"{LORA} weight")).to_have_value("0.9")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    expect(opener).to_be_focused()
