@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -297,3 +298,24 @@ def test_style_dialog_and_lora_picker_by_keyboard(open_page) -> None:
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
     expect(opener).to_be_focused()
+
+
+def test_a_style_named_with_markup_and_url_characters_is_text_and_editable(
+        open_page, dashboard: Served) -> None:
+    name = 'Fog #1 <b>"100%"? &amp; ünï'  # '/' is not allowed in a name
+    client = dashboard.client()
+    assert client.post("/styles", json={"name": name, "prompt": "{prompt}, fog"}).status_code == 201
+    page = open_page()
+    own = _own(page)
+    expect(own.locator("label", has_text=name)).to_be_visible()  # as text, not markup
+    assert own.locator("b").count() == 0
+    own.get_by_role("button", name=f"Edit style {name}").click()
+    dialog = page.get_by_role("dialog", name=f"Edit style “{name}”")
+    dialog.get_by_label("Prompt template").fill("{prompt}, thick fog")
+    dialog.get_by_role("button", name="Save changes").click()
+    expect(dialog).to_be_hidden()
+    assert client.get(f"/styles/{quote(name, safe='')}").json()["template"] == "{prompt}, thick fog"
+    page.once("dialog", lambda confirm: confirm.accept())
+    own.get_by_role("button", name=f"Delete style {name}").click()
+    expect(own.locator("label", has_text=name)).to_have_count(0)
+    assert all(style["name"] != name for style in client.get("/styles").json()["styles"])
