@@ -139,7 +139,10 @@ class GenerateBody(BaseModel):
     guidance: float | None = None
     seed: int | None = Field(default=None, description="Unset: a random seed, returned.")
     scheduler: str | None = None
-    style: str | None = None
+    style: str | dict[str, Any] | None = Field(
+        default=None, description="A style's name (GET /styles: the server's and this key's "
+        "own), or a style object as POST /styles takes it (`name`, `prompt` with "
+        "`{prompt}`, ...).")
     lighting: str | None = None
     colors: list[str] | str | None = Field(default=None,
                                            description="Colour names or hex codes.")

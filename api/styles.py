@@ -8,6 +8,7 @@ later edit does not change a queued job. Another key's style is as unknown as an
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -29,7 +30,9 @@ from workers.db import styles as style_store
 from workers.job_errors import JobError
 
 __all__ = ["MAX_STYLE_BODY_BYTES", "CallerStyles", "StyleBody", "check_style_body",
-           "source_of", "style_info"]
+           "source_of", "stored_style", "style_info"]
+
+logger = logging.getLogger(__name__)
 
 MAX_STYLE_BODY_BYTES = 64 * 1024  # two 2,000-character templates and eight LoRAs fit easily
 
@@ -103,6 +106,16 @@ def check_style_body(body: StyleBody, name: str | None, lora_hub: bool) -> Style
     return style
 
 
+def stored_style(table: dict[str, Any]) -> Style | None:
+    """A stored style, read back; None (logged) if it no longer passes the library's checks
+    (a limit tightened since it was saved): unusable, but never a 500."""
+    try:
+        return Style.inline(table)
+    except InvalidRequestError as exc:
+        logger.warning("stored style %r is no longer valid: %s", table.get("name"), exc)
+        return None
+
+
 def source_of(style: Style) -> str:
     if style.source == "builtin":
         return "builtin"
@@ -140,7 +153,7 @@ class CallerStyles:
                 with self.database.session() as session:
                     row = style_store.get_style(session, self.owner, name)
                     if row is not None:
-                        self._own[key] = Style.inline(row.style)
+                        self._own[key] = stored_style(row.style)
         return self._own[key]
 
     def server(self, name: str) -> Style | None:

@@ -20,7 +20,7 @@ from fractal.record import read_record
 if TYPE_CHECKING:
     from fractal.spec2fractal import Spec2Fractal
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "parse_lora_options"]
 
 app = typer.Typer(
     name="spec2fractal",
@@ -42,6 +42,25 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
     if not sep or not width.isdigit() or not height.isdigit():
         raise InvalidRequestError("size", size, "must look like 768x512")
     return int(width), int(height)
+
+
+def parse_lora_options(values: list[str] | None) -> list[dict[str, object]] | None:
+    """``--lora NAME[:WEIGHT]`` options as a request's ``loras`` (weight 1 when left out); a
+    weight that is not a number is an error naming ``--lora``."""
+    if not values:
+        return None
+    loras: list[dict[str, object]] = []
+    for value in values:
+        name, colon, weight = value.rpartition(":")
+        if not colon:
+            name, weight = value, ""
+        try:
+            loras.append({"name": name.strip(), "weight": float(weight) if weight.strip()
+                          else 1.0})
+        except ValueError:
+            raise InvalidRequestError("--lora", value, "must be NAME or NAME:WEIGHT, the "
+                                      "weight a number such as 0.8") from None
+    return loras
 
 
 def output_paths(output: Path, n: int) -> list[Path]:
@@ -69,7 +88,7 @@ def _quiet_third_parties() -> None:
 
 @contextlib.contextmanager
 def _loaded(model: str | None, device: str | None, dtype: str | None,
-            styles_file: Path | None, doing: str
+            styles_file: Path | None, doing: str, lora_dir: Path | None = None
             ) -> Iterator[tuple[Spec2Fractal, Callable[[int, int, object], None]]]:
     """The model, loaded under a spinner, and a progress callback for its bar."""
     from fractal.spec2fractal import Spec2Fractal
@@ -80,7 +99,8 @@ def _loaded(model: str | None, device: str | None, dtype: str | None,
         task = progress.add_task(f"Loading {model or 'the fractal engine'}", total=None)
         if model is not None:
             _quiet_third_parties()
-        renderer = Spec2Fractal(model, device=device, dtype=dtype, styles=styles_file)
+        renderer = Spec2Fractal(model, device=device, dtype=dtype, styles=styles_file,
+                                lora_dir=lora_dir)
         progress.update(task, description=doing)
 
         def on_progress(step: int, total: int, _preview: object) -> None:
@@ -134,6 +154,12 @@ def generate(
     expand: Annotated[str | None, typer.Option(
         help="Outpaint: left=64,right=64,top=0,bottom=0 (px, multiples of 8); needs --image.")
     ] = None,
+    lora: Annotated[list[str] | None, typer.Option(
+        "--lora", help="Apply a LoRA: NAME[:WEIGHT] (weight 1 when left out), a file in "
+                       "--lora-dir or a hub id; <lora:NAME:WEIGHT> in the prompt works too. "
+                       "Repeatable.")] = None,
+    lora_dir: Annotated[Path | None, typer.Option(
+        help="The folder of LoRA files (NAME.safetensors).")] = None,
     styles_file: Annotated[Path | None, typer.Option(help="Extra styles (TOML).")] = None,
     device: Annotated[str | None, typer.Option(help="cuda, mps or cpu; default: auto.")] = None,
     dtype: Annotated[str | None, typer.Option(help="fp16, bf16 or fp32; default: auto.")] = None,
@@ -154,7 +180,8 @@ def generate(
         input_type=input_type, prompt=prompt, negative_prompt=negative, width=width,
         height=height, steps=steps, guidance=guidance, seed=seed, scheduler=scheduler,
         style=style, lighting=lighting, colors=colors, texture=texture, strength=strength, n=n,
-        hires=hires, **references.request_fields(), **masks.request_fields(),
+        hires=hires, loras=parse_lora_options(lora), **references.request_fields(),
+        **masks.request_fields(),
     )
     # Fail before a model loads: a typo should not cost a minute of loading.
     try:
@@ -169,22 +196,24 @@ def generate(
     reference_arguments = references.load()
     mask_arguments = masks.load(image)
 
-    with _loaded(model, device, dtype, styles_file, "Rendering") as (renderer, on_progress), \
+    with _loaded(model, device, dtype, styles_file, "Rendering", lora_dir) as (
+            renderer, on_progress), \
             references.naming_options():
         if image is None:
             images = renderer.generate_from_text(
                 prompt or "", negative_prompt=negative, width=width, height=height, steps=steps,
                 guidance=guidance, seed=seed, scheduler=scheduler, style=style,
                 lighting=lighting, colors=request.colors, texture=texture, n=n,
-                hires=hires, on_progress=on_progress, **reference_arguments,
+                hires=hires, loras=request.loras, on_progress=on_progress,
+                **reference_arguments,
             )
         else:
             images = renderer.generate_from_image(
                 image, prompt, style=style, strength=strength, negative_prompt=negative,
                 width=width, height=height, steps=steps, guidance=guidance, seed=seed,
                 scheduler=scheduler, lighting=lighting, colors=request.colors,
-                texture=texture, n=n, on_progress=on_progress, **reference_arguments,
-                **mask_arguments,
+                texture=texture, n=n, loras=request.loras, on_progress=on_progress,
+                **reference_arguments, **mask_arguments,
             )
     for path, picture in zip(paths, images if isinstance(images, list) else [images],
                              strict=True):
@@ -253,6 +282,22 @@ def styles(
     for style in library:
         table.add_row(style.name, style.description, style.effect or "—")
     console.print(table)
+
+
+@app.command()
+def loras(
+    lora_dir: Annotated[Path, typer.Option(help="The folder of LoRA files.")],
+) -> None:
+    """List a folder's LoRA files: name, model family, key format, size and short hash."""
+    from fractal.loras import list_loras
+
+    found = list_loras(lora_dir)
+    for lora in found:  # plain lines: names are copied into --lora
+        console.print(f"[bold]{lora.name}[/]  {lora.family or 'family unknown'}  {lora.format}"
+                      f"  {lora.size / 1e6:.1f} MB  {lora.short_hash}", soft_wrap=True,
+                      highlight=False)
+    if not found:
+        console.print(f"no LoRA files (.safetensors) in {lora_dir}", highlight=False)
 
 
 @app.command()

@@ -246,7 +246,7 @@ def test_every_url_points_at_its_service(name: str, monkeypatch: pytest.MonkeyPa
 def test_the_services_agree_on_one_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
     """API, workers and flower read and write the same jobs, queue and bucket."""
     shared = ("broker_url", "database_url", "storage_url", "s3_endpoint_url", "s3_region",
-              "s3_public_endpoint_url", "model", "task_time_limit")
+              "s3_public_endpoint_url", "model", "task_time_limit", "lora_dir")
     seen = {name: settings_from(environment(services()[name]), monkeypatch) for name in OURS}
     for field in shared:
         values = {name: getattr(settings, field) for name, settings in seen.items()}
@@ -310,7 +310,8 @@ def test_presigned_urls_name_the_published_minio_port() -> None:
     assert api_url.port in {published for _, published, _ in ports(services()["api"])}
 
 
-def test_data_lives_on_declared_volumes_where_each_image_keeps_it() -> None:
+def test_data_lives_on_declared_volumes_where_each_image_keeps_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     declared = set(default_config().get("volumes") or {})
     expected = {
         "postgres": "/var/lib/postgresql/data",  # the postgres image's PGDATA
@@ -322,6 +323,12 @@ def test_data_lives_on_declared_volumes_where_each_image_keeps_it() -> None:
         mounts = volumes(services()[name])
         assert target in mounts, f"{name}: nothing mounted at {target} ({mounts})"
         assert mounts[target] in declared, f"{name}: {mounts[target]} is not a named volume"
+    # One LoRA folder: the API lists and takes uploads in it, the workers load from it.
+    for name in ("api", "worker"):
+        folder = str(settings_from(environment(services()[name]), monkeypatch)
+                     .lora_dir)
+        mounts = volumes(services()[name])
+        assert mounts.get(folder) == "loras" and "loras" in declared, (name, mounts)
     assert command(services()["minio"])[:2] == ["server", "/data"]
     assert environment(services()["worker"])["HF_HOME"] == "/models"
     assert "--appendonly" in command(services()["redis"])

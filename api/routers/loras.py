@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/loras", tags=["loras"])
 
 ADMIN_ONLY = {403: {"description": "Not an operator key (keys create --admin)."}}
-NO_FOLDER = {503: {"description": "This server has no LoRA folder (SPEC2FRACTAL_LORA_DIR)."}}
+NO_FOLDER = {501: {"description": "This server has no LoRA folder (SPEC2FRACTAL_LORA_DIR)."}}
 
 
 class LoraInfo(BaseModel):
@@ -59,7 +59,7 @@ def _info(lora: LoraFile) -> LoraInfo:
 
 def _folder(settings: Settings) -> Path:
     if settings.lora_dir is None:
-        raise ApiError(503, "this server has no LoRA folder (SPEC2FRACTAL_LORA_DIR)")
+        raise ApiError(501, "this server has no LoRA folder (SPEC2FRACTAL_LORA_DIR)")
     return settings.lora_dir
 
 

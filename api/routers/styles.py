@@ -18,7 +18,7 @@ from api.deps import DatabaseDep, SettingsDep, StylesDep
 from api.errors import ApiError, field_error
 from api.jsonbody import JsonRoute
 from api.schemas import StyleInfo, StyleList
-from api.styles import CallerStyles, StyleBody, check_style_body, style_info
+from api.styles import CallerStyles, StyleBody, check_style_body, stored_style, style_info
 from fractal.styles import Style
 from fractal.styles.library import MAX_STYLE_NAME_CHARS
 from workers.db import Database
@@ -41,8 +41,9 @@ async def list_styles(styles: StylesDep, database: DatabaseDep, caller: CallerDe
     """Built-in and operator styles, then the caller's own (`source`)."""
     def own() -> list[StyleInfo]:
         with database.session() as session:
-            return [style_info(Style.inline(row.style))
-                    for row in style_store.list_styles(session, caller.owner)]
+            stored = [stored_style(row.style)
+                      for row in style_store.list_styles(session, caller.owner)]
+        return [style_info(style) for style in stored if style is not None]
 
     server = [style_info(style) for style in styles]
     return StyleList(styles=server + await run_in_threadpool(own))

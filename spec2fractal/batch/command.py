@@ -31,16 +31,22 @@ def batch(
     api_key: Annotated[str | None, typer.Option(
         envvar="SPEC2FRACTAL_API_KEY", show_default=False,
         help="API key for a --server that asks for one.")] = None,
+    lora: Annotated[list[str] | None, typer.Option(
+        "--lora", help="A LoRA for items that name none: NAME[:WEIGHT]; a file in "
+                       "--lora-dir, or on the --server (GET /loras). Repeatable.")] = None,
+    lora_dir: Annotated[Path | None, typer.Option(
+        help="The folder of LoRA files, rendering in this process.")] = None,
 ) -> None:
     """Render every request in FILE into --out; a re-run skips what is already done."""
-    from fractal.cli import console, errors, parse_size
+    from fractal.cli import console, errors, parse_lora_options, parse_size
     from spec2fractal.batch.runner import BatchOptions, run_batch
 
     width, height = parse_size(size)
-    defaults = {key: value for key, value in (("width", width), ("height", height))
+    defaults = {key: value for key, value in (("width", width), ("height", height),
+                                              ("loras", parse_lora_options(lora)))
                 if value is not None}
     options = BatchOptions(file=file, out=out, server=server, concurrency=concurrency,
-                           model=model, defaults=defaults, api_key=api_key)
+                           model=model, defaults=defaults, api_key=api_key, lora_dir=lora_dir)
     summary = run_batch(options, console=console, errors=errors)
     colour = "red" if summary.failed else "green"
     console.print(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from fractal.errors import GenerationCancelled, Spec2FractalError
@@ -52,12 +53,13 @@ class Renderer(Protocol):
 class LocalRenderer:
     """The library in this process: one loaded model per worker thread (usually one)."""
 
-    def __init__(self, model: str | None, workers: int) -> None:
+    def __init__(self, model: str | None, workers: int, lora_dir: Path | None = None) -> None:
         from fractal.spec2fractal import Spec2Fractal
 
-        first = Spec2Fractal(model)
+        first = Spec2Fractal(model, lora_dir=lora_dir)
         # An instance renders one request at a time: more threads need more instances.
-        self._models = [first, *(Spec2Fractal(model) for _ in range(workers - 1))]
+        self._models = [first, *(Spec2Fractal(model, lora_dir=lora_dir)
+                                 for _ in range(workers - 1))]
         self.name = (model or first.model).strip()
 
     def render(self, item: Item, worker: int, stop: threading.Event) -> list[Output]:

@@ -51,6 +51,7 @@ class BatchOptions:
     model: str | None = None
     defaults: dict[str, Any] = field(default_factory=dict)  # e.g. width/height from --size
     api_key: str | None = None  # for a server that asks for one
+    lora_dir: Path | None = None  # LoRA files, rendering in this process
 
 
 @dataclass
@@ -90,7 +91,7 @@ def make_renderer(options: BatchOptions, workers: int) -> Renderer:
                                api_key=options.api_key)
     from spec2fractal.batch.render import LocalRenderer
 
-    return LocalRenderer(options.model, workers)
+    return LocalRenderer(options.model, workers, options.lora_dir)
 
 
 @contextmanager

@@ -38,7 +38,9 @@ from spec2fractal.client.types import (
     Job,
     JobEvent,
     JobPage,
+    LoraInfo,
     Output,
+    StyleInfo,
 )
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "JobEvent",
     "JobFailedError",
     "JobPage",
+    "LoraInfo",
     "NotFoundError",
     "Output",
     "PayloadTooLargeError",
@@ -68,6 +71,7 @@ __all__ = [
     "RateLimitError",
     "ServiceUnavailableError",
     "Spec2FractalClient",
+    "StyleInfo",
     "UnprocessableEntityError",
     "ValidationError",
 ]

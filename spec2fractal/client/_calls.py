@@ -196,7 +196,7 @@ class ClientBase(Generic[H]):
     """The constructor and settings of both clients (see ``Spec2FractalClient``)."""
 
     _http_class: ClassVar[type]
-    _resources: ClassVar[tuple[type, type, type]]  # images, jobs, batches
+    _resources: ClassVar[tuple[type, ...]]  # images, jobs, batches, styles, loras
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
                  timeout: float | httpx.Timeout | None = None,
@@ -204,8 +204,9 @@ class ClientBase(Generic[H]):
         self.config = ClientConfig.of(base_url, api_key, timeout, max_retries)
         self._http: H = http_client or self._http_class(timeout=self.config.timeout,
                                                         follow_redirects=True)
-        images, jobs, batches = self._resources
+        images, jobs, batches, styles, loras = self._resources
         self.images, self.jobs, self.batches = images(self), jobs(self), batches(self)
+        self.styles, self.loras = styles(self), loras(self)
 
     @property
     def base_url(self) -> str:
@@ -216,7 +217,8 @@ class ClientBase(Generic[H]):
 
 
 class Resource:
-    """``client.images``, ``client.jobs``, ``client.batches``: calls run by their client."""
+    """``client.images``, ``client.jobs``, ``client.batches``, ``client.styles``,
+    ``client.loras``: calls run by their client."""
 
     def __init__(self, client: Any) -> None:
         self._client = client

@@ -32,10 +32,13 @@ __all__ = [
     "API_KEY_ENV",
     "BASE_URL_ENV",
     "ClientConfig",
+    "LorasInput",
     "SSEDecoder",
     "generate_request",
     "idempotency_key",
+    "lora_list",
     "open_image",
+    "parse_lora",
     "raise_for_status",
     "retry_delay",
 ]
@@ -56,7 +59,7 @@ IMAGE_FIELDS = ("input_type", "image", "negative_prompt", "width", "height", "st
                 "guidance", "seed", "scheduler", "style", "lighting", "colors", "texture",
                 "strength", "n", "model", "output_format", "webhook", "image_url", "scale",
                 "hires", "style_image", "style_strength", "style_mode", "control", "mask",
-                "mask_blur", "inpaint_area", "padding", "expand")
+                "mask_blur", "inpaint_area", "padding", "expand", "loras")
 ImageInput = Image.Image | bytes | str | Path
 
 
@@ -185,6 +188,8 @@ def generate_request(prompt: str | None, image: ImageInput | None,
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
     body: dict[str, Any] = reference_data({key: _plain(value) for key, value in options.items()
                                            if value is not None})
+    if "loras" in body:
+        body["loras"] = lora_list(body["loras"])
     has_image = image is not None or body.get("image_url") is not None \
         or body.get("image") is not None
     body.setdefault("input_type", ("hybrid" if prompt and prompt.strip() else "image")
@@ -194,7 +199,7 @@ def generate_request(prompt: str | None, image: ImageInput | None,
     if image is None:
         return {"json": body}
     data, content_type = image_bytes(image)
-    form: dict[str, Any] = {key: json.dumps(value) if key in ("control", "expand")
+    form: dict[str, Any] = {key: json.dumps(value) if key in ("control", "expand", "loras")
                             else [str(v) for v in value] if isinstance(value, list)
                             else str(value) for key, value in body.items()}
     extension = content_type.split("/")[-1]
@@ -230,6 +235,41 @@ def reference_data(options: dict[str, Any]) -> dict[str, Any]:
             else dict(unit) if isinstance(unit, Mapping) else unit
             for unit in options["control"]]
     return options
+
+
+LorasInput = Mapping[str, float] | Sequence[Mapping[str, Any] | str | tuple[str, float]]
+
+
+def lora_list(loras: Any) -> Any:
+    """``loras`` as the API takes them (``[{"name", "weight"}]``) from the shapes a caller
+    may hand: that list, ``{"ink": 0.8}``, ``["ink:0.8", "paper"]`` or ``[("ink", 0.8)]``.
+    Anything else goes as it is, for the server to name what is wrong."""
+    if isinstance(loras, Mapping):
+        return [{"name": name, "weight": weight} for name, weight in loras.items()]
+    if isinstance(loras, (str, bytes)) or not isinstance(loras, Sequence):
+        return loras
+    found: list[Any] = []
+    for item in loras:
+        if isinstance(item, str):
+            found.append(parse_lora(item))
+        elif isinstance(item, tuple) and len(item) == 2:
+            found.append({"name": item[0], "weight": item[1]})
+        else:
+            found.append(dict(item) if isinstance(item, Mapping) else item)
+    return found
+
+
+def parse_lora(text: str) -> dict[str, Any]:
+    """``"ink:0.8"`` → ``{"name": "ink", "weight": 0.8}``; ``"ink"`` has weight 1. A weight
+    that is not a number is a ValueError naming it."""
+    name, colon, weight = text.rpartition(":")
+    if not colon or "/" in weight:
+        return {"name": text.strip(), "weight": 1.0}
+    try:
+        value = float(weight)
+    except ValueError:
+        raise ValueError(f"LoRA {text!r}: the weight after ':' must be a number") from None
+    return {"name": name.strip(), "weight": value}
 
 
 def _plain(value: Any) -> Any:

@@ -14,11 +14,22 @@ from typing import Any, TypeVar
 import httpx
 
 from spec2fractal.client import _calls as calls
+from spec2fractal.client import _resources as more
 from spec2fractal.client import sync_client
 from spec2fractal.client._calls import Outgoing, Resource, docs_from
-from spec2fractal.client._core import ImageInput
+from spec2fractal.client._core import ImageInput, LorasInput
+from spec2fractal.client._resources import LoraFileInput
 from spec2fractal.client.results import AsyncImageResult
-from spec2fractal.client.types import Batch, BatchItemResult, BatchPage, Job, JobEvent, JobPage
+from spec2fractal.client.types import (
+    Batch,
+    BatchItemResult,
+    BatchPage,
+    Job,
+    JobEvent,
+    JobPage,
+    LoraInfo,
+    StyleInfo,
+)
 
 __all__ = ["AsyncSpec2FractalClient"]
 
@@ -28,12 +39,12 @@ T = TypeVar("T")
 @docs_from(sync_client.Images)
 class Images(Resource):
     async def generate(self, prompt: str | None = None, *, image: ImageInput | None = None,
-                       wait: bool = True, wait_timeout: float | None = None,
-                       idempotency_key: str | None = None,
+                       loras: LorasInput | None = None, wait: bool = True,
+                       wait_timeout: float | None = None, idempotency_key: str | None = None,
                        **options: Any) -> AsyncImageResult:
         job = await self._client._run(calls.generate(
-            self._config, prompt, image, options, wait=wait, wait_timeout=wait_timeout,
-            idempotency_key=idempotency_key))
+            self._config, prompt, image, {**options, "loras": loras}, wait=wait,
+            wait_timeout=wait_timeout, idempotency_key=idempotency_key))
         return AsyncImageResult(job=job).bind(self._client._fetch)
 
     async def upscale(self, image: ImageInput, scale: int = 2, *, prompt: str | None = None,
@@ -108,15 +119,50 @@ class Batches(Resource):
 
 
 @docs_from(sync_client.Spec2FractalClient)
+@docs_from(sync_client.Styles)
+class Styles(Resource):
+    async def list(self) -> list[StyleInfo]:
+        return await self._client._run(more.list_styles(self._config))
+
+    async def get(self, name: str) -> StyleInfo:
+        return await self._client._run(more.get_style(self._config, name))
+
+    async def create(self, name: str, prompt: str, **options: Any) -> StyleInfo:
+        return await self._client._run(more.create_style(
+            self._config, more.style_body(name, prompt, options)))
+
+    async def update(self, name: str, prompt: str, **options: Any) -> StyleInfo:
+        return await self._client._run(more.update_style(
+            self._config, name, more.style_body(None, prompt, options)))
+
+    async def delete(self, name: str) -> None:
+        return await self._client._run(more.delete_style(self._config, name))
+
+
+@docs_from(sync_client.Loras)
+class Loras(Resource):
+    async def list(self) -> list[LoraInfo]:
+        return await self._client._run(more.list_loras(self._config))
+
+    async def upload(self, file: LoraFileInput, *, name: str | None = None,
+                     filename: str | None = None) -> LoraInfo:
+        return await self._client._run(more.upload_lora(self._config, file, name, filename))
+
+    async def delete(self, name: str) -> None:
+        return await self._client._run(more.delete_lora(self._config, name))
+
+
 class AsyncSpec2FractalClient(calls.ClientBase[httpx.AsyncClient]):
     """A Spec-2-Fractal server's API, for asyncio (``await client.images.generate(...)``);
     otherwise as ``Spec2FractalClient``."""
 
     _http_class = httpx.AsyncClient
-    _resources = (Images, Jobs, Batches)
+    _resources = (Images, Jobs, Batches, Styles, Loras)
     images: Images
     jobs: Jobs
     batches: Batches
+    styles: Styles
+    loras: Loras
 
     async def close(self) -> None:
         await self._http.aclose()

@@ -13,10 +13,21 @@ from typing import Any, TypeVar
 import httpx
 
 from spec2fractal.client import _calls as calls
+from spec2fractal.client import _resources as more
 from spec2fractal.client._calls import ClientBase, Outgoing, Resource
-from spec2fractal.client._core import ImageInput
+from spec2fractal.client._core import ImageInput, LorasInput
+from spec2fractal.client._resources import LoraFileInput
 from spec2fractal.client.results import ImageResult
-from spec2fractal.client.types import Batch, BatchItemResult, BatchPage, Job, JobEvent, JobPage
+from spec2fractal.client.types import (
+    Batch,
+    BatchItemResult,
+    BatchPage,
+    Job,
+    JobEvent,
+    JobPage,
+    LoraInfo,
+    StyleInfo,
+)
 
 __all__ = ["Spec2FractalClient"]
 
@@ -25,12 +36,15 @@ T = TypeVar("T")
 
 class Images(Resource):
     def generate(self, prompt: str | None = None, *, image: ImageInput | None = None,
-                 wait: bool = True, wait_timeout: float | None = None,
-                 idempotency_key: str | None = None, **options: Any) -> ImageResult:
+                 loras: LorasInput | None = None, wait: bool = True,
+                 wait_timeout: float | None = None, idempotency_key: str | None = None,
+                 **options: Any) -> ImageResult:
         """Render a prompt, an image, or both (``image``: PIL image, bytes or path).
 
         ``options`` are POST /generate's fields: ``n``, ``width``, ``height``, ``steps``,
         ``guidance``, ``seed``, ``style``, ``strength``, ``model``, ``output_format`` ...
+        ``loras``: LoRA adapters from the server's folder (``client.loras.list()``), as
+        ``[{"name": "ink", "weight": 0.8}]``, ``{"ink": 0.8}`` or ``["ink:0.8"]``.
         With ``wait`` (the default) the call returns once the images exist, raising
         JobFailedError or JobCancelledError if the job ends otherwise; else at once, with
         the job as it is (``client.jobs.wait`` finishes it). ``idempotency_key``: the POST's
@@ -38,8 +52,8 @@ class Images(Resource):
         one per call, kept over its retries).
         """
         job = self._client._run(calls.generate(
-            self._config, prompt, image, options, wait=wait, wait_timeout=wait_timeout,
-            idempotency_key=idempotency_key))
+            self._config, prompt, image, {**options, "loras": loras}, wait=wait,
+            wait_timeout=wait_timeout, idempotency_key=idempotency_key))
         return ImageResult(job=job).bind(self._client._fetch)
 
     def upscale(self, image: ImageInput, scale: int = 2, *, prompt: str | None = None,
@@ -118,6 +132,49 @@ class Batches(Resource):
         return self._client._run(calls.wait_for_batch(self._config, batch_id, timeout))
 
 
+class Styles(Resource):
+    def list(self) -> list[StyleInfo]:
+        """The server's styles (built-in, operator) and this key's own (``source`` "user")."""
+        return self._client._run(more.list_styles(self._config))
+
+    def get(self, name: str) -> StyleInfo:
+        """A style by name, any case; another key's is NotFoundError."""
+        return self._client._run(more.get_style(self._config, name))
+
+    def create(self, name: str, prompt: str, **options: Any) -> StyleInfo:
+        """A style of this key's own, usable by name in every request. ``prompt`` holds
+        ``{prompt}``; ``options``: ``negative_prompt``, ``description``, ``effect``,
+        ``palette``, ``lighting``, ``steps``, ``guidance``, ``strength``, ``loras``.
+        ConflictError if the name is taken (or the key keeps as many as it may)."""
+        return self._client._run(more.create_style(self._config,
+                                                   more.style_body(name, prompt, options)))
+
+    def update(self, name: str, prompt: str, **options: Any) -> StyleInfo:
+        """Replace one of this key's styles (the whole style, as :meth:`create` takes it);
+        PermissionDeniedError for the server's own."""
+        return self._client._run(more.update_style(self._config, name,
+                                                   more.style_body(None, prompt, options)))
+
+    def delete(self, name: str) -> None:
+        return self._client._run(more.delete_style(self._config, name))
+
+
+class Loras(Resource):
+    def list(self) -> list[LoraInfo]:
+        """The server's LoRA files: name, family, format, size and short hash."""
+        return self._client._run(more.list_loras(self._config))
+
+    def upload(self, file: LoraFileInput, *, name: str | None = None,
+               filename: str | None = None) -> LoraInfo:
+        """Add a ``.safetensors`` LoRA (a path, or bytes with ``filename``) to the server's
+        folder; an operator key's call (PermissionDeniedError otherwise). ``name``: what
+        requests call it; default the file's name. PayloadTooLargeError over the cap."""
+        return self._client._run(more.upload_lora(self._config, file, name, filename))
+
+    def delete(self, name: str) -> None:
+        return self._client._run(more.delete_lora(self._config, name))
+
+
 class Spec2FractalClient(ClientBase[httpx.Client]):
     """A Spec-2-Fractal server's API.
 
@@ -129,10 +186,12 @@ class Spec2FractalClient(ClientBase[httpx.Client]):
     """
 
     _http_class = httpx.Client
-    _resources = (Images, Jobs, Batches)
+    _resources = (Images, Jobs, Batches, Styles, Loras)
     images: Images
     jobs: Jobs
     batches: Batches
+    styles: Styles
+    loras: Loras
 
     def close(self) -> None:
         self._http.close()

@@ -18,8 +18,10 @@ __all__ = [
     "JobEvent",
     "JobPage",
     "JobStatus",
+    "LoraInfo",
     "Output",
     "Progress",
+    "StyleInfo",
     "Timings",
 ]
 
@@ -167,3 +169,32 @@ class BatchItemResult(_Model):
     thumbnail_urls: list[str] = Field(default_factory=list)
     error: str | None = None
     job_url: str | None = None
+
+
+class StyleInfo(_Model):
+    """A style (GET /styles): ``source`` "builtin", "operator" or "user" (the key's own);
+    ``template`` holds ``{prompt}``; ``loras`` [{"name", "weight"}]."""
+
+    name: str
+    description: str = ""
+    effect: str | None = None
+    template: str = "{prompt}"
+    negative_prompt: str = ""
+    palette: list[str] | None = None
+    lighting: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    strength: float | None = None
+    source: str = "builtin"
+    loras: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class LoraInfo(_Model):
+    """A LoRA file on the server (GET /loras): what requests name it by, the model family
+    it was trained for (when its shapes tell), its key format, size and short hash."""
+
+    name: str
+    family: str | None = None
+    format: str = "unknown"
+    size: int = 0
+    hash: str = ""

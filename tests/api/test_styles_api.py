@@ -102,6 +102,8 @@ def test_a_callers_style_is_inlined_into_the_job(keyed) -> None:  # type: ignore
     style = job.json()["request"]["style"]
     assert style["name"] == "Ink Wash" and style["prompt"] == INK["prompt"]
     assert style["effect"] == "pencil"
+    listed = client.get("/jobs", params={"style": "Ink Wash"}, headers=alice).json()["jobs"]
+    assert job.json()["id"] in {listed_job["id"] for listed_job in listed}
     # A server style stays a name.
     job = _submit(client, {"prompt": "a heron", "style": "watercolor"},
                       headers=alice)
@@ -214,3 +216,34 @@ def test_auth_off_shares_one_owner(tmp_path: Path) -> None:
         raw = json.dumps({"name": "x", "prompt": "{prompt}"})
         assert client.post("/styles", content=raw, headers={
             "Content-Type": "text/plain"}).status_code in (415, 422)
+
+
+def test_styles_on_each_database(offline_on_each_database: TestClient) -> None:
+    """The store and the jobs' style filter on SQLite and PostgreSQL (auth off: one owner)."""
+    client = offline_on_each_database
+    assert client.post("/styles", json=INK).status_code == 201
+    assert client.post("/styles", json=dict(INK, name="ink WASH")).status_code == 409
+    job = _submit(client, {"prompt": "a heron", "style": "INK WASH"})
+    assert job.status_code == 202, job.text
+    plain = _submit(client, {"prompt": "a heron", "style": "Watercolor"})
+    for name, expected in (("Ink Wash", job), ("Watercolor", plain)):
+        listed = client.get("/jobs", params={"style": name}).json()["jobs"]
+        assert [found["id"] for found in listed] == [expected.json()["id"]]
+    assert client.delete("/styles/INK wash").status_code == 204
+
+
+def test_a_style_object_in_a_request(keyed) -> None:  # type: ignore[no-untyped-def]
+    client, alice, _ = keyed
+    inline = {"name": "Once", "prompt": "{prompt}, once", "effect": "pencil"}
+    job = _submit(client, {"prompt": "a heron", "style": inline}, headers=alice)
+    assert job.status_code == 202, job.text
+    assert job.json()["request"]["style"] == inline
+    bad = _submit(client, {"prompt": "a heron", "style": {"name": "x", "prompt": "none"}},
+                  headers=alice)
+    assert _loc(bad) == ["body", "style", "prompt"]
+    bad = _submit(client, {"prompt": "a heron", "style": {
+        "name": "x", "prompt": "{prompt}", "loras": [{"name": "a", "weight": 7}]}},
+        headers=alice)
+    assert _loc(bad) == ["body", "style", "loras", 0, "weight"]
+    assert _loc(_submit(client, {"prompt": "a heron", "style": 5}, headers=alice))[:2] == \
+        ["body", "style"]

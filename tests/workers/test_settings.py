@@ -40,3 +40,21 @@ def test_co_rendering_settings_keep_their_former_names(monkeypatch: pytest.Monke
     monkeypatch.setenv("SPEC2FRACTAL_MAX_CORENDER_SIZE", "2")  # the new name wins
     assert Settings().max_corender_size == 2
     assert Settings(max_corender_size=3).max_corender_size == 3
+
+
+def test_lora_settings_reach_the_workers_models(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from workers.model_cache import ModelCache
+
+    monkeypatch.setenv("SPEC2FRACTAL_LORA_DIR", str(tmp_path))
+    monkeypatch.setenv("SPEC2FRACTAL_LORA_UPLOAD_MAX_BYTES", "2GiB")
+    monkeypatch.setenv("SPEC2FRACTAL_LORA_HUB", "true")
+    settings = Settings()
+    assert settings.lora_dir == tmp_path and settings.lora_hub is True
+    assert settings.lora_upload_max_bytes == 2 * 1024 ** 3
+    assert settings.max_styles_per_key == 200
+    model = ModelCache(1, options=settings.model_options).get("fractal")
+    assert model.lora_dir == tmp_path
+    monkeypatch.delenv("SPEC2FRACTAL_LORA_DIR")
+    monkeypatch.delenv("SPEC2FRACTAL_LORA_HUB")
+    assert Settings().lora_dir is None and Settings().lora_hub is False

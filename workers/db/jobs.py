@@ -159,7 +159,9 @@ def list_jobs(
     if status is not None:
         query = query.where(Job.status == status)
     if style is not None:
-        query = query.where(Job.request["style"].as_string() == style)
+        # A caller's own style travels inline (api.styles): matched by its name too.
+        query = query.where(or_(Job.request["style"].as_string() == style,
+                                Job.request[("style", "name")].as_string() == style))
     if models is not None:
         query = query.where(Job.model.in_(models))
     if owner is not None:
