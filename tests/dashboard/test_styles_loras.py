@@ -28,6 +28,7 @@ from tests.dashboard.conftest import Dashboard, finished_card, start_render
 from workers.settings import Settings
 
 LORA = "ink"
+PHONE = {"width": 360, "height": 740}
 # One kohya-style pair whose cross-attention input is 768 wide: an SD 1.5 LoRA
 # (fractal.loras.inspect_lora reads its family from that width).
 KEY = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"
@@ -73,7 +74,6 @@ def _own(page: Page):
 def test_save_the_form_as_a_style_render_with_it_edit_and_delete_it(
         open_page, dashboard: Served) -> None:
     page = open_page()
-    expect(page.locator("#own-style-empty")).to_be_visible()
     page.get_by_label("Prompt", exact=True).fill("ink wash on soft paper")
     form = page.locator("#create-form")
     form.get_by_label("Negative prompt").fill("blurry")
@@ -319,3 +319,24 @@ def test_a_style_named_with_markup_and_url_characters_is_text_and_editable(
     own.get_by_role("button", name=f"Delete style {name}").click()
     expect(own.locator("label", has_text=name)).to_have_count(0)
     assert all(style["name"] != name for style in client.get("/styles").json()["styles"])
+
+
+def test_own_styles_and_loras_fit_a_phone_screen(open_page, dashboard: Served) -> None:
+    long_name = "A rather long style name that must wrap on a phone screen"
+    assert dashboard.client().post("/styles", json={
+        "name": long_name, "prompt": "{prompt}, wide", "loras": [{"name": LORA, "weight": 1.5}],
+    }).status_code == 201
+    page = open_page(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    expect(_own(page).locator("label", has_text=long_name)).to_contain_text(f"{LORA} × 1.5")
+    page.get_by_role("region", name="Create").get_by_label("Model").select_option("tiny-sd")
+    page.get_by_role("button", name="Add LoRA").click()
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"the page scrolls sideways: {width} px wide"
+    boxes = page.evaluate("""() => [...document.querySelectorAll(
+        '#style-picker button, #style-picker label, #loras input, #loras select, #loras button')]
+        .filter((el) => el.offsetParent !== null)
+        .map((el) => { const r = el.getBoundingClientRect();
+                       return {id: el.id || el.textContent, left: r.left, right: r.right}; })""")
+    assert len(boxes) > 5
+    for box in boxes:
+        assert box["left"] >= 0 and box["right"] <= PHONE["width"], box
