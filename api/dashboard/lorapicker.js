@@ -19,7 +19,7 @@ function element(tag, props = {}, children = []) {
   return node;
 }
 
-export function formatSize(bytes) {
+function formatSize(bytes) {
   if (!Number.isFinite(bytes)) return "";
   if (bytes < 1024) return `${bytes} B`;
   const units = ["KB", "MB", "GB"];

@@ -177,7 +177,7 @@ async function save(event) {
 }
 
 async function remove(style) {
-  // eslint-disable-next-line no-alert -- a plain, keyboard-friendly confirmation
+  // The browser's own confirmation: modal, keyboard-friendly, read by screen readers.
   if (!window.confirm(`Delete the style “${style.name}”? Renders made with it stay.`)) return;
   try {
     await api(`/styles/${encodeURIComponent(style.name)}`, { method: "DELETE" });
