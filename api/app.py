@@ -77,7 +77,7 @@ def check_public_url(settings: Settings) -> None:
             f"header for that")
 
 
-LORA_FORM_SLACK = 64 * 1024  # a LoRA upload's multipart headers and `name` field
+LORA_FORM_SLACK = 1024 * 1024  # a LoRA upload's multipart headers, `name`, and read-ahead
 
 
 def create_app(settings: Settings | None = None, *, start_worker: bool | None = None) -> FastAPI:

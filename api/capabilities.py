@@ -82,7 +82,8 @@ def capabilities_of(model: str, settings: Settings) -> Capabilities:
         return _engine()
     family = _family(model)
     if family is None:
-        return Capabilities(None, False)
+        # Every diffusers model takes LoRAs; whether a file fits is its worker's to say.
+        return Capabilities(None, False, loras=True)
     adapters = parse_adapters(settings.adapters or None).get(family)
     described: dict[str, Any] = adapters.describe() if adapters is not None else \
         {"style_reference": False, "controls": []}
@@ -116,14 +117,15 @@ def check_capabilities(request: GenerationRequest, settings: Settings) -> None:
                               f"{configured})", kind, choices=capabilities.controls)
 
 
-def lora_names(folder: Path | None) -> set[str] | None:
-    """The case-folded names of the LoRA files in ``folder``; None when this process cannot
-    read it (unset, or a folder only the workers see): the workers then decide."""
+def lora_names(folder: Path | None) -> dict[str, str] | None:
+    """The LoRA files' names in ``folder``, by their case-folded form; None when this process
+    cannot read it (unset, or a folder only the workers see): the workers then decide."""
     if folder is None:
         return None
     try:
-        return {path.name.removesuffix(LORA_SUFFIX).casefold() for path in folder.iterdir()
-                if path.name.endswith(LORA_SUFFIX)}
+        return {path.name.removesuffix(LORA_SUFFIX).casefold():
+                path.name.removesuffix(LORA_SUFFIX)
+                for path in folder.iterdir() if path.name.endswith(LORA_SUFFIX)}
     except OSError:
         return None
 
@@ -165,7 +167,8 @@ def check_lora_support(request: GenerationRequest, settings: Settings,
                                   "LoRAs from its LoRA folder only (GET /loras)", lora.name)
         elif names is not None and lora.name.removesuffix(LORA_SUFFIX).casefold() not in names:
             raise field_error(_field(lora, prompt_field), "is not a LoRA in this server's "
-                              "LoRA folder (GET /loras)", lora.name, choices=sorted(names))
+                              "LoRA folder (GET /loras)", lora.name,
+                              choices=sorted(names.values()))
         elif names is None and settings.lora_dir is None:
             raise field_error(_field(lora, prompt_field), "names a LoRA, but this server has "
                               "no LoRA folder (SPEC2FRACTAL_LORA_DIR)", lora.name)

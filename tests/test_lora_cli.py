@@ -8,6 +8,7 @@ import pytest
 
 from fractal.cli import parse_lora_options
 from fractal.errors import InvalidRequestError
+from tests.api.conftest import served  # noqa: F401  (the `spec2fractal serve` fixture)
 from tests.api.test_loras_api import lora_bytes, short_hash
 from tests.test_cli import run
 
@@ -51,3 +52,23 @@ def test_bad_loras_are_one_clear_line(folder: Path, tmp_path: Path, args: list[s
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_batch_applies_lora_to_items_locally_and_through_a_server(
+        folder: Path, tmp_path: Path, served: str) -> None:  # noqa: F811
+    from tests.test_batch_cli import manifest
+    from tests.test_batch_cli import run as batch
+
+    (tmp_path / "items.jsonl").write_text('{"prompt": "a lake"}\n'
+                                          '{"prompt": "a fog", "loras": []}\n')
+    # The built-in engine takes no LoRA: the item that names none gets --lora, and fails
+    # naming it; the one that gives its own (none) renders.
+    for where, extra in (("local", ["--lora-dir", str(folder)]),
+                         ("remote", ["--server", served])):
+        result = batch("items.jsonl", "-o", where, "--size", "64x48", "--lora", "ink:0.5",
+                       *extra, cwd=tmp_path)
+        assert "1 succeeded, 1 failed" in result.stdout, (where, result.stdout, result.stderr)
+        failed = [entry for entry in manifest(tmp_path / where) if entry["status"] == "failed"]
+        # Named as the library names it locally (loras[0].name), as the API's loc remotely.
+        assert len(failed) == 1 and failed[0]["error"].startswith(
+            ("`loras[0].name`", "`loras.0.name`")), (where, failed)

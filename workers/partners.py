@@ -8,6 +8,8 @@ import threading
 import time
 from typing import Any, Protocol
 
+from fractal.errors import InvalidRequestError
+from fractal.loras import parse_prompt_loras
 from workers.db import Database, Job
 from workers.db import jobs as job_store
 
@@ -16,9 +18,10 @@ __all__ = ["PARTNER_POLL", "PartnerSettings", "claim_partners", "corender_key"]
 logger = logging.getLogger(__name__)
 
 PARTNER_POLL = 0.005  # seconds between looks for partners while the wait window is open
-# Request fields that must match for jobs to share a pipeline call (style may set defaults).
+# Request fields that must match for jobs to share a pipeline call (style may set defaults
+# and LoRAs; a caller's own style is an object, compared whole).
 _CORENDER_FIELDS = ("width", "height", "steps", "guidance", "scheduler", "strength", "style",
-                    "scale", "hires")
+                    "scale", "hires", "loras")
 
 
 class PartnerSettings(Protocol):
@@ -32,7 +35,18 @@ def corender_key(job: Job) -> tuple[Any, ...]:
     request = job.request or {}
     input_type = request.get("input_type", "text")
     kind = input_type if input_type in ("text", "upscale") else "image"
-    return (job.model, kind, *(request.get(name) for name in _CORENDER_FIELDS))
+    return (job.model, kind, *(request.get(name) for name in _CORENDER_FIELDS),
+            _prompt_loras(request.get("prompt")))
+
+
+def _prompt_loras(prompt: Any) -> tuple[tuple[str, float], ...]:
+    """The LoRAs a prompt's ``<lora:name:w>`` tags ask for: one pipeline call applies one
+    LoRA set (fractal.corender groups by it too; partners that differ would wait in turn)."""
+    try:
+        _, tags = parse_prompt_loras(prompt if isinstance(prompt, str) else None)
+    except InvalidRequestError:
+        return (("<invalid>", 0.0),)
+    return tuple(sorted((tag.name.casefold(), tag.weight) for tag in tags))
 
 
 def claim_partners(context: PartnerSettings, first: Job) -> list[Job]:

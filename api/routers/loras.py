@@ -81,7 +81,10 @@ async def get_loras(settings: SettingsDep) -> LoraList:
 @router.post("", response_model=LoraInfo, status_code=201,
              responses={**ADMIN_ONLY, **NO_FOLDER,
                         409: {"description": "A LoRA by that name exists."},
-                        413: {"description": "Over the upload cap."}},
+                        413: {"description": "Over the upload cap."},
+                        415: {"description": "Not multipart/form-data."},
+                        422: {"description": "Not a safetensors file (`file`), or a bad "
+                                             "`name`."}},
              openapi_extra={"requestBody": {"required": True, "content": {
                  "multipart/form-data": {"schema": {
                      "type": "object", "required": [FILE_FIELD],

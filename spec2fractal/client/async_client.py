@@ -118,7 +118,6 @@ class Batches(Resource):
         return await self._client._run(calls.wait_for_batch(self._config, batch_id, timeout))
 
 
-@docs_from(sync_client.Spec2FractalClient)
 @docs_from(sync_client.Styles)
 class Styles(Resource):
     async def list(self) -> list[StyleInfo]:
@@ -152,6 +151,7 @@ class Loras(Resource):
         return await self._client._run(more.delete_lora(self._config, name))
 
 
+@docs_from(sync_client.Spec2FractalClient)
 class AsyncSpec2FractalClient(calls.ClientBase[httpx.AsyncClient]):
     """A Spec-2-Fractal server's API, for asyncio (``await client.images.generate(...)``);
     otherwise as ``Spec2FractalClient``."""

@@ -49,13 +49,15 @@ def stop(process: subprocess.Popen, *, kill: bool = False) -> None:  # type: ign
 
 @pytest.fixture(scope="module")
 def start_worker() -> Iterator:
-    """Starts embedded workers for a data folder; waits for 'ready'; stops them afterwards."""
+    """Starts embedded workers for a data folder (``env``: more SPEC2FRACTAL_ variables);
+    waits for 'ready'; stops them afterwards."""
     started: list[subprocess.Popen] = []  # type: ignore[type-arg]
 
-    def start(data_dir: Path) -> subprocess.Popen:  # type: ignore[type-arg]
+    def start(data_dir: Path, **env: str) -> subprocess.Popen:  # type: ignore[type-arg]
         process = subprocess.Popen(
             [sys.executable, "-m", "workers.embedded_worker", "--loglevel", "INFO"],
-            env=env_for(data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            env=env_for(data_dir, **env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True)
         started.append(process)
         ready = threading.Event()
 

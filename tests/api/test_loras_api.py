@@ -50,6 +50,7 @@ def served(tmp_path_factory: pytest.TempPathFactory
     folder = data_dir / "loras"
     folder.mkdir()
     (folder / "ink.safetensors").write_bytes(lora_bytes(data_dir))
+    (folder / "Paper.safetensors").write_bytes(lora_bytes(data_dir, seed=9))
     (folder / "notes.txt").write_text("not a LoRA")
     settings = secured(data_dir, rate_limit="", lora_dir=folder, lora_upload_max_bytes=40_000,
                        models=["fractal", str(data_dir / "not-a-model")])
@@ -96,7 +97,8 @@ def test_an_admin_uploads_and_deletes(served, tmp_path: Path) -> None:  # type: 
     assert client.delete("/loras/kohya style", headers=admin).status_code == 204
     assert client.delete("/loras/kohya style", headers=admin).status_code == 404
     assert client.delete("/loras/..%2F..%2Fetc", headers=admin).status_code == 404
-    assert sorted(path.name for path in folder.iterdir()) == ["ink.safetensors", "notes.txt"]
+    assert sorted(path.name for path in folder.iterdir()) == [
+        "Paper.safetensors", "ink.safetensors", "notes.txt"]
 
 
 def test_only_admins_upload(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -187,9 +189,10 @@ def test_requests_loras_are_checked_early(served) -> None:  # type: ignore[no-un
         if loc is None:  # not JSON the API reads: refused before the model sees it
             continue
         assert _loc(_submit(client, plain, loras=bad)) == loc, bad
-    engine = [model for model in client.get("/models", headers=plain).json()["models"]
-              if model["id"] == "fractal"]
-    assert engine and engine[0]["loras"] is False
+    listed = {model["id"]: model for model in client.get("/models", headers=plain).json()[
+        "models"]}
+    assert listed["fractal"]["loras"] is False
+    assert listed["not-a-model"]["loras"] is True  # unreadable here: a diffusers model
 
 
 def test_loras_for_a_diffusion_model(served, tmp_path: Path) -> None:  # type: ignore
@@ -203,7 +206,7 @@ def test_loras_for_a_diffusion_model(served, tmp_path: Path) -> None:  # type: i
         ["body", "loras", 0, "name"]
     missing = _submit(client, plain, model=model, loras=[{"name": "absent"}])
     assert _loc(missing) == ["body", "loras", 0, "name"]
-    assert missing.json()["detail"][0]["ctx"]["choices"] == ["ink"]
+    assert missing.json()["detail"][0]["ctx"]["choices"] == ["Paper", "ink"]
     accepted = _submit(client, plain, model=model, loras=[{"name": "INK", "weight": 0.7}])
     assert accepted.status_code == 202, accepted.text
     assert accepted.json()["request"]["loras"] == [{"name": "INK", "weight": 0.7}]
@@ -244,3 +247,18 @@ def test_hostile_lora_fields(served, raw: str, loc: list) -> None:  # type: igno
                                     "Prefer": "respond-async"})
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["loc"][:len(loc)] == loc
+
+
+def test_loras_in_a_multipart_form(served) -> None:  # type: ignore[no-untyped-def]
+    client, _, _, plain = served
+    settings: Settings = client.app.state.settings  # type: ignore[attr-defined]
+    form = {"prompt": "a heron", "model": settings.models[1],
+            "loras": '[{"name": "ink", "weight": 0.25}]'}
+    made = client.post("/generate", data=form, headers={**plain, "Prefer": "respond-async"})
+    assert made.status_code == 202, made.text
+    assert made.json()["request"]["loras"] == [{"name": "ink", "weight": 0.25}]
+    for text, loc in (('[{"name": "ink"', ["body", "loras"]),
+                      ('[{"name": "absent"}]', ["body", "loras", 0, "name"]),
+                      ('{"name": "ink"}', ["body", "loras"])):
+        refused = client.post("/generate", data={**form, "loras": text}, headers=plain)
+        assert _loc(refused)[:len(loc)] == loc, text

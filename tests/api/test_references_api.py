@@ -340,5 +340,7 @@ def test_a_hub_models_family_is_read_from_the_local_cache(tmp_path: Path,
                            env={**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"),
                                 "HF_HUB_OFFLINE": "1"}).stdout.splitlines()
     assert shown == [
-        "Capabilities(family='sd15', known=True, style_reference=False, controls=['canny'])",
-        "Capabilities(family=None, known=False, style_reference=False, controls=[])"]
+        "Capabilities(family='sd15', known=True, style_reference=False, controls=['canny'], "
+        "loras=True)",
+        "Capabilities(family=None, known=False, style_reference=False, controls=[], "
+        "loras=True)"]

@@ -43,7 +43,7 @@ def _pairs() -> Iterator[tuple[str, type, type]]:
     asynchronous = AsyncSpec2FractalClient("http://127.0.0.1:9", api_key="k")
     try:
         yield "client", Spec2FractalClient, AsyncSpec2FractalClient
-        for part in ("images", "jobs", "batches"):
+        for part in ("images", "jobs", "batches", "styles", "loras"):
             yield part, type(getattr(sync, part)), type(getattr(asynchronous, part))
         yield "result", ImageResult, AsyncImageResult
     finally:

@@ -128,3 +128,28 @@ def test_the_async_client(server) -> None:  # type: ignore
             await client.styles.delete("async")
 
     asyncio.run(go())
+
+
+def test_the_upload_cap_is_enforced_while_streaming(server) -> None:  # type: ignore
+    """No Content-Length: the route counts the file part as it arrives, answers 413 at the
+    cap, and leaves nothing in the folder."""
+    import httpx
+
+    url, admin, _, folder = server
+    before = sorted(folder.iterdir())
+    boundary = "cafebabe"
+    sent = {"bytes": 0}
+
+    def chunks() -> Iterator[bytes]:
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+               "filename=\"big.safetensors\"\r\n\r\n").encode()
+        for _ in range(4000):  # 32 MB offered
+            sent["bytes"] += 8192
+            yield b"\0" * 8192
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    answer = httpx.post(f"{url}/loras", content=chunks(), timeout=60, headers={
+        "Authorization": f"Bearer {admin}",
+        "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert answer.status_code == 413 and answer.json()["max_bytes"] == 30_000
+    assert sorted(folder.iterdir()) == before
