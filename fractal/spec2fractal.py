@@ -232,6 +232,10 @@ class Spec2Fractal:
                                                          on_step)
             except GenerationCancelled:
                 continue  # every member was cancelled; each has its own error already
+            except InvalidRequestError as exc:  # found while rendering: a LoRA that won't load
+                for index in alive:
+                    results[index] = exc
+                continue
             for index, images in zip(chosen, rendered, strict=True):
                 if index in alive:  # not cancelled while the others rendered
                     job = jobs.get(index)

@@ -181,7 +181,8 @@ def test_sdxl_takes_controls(tiny_sdxl: Path, tmp_path: Path) -> None:
     folder = build_controlnet(tiny_sdxl, tmp_path / "controlnet")
     model = Spec2Fractal(str(tiny_sdxl), adapters={"sdxl": {"controlnets": {
         "canny": str(folder)}}})
-    assert model.capabilities == {"style_reference": False, "controls": ["canny"]}
+    assert model.capabilities == {"style_reference": False, "controls": ["canny"],
+                                  "loras": True}
     plain = render(model)
     assert differ(plain, render(model, control=[unit()])) > 5
     assert differ(plain, render(model, control=[unit(scale=0.0)])) <= 1
@@ -259,6 +260,7 @@ def test_a_worker_loads_adapters_from_its_setting(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setenv("SPEC2FRACTAL_ADAPTERS", json.dumps(adapters_config(tiny_adapters)))
     model = ModelCache(1, options=Settings().model_options).get(str(tiny_sd))
-    assert model.capabilities == {"style_reference": True, "controls": ["canny", "depth"]}
+    assert model.capabilities == {"style_reference": True, "controls": ["canny", "depth"],
+                                  "loras": True}
     image = render(model, control=[unit()])
     assert read_record(image).controls[0]["type"] == "canny"

@@ -129,7 +129,7 @@ def test_embeddings_are_computed_once_per_image(adapted_sd: Spec2Fractal) -> Non
 
 
 def test_no_ip_adapter_is_refused_naming_style_image(sd_model: Spec2Fractal) -> None:
-    assert sd_model.capabilities == {"style_reference": False, "controls": []}
+    assert sd_model.capabilities == {"style_reference": False, "controls": [], "loras": True}
     with pytest.raises(InvalidRequestError) as caught:
         render(sd_model, style_image=reference())
     assert caught.value.argument == "style_image"
@@ -137,7 +137,8 @@ def test_no_ip_adapter_is_refused_naming_style_image(sd_model: Spec2Fractal) -> 
 
 
 def test_capabilities_list_what_was_configured(adapted_sd: Spec2Fractal) -> None:
-    assert adapted_sd.capabilities == {"style_reference": True, "controls": ["canny", "depth"]}
+    assert adapted_sd.capabilities == {"style_reference": True, "controls": ["canny", "depth"],
+                                       "loras": True}
 
 
 def test_a_broken_ip_adapter_is_a_load_error_naming_it(

@@ -17,6 +17,7 @@ from PIL import Image
 from fractal.adapters import FamilyAdapters, family_of
 from fractal.backends.base import PREVIEW_SIDE, StepCallback
 from fractal.backends.inpaint import Inpainting
+from fractal.backends.lora import LoraAdapters
 from fractal.backends.model_adapters import ModelAdapters
 from fractal.backends.model_defaults import defaults_for
 from fractal.backends.refine import can_tile, iterations, refine
@@ -123,9 +124,11 @@ class DiffusionBackend:
                                        self.name, device, dtype)
         # Masks, and dedicated inpainting checkpoints (which cannot tile: see can_tile).
         self.inpainting = Inpainting(self.text_pipeline, self.name)
+        # LoRAs (fractal.backends.lora): loaded on first use, kept, switched per call.
+        self.lora_adapters = LoraAdapters(self.text_pipeline, self.family, self.name, lora_dir)
 
     def capabilities(self) -> dict[str, Any]:
-        return self._adapters.capabilities()
+        return {**self._adapters.capabilities(), "loras": self.lora_adapters.supported}
 
     @property
     def image_pipeline(self) -> Any:
@@ -149,11 +152,10 @@ class DiffusionBackend:
         return type(self._default_scheduler).__name__.startswith("FlowMatch")
 
     def loras(self, plan: RenderPlan) -> list[dict[str, Any]] | None:
-        return None  # CONTRACT: #21's diffusion part fills this in
+        return self.lora_adapters.describe(plan.loras)
 
     def check(self, plan: RenderPlan) -> None:
-        for lora in plan.loras:  # CONTRACT: #21's diffusion part replaces this
-            raise InvalidRequestError(lora.field, lora.name, "is a LoRA: not yet supported")
+        self.lora_adapters.check(plan.loras)
         self._adapters.check(plan, self.text_pipeline)
         if plan.scheduler is not None and self._is_flow_matching():
             raise InvalidRequestError(
@@ -298,8 +300,10 @@ class DiffusionBackend:
         prompts = each([plan.prompt for plan in plans])
         masks = each([plan.mask for plan in plans])
 
-        # The style reference's scales on the shared UNet (0 without one: see ip_adapter).
+        # The style reference's scales on the shared UNet (0 without one: see ip_adapter),
+        # and the group's LoRAs (one set: fractal.corender), loaded here, under the lock.
         self._adapters.prepare(self.text_pipeline, first)
+        self.lora_adapters.activate(first.loras)
 
         # 4. Progress runs over every pass (and every tile) as one count.
         ticks = [self._iterations(step) for step in layout]

@@ -169,7 +169,8 @@ def test_the_engine_refuses_controls_it_cannot_read(engine_model: Spec2Fractal) 
         engine_model.generate_from_text("a lake", control=[
             canny_unit(_drawing()), {"type": "depth", "image": _png(_drawing())}], **SIZE)
     assert error.value.argument == "control[1].type"
-    assert engine_model.capabilities == {"style_reference": True, "controls": ["canny", "image"]}
+    assert engine_model.capabilities == {"style_reference": True, "controls": ["canny", "image"],
+                                         "loras": False}
 
 
 def test_guides_must_fit_the_picture() -> None:
