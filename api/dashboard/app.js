@@ -11,11 +11,13 @@ import { installGallery, loadGallery, setStyleFilter } from "./gallery.js";
 import { upscaleJob } from "./jobs.js";
 import { installKeyForm } from "./keys.js";
 import { trackJob } from "./live.js";
+import { applyLoraCapability, installLoraPicker, setLoraFiles } from "./lorapicker.js";
 import { installMaskPaint } from "./maskpaint.js";
 import { installNotices, showNotice } from "./notice.js";
 import { installOutpaint } from "./outpaint.js";
 import { installReferences, setModelCapabilities } from "./references.js";
-import { renderStyles } from "./stylepicker.js";
+import { installStyleEditor } from "./styleeditor.js";
+import { renderStyles, selectStyle } from "./stylepicker.js";
 import { installUpload, setImage } from "./upload.js";
 
 const $ = (id) => document.getElementById(id);
@@ -68,18 +70,34 @@ async function upscale(job, output, params) {
   }
 }
 
+async function loadStyles() {
+  const { data } = await api("/styles");
+  renderStyles(data.styles);
+  setStyleFilter(data.styles);
+}
+
+// After the style editor saved (`name`: pick it) or deleted a style.
+async function stylesChanged(name) {
+  try {
+    await loadStyles();
+    if (name) selectStyle(name);
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    showNotice(`The styles could not be reloaded: ${error.message}`);
+  }
+}
+
 // Everything behind the key: loaded at start and again whenever the key changes.
 async function loadKeyed() {
   resetCompare();
   const results = await Promise.allSettled([
-    api("/styles").then(({ data }) => {
-      renderStyles(data.styles);
-      setStyleFilter(data.styles);
-    }),
+    loadStyles(),
     api("/models").then(({ data }) => {
       setModels(data);
       setModelCapabilities(data); // which reference and control inputs the model takes
+      applyLoraCapability(); // and whether it takes LoRAs
     }),
+    api("/loras").then(({ data }) => setLoraFiles(data)),
     loadGallery({ reset: true }),
     loadBatches(),
   ]);
@@ -96,6 +114,8 @@ async function start() {
   installOutpaint();
   installControls();
   installReferences();
+  installLoraPicker();
+  installStyleEditor({ changed: stylesChanged });
   installForm({ onJob });
   installGallery({
     onReuse: reuse, onVariation: variation, onUseAsInput: useAsInput,

@@ -4,6 +4,7 @@
 import { ApiError } from "./api.js";
 import { clearErrors, showErrors } from "./fielderrors.js";
 import { submitJob } from "./jobs.js";
+import { loraParams, setLoras } from "./lorapicker.js";
 import { maskParams } from "./maskpaint.js";
 import { expandParams } from "./outpaint.js";
 import { referenceParams } from "./references.js";
@@ -184,6 +185,7 @@ export function readParams({ newSeed = !seedLocked() } = {}) {
     strength: image ? Number($("strength").value) : undefined,
     steps: number("steps"),
     guidance: number("guidance"),
+    loras: loraParams(),
     n: number("n"),
     output_format: $("output_format").value,
     input_type: image ? (prompt ? "hybrid" : "image") : "text",
@@ -230,6 +232,8 @@ export function fillParams(params, { keepSeed = true } = {}) {
   } else {
     setValue("model", params.model);
   }
+  // What the model takes (style reference, controls, LoRAs) follows it.
+  $("model").dispatchEvent(new Event("change"));
   setColors(params.colors);
   $("texture-on").checked = params.texture != null;
   if (params.texture != null) setValue("texture", params.texture);
@@ -240,6 +244,7 @@ export function fillParams(params, { keepSeed = true } = {}) {
   }
   setValue("steps", params.steps);
   setValue("guidance", params.guidance);
+  setLoras(params.loras);
   setValue("n", params.n ?? 1);
   setValue("output_format", params.output_format || "png");
 }

@@ -15,7 +15,8 @@ const SHOWN = [
   ["style", "Style"], ["size", "Size"], ["seed", "Seed"], ["steps", "Steps"],
   ["guidance", "Guidance"], ["sampler", "Sampler"], ["lighting", "Lighting"],
   ["colors", "Palette"], ["texture", "Texture"], ["strength", "Strength"],
-  ["input_type", "Input"], ["style_reference", "Style reference"], ["controls", "Control"],
+  ["loras", "LoRAs"], ["input_type", "Input"], ["style_reference", "Style reference"],
+  ["controls", "Control"],
   ["mask", "Inpaint"], ["expand", "Outpaint"], ["model", "Model"],
 ];
 
@@ -32,6 +33,18 @@ function controlsText(controls) {
   return controls.map((unit) => `${unit.type} × ${unit.scale} (${unit.start}–${unit.end})` +
                       `${unit.preprocess ? ", edges found" : ""} · image ${short(unit.sha256)}`).join("; ");
 }
+
+// The record's LoRAs: [{name, weight, hash, applied, note}]; a request's: [{name, weight}].
+function lorasText(loras) {
+  if (!Array.isArray(loras)) return loras;
+  return loras.map((lora) => `${lora.name} × ${lora.weight}` +
+                   (lora.hash ? ` · ${short(lora.hash)}` : "") +
+                   (lora.applied === false ? ` (skipped${lora.note ? `: ${lora.note}` : ""})` : ""))
+    .join("; ");
+}
+
+// A caller's own style is inlined in the job's request: an object with its name.
+const styleName = (style) => (style && typeof style === "object" ? style.name : style);
 
 // The record's mask: {sha256, blur, area, padding}; a request's alone names it "sha256:…".
 function maskText(mask) {
@@ -54,6 +67,8 @@ export function describe(params) {
   if (shown.user_prompt === shown.prompt) delete shown.user_prompt;
   shown.style_reference = referenceText(shown.style_reference);
   shown.controls = controlsText(shown.controls);
+  shown.loras = lorasText(shown.loras);
+  shown.style = styleName(shown.style);
   shown.mask = maskText(shown.mask);
   shown.expand = expandText(shown.expand);
   return SHOWN.filter(([key]) => shown[key] != null && shown[key] !== "" &&
@@ -146,7 +161,7 @@ function entryCard(job, output) {
   const badge = document.createElement("span");
   badge.className = `badge status-${job.status}`;
   badge.textContent = job.status;
-  meta.append(badge, ` ${job.model}${job.request.style ? ` · ${job.request.style}` : ""}`);
+  meta.append(badge, ` ${job.model}${job.request.style ? ` · ${styleName(job.request.style)}` : ""}`);
   if (output?.seed != null) meta.append(` · seed ${output.seed}`);
   if (job.error) {
     const error = document.createElement("span");

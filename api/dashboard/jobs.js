@@ -5,8 +5,8 @@ import { api } from "./api.js";
 import { readDataUrl } from "./imagepick.js";
 
 // Request fields that POST /generate takes in JSON only: reference images, the mask (a
-// data URL, as the style reference) and expand (an object).
-const JSON_FIELDS = ["style_image", "control", "mask", "expand"];
+// data URL, as the style reference), expand (an object) and loras (a list of objects).
+const JSON_FIELDS = ["style_image", "control", "mask", "expand", "loras"];
 
 // Parameters → multipart/form-data; undefined values are left out (the server's default).
 export function formData(params, image) {
@@ -67,6 +67,8 @@ export async function listJobs({ cursor, status, style, model, limit = 12 } = {}
 // that output's own seed (each of n images has its own).
 export function paramsOf(job, output) {
   const params = { ...job.request };
+  // A caller's own style is inlined in the job (an object): reuse names it again.
+  if (params.style && typeof params.style === "object") params.style = params.style.name;
   delete params.image;
   delete params.image_url;
   // Reference images and masks are stored by hash: reuse and variations go without them

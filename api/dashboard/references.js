@@ -29,14 +29,14 @@ function styleEnabled() {
   return !$("style-reference").disabled;
 }
 
-// The chosen model's entry in GET /models ("" is the server's default).
-function selectedModel() {
+// The chosen model's entry in GET /models ("" is the server's default); null until loaded.
+export function chosenModel() {
   const id = $("model").value;
   return models.find((model) => (id ? model.id === id : model.default)) ?? null;
 }
 
 function applyCapabilities() {
-  const model = selectedModel();
+  const model = chosenModel();
   const style = Boolean(model?.style_reference);
   $("style-reference").disabled = !style;
   // Not loaded yet (or no key): nothing is offered until GET /models says what is.
