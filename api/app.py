@@ -33,8 +33,7 @@ from api.routers import (
     styles,
 )
 from api.routers.dashboard import install_dashboard
-from api.styles import MAX_STYLE_BODY_BYTES
-from fractal import StyleLibrary
+from api.styles import MAX_STYLE_BODY_BYTES, operator_styles
 from workers.db import Database, get_database
 from workers.db import jobs as job_store
 from workers.finish_signals import listener_for, publisher_for
@@ -121,7 +120,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     app.state.database = database
     app.state.storage = storage
     app.state.queue = TaskQueue(settings)
-    app.state.styles = StyleLibrary()
+    app.state.styles = operator_styles(settings)
     app.state.worker = None
     app.state.json_parser = JsonParser()
     app.state.finished = listener_for(settings)  # workers' "job finished" signals

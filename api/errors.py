@@ -10,7 +10,6 @@ import logging
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -61,12 +60,10 @@ def field_error(loc: Sequence[str | int], msg: str, value: Any = None, *,
 def invalid_request(exc: InvalidRequestError, *, where: str = "body",
                     rename: dict[str, str] | None = None) -> RequestValidationError:
     """The library's InvalidRequestError as a 422 naming the request field."""
-    error = JobError.of(exc)
     field = (rename or {}).get(exc.argument, exc.argument)
     if field != exc.argument:  # the message names the field the caller sent (`content`)
-        error = replace(error, field=field,
-                        message=error.message.replace(f"`{exc.argument}`", f"`{field}`", 1))
-    return RequestValidationError([job_error_entry(error, where)])
+        exc = InvalidRequestError(field, exc.value, exc.reason, choices=exc.choices)
+    return RequestValidationError([job_error_entry(JobError.of(exc), where)])
 
 
 # A failed job's answer, by its error's code (workers.job_errors): the status, and headers.

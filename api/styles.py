@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from api.errors import job_error_entry
+from api.errors import invalid_request
 from api.schemas import LoraRef, StyleInfo, no_bools
 from fractal import InvalidRequestError, StyleLibrary
 from fractal.controls import normalise_lighting
@@ -27,10 +26,10 @@ from fractal.styles.library import MAX_STYLE_NAME_CHARS, MAX_TEMPLATE_CHARS
 from fractal.validation import MAX_STEPS
 from workers.db import Database
 from workers.db import styles as style_store
-from workers.job_errors import JobError
+from workers.settings import Settings
 
 __all__ = ["MAX_STYLE_BODY_BYTES", "CallerStyles", "StyleBody", "check_style_body",
-           "source_of", "stored_style", "style_info"]
+           "operator_styles", "source_of", "stored_style", "style_info"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +71,7 @@ class StyleBody(BaseModel):
 
 def _refusal(exc: InvalidRequestError, prefix: str = "style.") -> RequestValidationError:
     """The library's ``style.prompt`` error as a 422 at ``["body", "prompt"]``."""
-    error = JobError.of(exc)
-    field = exc.argument.removeprefix(prefix) if exc.argument.startswith(prefix) else \
-        exc.argument
-    error = replace(error, field=field,
-                    message=error.message.replace(f"`{exc.argument}`", f"`{field}`", 1))
-    return RequestValidationError([job_error_entry(error)])
+    return invalid_request(exc, rename={exc.argument: exc.argument.removeprefix(prefix)})
 
 
 def check_style_body(body: StyleBody, name: str | None, lora_hub: bool) -> Style:
@@ -132,6 +126,15 @@ def style_info(style: Style) -> StyleInfo:
                             for spec in style.loras])
 
 
+def operator_styles(settings: Settings) -> StyleLibrary:
+    """The built-in styles and the operator's files (``styles_files``); a file that does not
+    load stops the server at start, naming it."""
+    library = StyleLibrary()
+    for path in settings.styles_files:
+        library.load(path)
+    return library
+
+
 class CallerStyles:
     """The server's styles plus one caller's own, for one request. The server's names come
     first: a caller cannot create a style by one of them (409), and one an operator adds
@@ -171,10 +174,11 @@ class CallerStyles:
         return found if found is not None else self.library.get(name)
 
     def for_request(self, name: str) -> str | dict[str, Any]:
-        """What a job's request holds for ``style``: the server's name as it is, a caller's
-        own style as its object."""
-        if self.server(name) is not None:
-            return name
+        """What a job's request holds for ``style``: a built-in's name as it is; an
+        operator's style (from a file only the API reads) or the caller's own as its object."""
+        server = self.server(name)
+        if server is not None:
+            return name if server.source == "builtin" else server.to_table()
         own = self.own(name)
         if own is None:
             self.library.get(name)  # raises: a 422 listing the valid names

@@ -14,8 +14,8 @@ from fractal.images import ImageSource, image_bytes, image_to_data_url, load_ima
 from fractal.record import RECORD_KEY, GenerationRecord, parse_record, record_from_png
 from fractal.request import GenerationRequest
 
-__all__ = ["colors_argument", "edit_arguments", "record_of_source", "reference_arguments",
-           "request_image"]
+__all__ = ["colors_argument", "edit_arguments", "loras_argument", "record_of_source",
+           "reference_arguments", "request_image"]
 
 
 def request_image(request: GenerationRequest
@@ -88,3 +88,10 @@ def edit_arguments(mask: ImageSource | None, mask_blur: Any, inpaint_area: Any, 
             mask = image_to_data_url(load_mask(mask, "mask"))
     return {"mask": mask, "mask_blur": mask_blur, "inpaint_area": inpaint_area,
             "padding": padding, "expand": dict(expand) if isinstance(expand, Mapping) else expand}
+
+
+def loras_argument(loras: Sequence[Mapping[str, Any]] | None
+                    ) -> tuple[dict[str, Any], ...] | None:
+    if loras is None or isinstance(loras, (str, bytes)) or not isinstance(loras, Sequence):
+        return loras  # type: ignore[return-value]  # check_request names what is wrong
+    return tuple(dict(item) if isinstance(item, Mapping) else item for item in loras)

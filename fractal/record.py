@@ -10,14 +10,18 @@ import zlib
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, PngImagePlugin
 
 from fractal.containers import png_chunks
 
+if TYPE_CHECKING:
+    from fractal.backends.base import Backend
+    from fractal.plan import RenderPlan
+
 __all__ = ["PARAMETERS_KEY", "RECORD_KEY", "GenerationRecord", "attach_record", "parse_record",
-           "read_record", "record_from_png"]
+           "read_record", "record_from_png", "record_of"]
 
 PARAMETERS_KEY = "parameters"  # the key A1111, ComfyUI importers and civitai read
 RECORD_KEY = "spec2fractal"
@@ -143,6 +147,35 @@ class GenerationRecord:
     @classmethod
     def from_json(cls, text: str) -> GenerationRecord:
         return cls(**json.loads(text))
+
+
+def record_of(plan: RenderPlan, index: int, backend: Backend) -> GenerationRecord:
+    """The record of image ``index`` of a rendered plan, as ``backend`` rendered it."""
+    return GenerationRecord(
+        input_type=plan.input_type,
+        prompt=plan.prompt,
+        user_prompt=plan.user_prompt,
+        negative_prompt=plan.negative_prompt,
+        width=plan.width,
+        height=plan.height,
+        steps=plan.steps,
+        guidance=plan.guidance,
+        seed=plan.seeds[index],
+        sampler=backend.sampler_label(plan),
+        model=backend.name,
+        style=plan.style.name if plan.style else None,
+        lighting=plan.lighting,
+        colors=list(plan.colors) if plan.colors else None,
+        texture=plan.texture,
+        strength=plan.strength,
+        index=index,
+        batch_size=plan.n,
+        scale=plan.scale,
+        passes=backend.passes(plan),
+        style_reference=plan.style_reference.describe() if plan.style_reference else None,
+        controls=[unit.describe() for unit in plan.controls] or None,
+        loras=backend.loras(plan),
+    )
 
 
 def attach_record(image: Image.Image, record: GenerationRecord) -> Image.Image:

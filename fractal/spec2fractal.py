@@ -20,6 +20,7 @@ from fractal.images import ImageSource, load_image
 from fractal.inputs import (
     colors_argument,
     edit_arguments,
+    loras_argument,
     record_of_source,
     reference_arguments,
     request_image,
@@ -34,10 +35,7 @@ from fractal.plan import (
     build_plan,
     hires_pass,
 )
-from fractal.record import (
-    GenerationRecord,
-    attach_record,
-)
+from fractal.record import attach_record, record_of
 from fractal.references import load_references
 from fractal.request import GenerationRequest
 from fractal.styles import StyleLibrary
@@ -290,7 +288,7 @@ class Spec2Fractal:
             height=height, steps=steps, guidance=guidance, seed=seed, scheduler=scheduler,
             style=style, lighting=lighting, colors=colors_argument(colors), texture=texture, n=n,
             hires=hires, **reference_arguments(style_image, style_strength, style_mode, control),
-            loras=_loras_argument(loras),
+            loras=loras_argument(loras),
         )
         check_request(request)
         images = self._run(request, None, on_progress, cancel)
@@ -344,7 +342,7 @@ class Spec2Fractal:
             colors=colors_argument(colors), texture=texture, strength=strength, n=n,
             **reference_arguments(style_image, style_strength, style_mode, control),
             **edit_arguments(mask, mask_blur, inpaint_area, padding, expand),
-            loras=_loras_argument(loras),
+            loras=loras_argument(loras),
         )
         check_request(request, has_image=True)
         images = self._run(request, load_image(image), on_progress, cancel)
@@ -425,43 +423,9 @@ class Spec2Fractal:
 
     def _finish(self, plan: RenderPlan, images: list[Image.Image],
                 job: InpaintJob | None = None) -> list[Image.Image]:
-        return [attach_record(image, edit_record(self._record(plan, index), job,
+        return [attach_record(image, edit_record(record_of(plan, index, self._backend), job,
                                                  self._backend.passes))
                 for index, image in enumerate(images)]
-
-    def _record(self, plan: RenderPlan, index: int) -> GenerationRecord:
-        return GenerationRecord(
-            input_type=plan.input_type,
-            prompt=plan.prompt,
-            user_prompt=plan.user_prompt,
-            negative_prompt=plan.negative_prompt,
-            width=plan.width,
-            height=plan.height,
-            steps=plan.steps,
-            guidance=plan.guidance,
-            seed=plan.seeds[index],
-            sampler=self._backend.sampler_label(plan),
-            model=self.model,
-            style=plan.style.name if plan.style else None,
-            lighting=plan.lighting,
-            colors=list(plan.colors) if plan.colors else None,
-            texture=plan.texture,
-            strength=plan.strength,
-            index=index,
-            batch_size=plan.n,
-            scale=plan.scale,
-            passes=self._backend.passes(plan),
-            style_reference=plan.style_reference.describe() if plan.style_reference else None,
-            controls=[unit.describe() for unit in plan.controls] or None,
-            loras=self._backend.loras(plan),
-        )
-
-
-def _loras_argument(loras: Sequence[Mapping[str, Any]] | None
-                    ) -> tuple[dict[str, Any], ...] | None:
-    if loras is None or isinstance(loras, (str, bytes)) or not isinstance(loras, Sequence):
-        return loras  # type: ignore[return-value]  # check_request names what is wrong
-    return tuple(dict(item) if isinstance(item, Mapping) else item for item in loras)
 
 
 def _step_hook(on_progress: ProgressCallback | None, cancel: CancelHook | None) -> StepCallback:

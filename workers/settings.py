@@ -132,6 +132,12 @@ class Settings(BaseSettings):
     lora_upload_max_bytes: ByteSize = Field(default=ByteSize(512 * 1024 * 1024), ge=1,
                                             description="The largest LoRA file POST /loras "
                                                         "accepts (`512MiB`, `2GB`, bytes).")
+    styles_files: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="TOML files of the operator's styles (the shape of the built-in "
+                    "`fractal/styles/builtin.toml`, LoRAs included), read by the API at "
+                    "start; a list (`a.toml,b.toml` or JSON). A request naming one carries "
+                    "it to the workers whole, so they need not have the files.")
     max_styles_per_key: int = Field(default=200, ge=0,
                                     description="How many styles of its own each key (or the "
                                                 "one owner when auth is off) may keep.")
@@ -212,7 +218,7 @@ class Settings(BaseSettings):
                              f"tile_size ({self.tile_size})")
         return self
 
-    @field_validator("models", "cors_origins", mode="before")
+    @field_validator("models", "cors_origins", "styles_files", mode="before")
     @classmethod
     def _list(cls, value: object) -> object:
         # From the environment: a JSON list, or the friendlier `a,b,c`.

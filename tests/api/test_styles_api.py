@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from fractal import InvalidRequestError
 from tests.api.auth_helpers import bearer, make_key, secured
 from workers.db import get_database
 
@@ -247,3 +248,30 @@ def test_a_style_object_in_a_request(keyed) -> None:  # type: ignore[no-untyped-
     assert _loc(bad) == ["body", "style", "loras", 0, "weight"]
     assert _loc(_submit(client, {"prompt": "a heron", "style": 5}, headers=alice))[:2] == \
         ["body", "style"]
+
+
+def test_operator_styles_come_from_files(tmp_path: Path) -> None:
+    from workers.settings import Settings
+
+    file = tmp_path / "house.toml"
+    file.write_text('["House ink"]\ndescription = "The studio\'s ink look"\n'
+                    'prompt = "{prompt}, house ink"\neffect = "pencil"\n'
+                    'loras = [{name = "ink", weight = 0.6}]\n')
+    settings = Settings(data_dir=tmp_path / "data", styles_files=str(file))
+    with TestClient(create_app(settings, start_worker=False)) as client:
+        info = client.get("/styles/house INK").json()
+        assert (info["source"], info["loras"]) == ("operator", [{"name": "ink", "weight": 0.6}])
+        assert client.put("/styles/House ink", json=dict(INK, name="House ink")
+                          ).status_code == 403
+        assert client.post("/styles", json=dict(INK, name="HOUSE INK")).status_code == 409
+        # Workers need not have the file: the job carries the style whole.
+        job = _submit(client, {"prompt": "a heron", "style": "house ink"})
+        assert job.status_code == 202, job.text
+        assert job.json()["request"]["style"] == {
+            "name": "House ink", "prompt": "{prompt}, house ink", "effect": "pencil",
+            "description": "The studio's ink look", "loras": [{"name": "ink", "weight": 0.6}]}
+    broken = tmp_path / "broken.toml"
+    broken.write_text('[Broken]\nprompt = "no placeholder"\n')
+    with pytest.raises(InvalidRequestError, match="Broken"):
+        create_app(Settings(data_dir=tmp_path / "data", styles_files=f"{file},{broken}"),
+                   start_worker=False)
