@@ -34,8 +34,7 @@ from api.routers import (
 )
 from api.routers.dashboard import install_dashboard
 from api.styles import MAX_STYLE_BODY_BYTES, operator_styles
-from workers.db import Database, get_database
-from workers.db import jobs as job_store
+from workers.db import Database, get_database, recovery
 from workers.finish_signals import listener_for, publisher_for
 from workers.settings import Settings, get_settings, is_loopback
 from workers.storage import LocalStorage, get_storage
@@ -48,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 def _requeue_orphans(database: Database, queue: TaskQueue) -> None:
     with database.session() as session:
-        orphans = [(job.id, job.queue) for job in job_store.requeue_running(session)]
+        orphans = [(job.id, job.queue) for job in recovery.requeue_running(session)]
     for job_id, name in orphans:
         logger.warning("job %s was running when the last server stopped: queued again", job_id)
         queue.enqueue_render(job_id, name)

@@ -28,8 +28,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from workers.db import Database, Job
-from workers.db import jobs as job_store
+from workers.db import Database, Job, recovery
 from workers.db.models import utcnow
 
 __all__ = ["Reconciler", "Resent"]
@@ -67,10 +66,10 @@ class Reconciler:
         resent = Resent()
         with self.database.session() as session:
             overdue = [(job, "running") for job in
-                       job_store.stale_running(session, self.job_lease)]
+                       recovery.stale_running(session, self.job_lease)]
             if self.idle():
                 overdue += [(job, "queued") for job in
-                            job_store.stale_queued(session, self.queued_lease)]
+                            recovery.stale_queued(session, self.queued_lease)]
         for job, why in overdue:
             outcome = self._resend(job, why)
             if outcome == "failed":
@@ -85,8 +84,8 @@ class Reconciler:
     def _resend(self, job: Job, why: str) -> str:
         previous, now = job.enqueued_at, utcnow()
         with self.database.session() as session:
-            won = (job_store.mark_sent(session, job, at=now) if why == "queued"
-                   else job_store.requeue_stale(session, job, self.job_lease, at=now))
+            won = (recovery.mark_sent(session, job, at=now) if why == "queued"
+                   else recovery.requeue_stale(session, job, self.job_lease, at=now))
             if not won:
                 return "skipped"  # another reconciler re-sent it just now
         try:
@@ -94,7 +93,7 @@ class Reconciler:
         except Exception as exc:  # the broker is down: try again at the next look
             logger.error("reconciler: could not re-send %s job %s: %s", why, job.id, exc)
             with self.database.session() as session:
-                job_store.unmark_sent(session, job.id, at=now, previous=previous)
+                recovery.unmark_sent(session, job.id, at=now, previous=previous)
             return "failed"
         logger.info("reconciler: re-sent %s job %s (attempts so far: %d)", why, job.id,
                     job.attempts)

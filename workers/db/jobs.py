@@ -39,19 +39,14 @@ __all__ = [
     "get_state",
     "heartbeat",
     "is_cancel_requested",
+    "last_sign_of_life",
     "list_jobs",
-    "mark_sent",
     "new_job_id",
     "queued_candidates",
     "record_progress",
     "request_cancel",
     "requeue_job",
-    "requeue_running",
-    "requeue_stale",
-    "stale_queued",
-    "stale_running",
     "start_job",
-    "unmark_sent",
 ]
 
 
@@ -207,7 +202,7 @@ def _claimable(stale: bool, silent: bool) -> ColumnElement[bool]:
     if stale:
         dead.append(Job.started_at < bindparam("stale_before"))
     if silent:
-        dead.append(_last_sign_of_life() < bindparam("silent_before"))
+        dead.append(last_sign_of_life() < bindparam("silent_before"))
     if not dead:
         return queued
     return or_(queued, and_(Job.status == JobStatus.RUNNING, or_(*dead)))
@@ -224,7 +219,7 @@ def _claim_params(now: datetime, stale_after: float | None,
     return params
 
 
-def _last_sign_of_life() -> ColumnElement[datetime]:
+def last_sign_of_life() -> ColumnElement[datetime]:
     return func.coalesce(Job.heartbeat_at, Job.started_at, Job.created_at)
 
 
@@ -337,66 +332,6 @@ def heartbeat(session: Session, job_ids: list[str]) -> None:
     """This worker still holds these jobs: their leases start again."""
     session.execute(update(Job).where(Job.id.in_(job_ids), Job.status == JobStatus.RUNNING)
                     .values(heartbeat_at=utcnow()), execution_options=_UNSYNCED)
-
-
-def stale_queued(session: Session, lease: float, limit: int = 500) -> list[Job]:
-    """Queued jobs last sent ``lease`` seconds ago or more: their message may be lost."""
-    cutoff = utcnow() - timedelta(seconds=lease)
-    sent = func.coalesce(Job.enqueued_at, Job.created_at)
-    query = (select(Job).where(Job.status == JobStatus.QUEUED, sent < cutoff,
-                               Job.cancel_requested.is_(False))
-             .order_by(sent).limit(limit))
-    return list(session.scalars(query))
-
-
-def stale_running(session: Session, lease: float, limit: int = 500) -> list[Job]:
-    """Running jobs whose worker has been silent for ``lease`` seconds: it is gone."""
-    cutoff = utcnow() - timedelta(seconds=lease)
-    query = (select(Job).where(Job.status == JobStatus.RUNNING, _last_sign_of_life() < cutoff)
-             .order_by(_last_sign_of_life()).limit(limit))
-    return list(session.scalars(query))
-
-
-def requeue_stale(session: Session, job: Job, lease: float, *, at: datetime) -> bool:
-    """A running job whose lease expired → queued again, sent ``at``; False if it moved on
-    meanwhile (its worker wrote after all, or another reconciler took it first)."""
-    cutoff = utcnow() - timedelta(seconds=lease)
-    result = session.execute(
-        update(Job).where(Job.id == job.id, Job.status == JobStatus.RUNNING,
-                          _last_sign_of_life() < cutoff)
-        .values(status=JobStatus.QUEUED, progress_step=0, enqueued_at=at))
-    return result.rowcount == 1
-
-
-def mark_sent(session: Session, job: Job, *, at: datetime | None = None) -> bool:
-    """Record a (re-)send of ``job``, unless someone else recorded one since it was read.
-
-    A compare-and-set on ``enqueued_at``: of several reconcilers looking at once, one
-    re-sends. Returns whether this caller won.
-    """
-    previous = job.enqueued_at
-    same = Job.enqueued_at.is_(None) if previous is None else Job.enqueued_at == previous
-    result = session.execute(update(Job).where(Job.id == job.id, Job.status == job.status, same)
-                             .values(enqueued_at=at or utcnow()))
-    return result.rowcount == 1
-
-
-def unmark_sent(session: Session, job_id: str, *, at: datetime,
-                previous: datetime | None) -> None:
-    """Undo :func:`mark_sent` after the send failed, so the next look tries again."""
-    session.execute(update(Job).where(Job.id == job_id, Job.enqueued_at == at)
-                    .values(enqueued_at=previous))
-
-
-def requeue_running(session: Session) -> list[Job]:
-    """Running jobs back to queued (their worker is gone); returns them for re-sending."""
-    jobs = list(session.scalars(select(Job).where(Job.status == JobStatus.RUNNING)))
-    for job in jobs:
-        job.status = JobStatus.QUEUED
-        job.progress_step = 0
-        job.enqueued_at = utcnow()  # the caller sends each one now
-    session.flush()
-    return jobs
 
 
 # Interactive jobs before batch items, then oldest first.
