@@ -75,7 +75,9 @@ class Spec2Fractal:
 
     ``lora_dir``: the folder of LoRA files (``name.safetensors``) requests name in ``loras``,
     in ``<lora:name:weight>`` prompt tags or in a style (fractal.loras); hub ids
-    (``owner/repo[/file.safetensors]``) load from the hub. Each loads once, on first use.
+    (``owner/repo[/file.safetensors]``) load from the hub unless ``lora_hub`` is False (a
+    service's workers: a tenant must not make them download arbitrary files). Each loads
+    once, on first use.
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class Spec2Fractal:
         tile_overlap: int | None = None,
         adapters: Mapping[str, Any] | str | None = None,
         lora_dir: str | Path | None = None,
+        lora_hub: bool = True,
     ) -> None:
         if model is not None and (not isinstance(model, str) or not model.strip()):
             raise InvalidRequestError("model", model, "must be a model folder, hub id or 'fractal'")
@@ -124,7 +127,7 @@ class Spec2Fractal:
             self._backend = DiffusionBackend(
                 model.strip(), device=resolved, dtype=resolve_dtype(dtype, resolved),
                 tile_size=tile_size, tile_overlap=tile_overlap, adapters=family_adapters,
-                lora_dir=self.lora_dir,
+                lora_dir=self.lora_dir, lora_hub=bool(lora_hub),
             )
         self._memory = memory_guard(self._backend, memory_limit)
 

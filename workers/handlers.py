@@ -76,7 +76,6 @@ def worker_context() -> WorkerContext:
         max_attempts=settings.max_attempts,
         max_corender=settings.max_corender_size,
         corender_wait=settings.corender_wait_ms / 1000,
-        lora_hub=settings.lora_hub,
         stopping=STOPPING,
         finished=publisher_for(settings),
         requeue=lambda job_id, queue, delay: task_queue().enqueue_render(job_id, queue, delay),

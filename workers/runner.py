@@ -46,7 +46,6 @@ from workers.encoding import (
 from workers.finish_signals import Publisher, progress_signal, publish_quietly
 from workers.heartbeat import Heartbeat
 from workers.job_errors import JobError
-from workers.lora_policy import refuse_hub_loras
 from workers.model_cache import ModelCache
 from workers.partners import claim_partners
 from workers.references import InputUnreadable, input_error, restore_references
@@ -104,8 +103,6 @@ class WorkerContext:
     stopping: threading.Event = field(default_factory=threading.Event)
     # Sends a re-queued job's message (None: the reconciler re-sends it after queued_lease).
     requeue: Requeue | None = None
-    # Whether jobs may name hub ids as LoRAs (SPEC2FRACTAL_LORA_HUB): off, refused here too.
-    lora_hub: bool = False
     # Seconds a job whose input storage did not answer waits before its next attempt.
     requeue_delay: float = 10.0
     heartbeat: Heartbeat = field(init=False, repr=False)
@@ -139,7 +136,7 @@ class _Throttled:
         return False
 
 
-def _request_of(job: Job, storage: Storage, lora_hub: bool = True) -> GenerationRequest:
+def _request_of(job: Job, storage: Storage) -> GenerationRequest:
     data = dict(job.request)
     if job.input_key:
         try:
@@ -148,10 +145,7 @@ def _request_of(job: Job, storage: Storage, lora_hub: bool = True) -> Generation
             raise InputUnreadable(exc) from exc
         data["image"] = base64.b64encode(image).decode("ascii")
     restore_references(data, storage)  # the style reference and control images
-    request = GenerationRequest.from_dict(data)
-    if not lora_hub:
-        refuse_hub_loras(request)
-    return request
+    return GenerationRequest.from_dict(data)
 
 
 def _store(context: WorkerContext, job: Job, images: list[Image.Image]) -> list[dict[str, Any]]:
@@ -272,7 +266,7 @@ def _render(context: WorkerContext, jobs: list[Job]) -> list[_Outcome]:
     results: list[Any] = []
     for job in jobs:
         try:
-            results.append(_request_of(job, context.storage, context.lora_hub))
+            results.append(_request_of(job, context.storage))
         except Exception as exc:
             results.append(exc)
     ready = [i for i, result in enumerate(results) if isinstance(result, GenerationRequest)]

@@ -271,7 +271,8 @@ class Settings(BaseSettings):
         return {"hires_factor": self.hires_factor, "tile_size": self.tile_size,
                 "tile_overlap": self.tile_overlap,
                 "memory_limit": int(self.memory_limit) if self.memory_limit else None,
-                "adapters": self.adapters or None, "lora_dir": self.lora_dir}
+                "adapters": self.adapters or None, "lora_dir": self.lora_dir,
+                "lora_hub": self.lora_hub}
 
     @property
     def embedded(self) -> bool:

@@ -99,7 +99,7 @@ class DiffusionBackend:
     def __init__(self, model: str, *, device: torch.device, dtype: torch.dtype,
                  tile_size: int | None = None, tile_overlap: int | None = None,
                  adapters: Mapping[str, FamilyAdapters] | None = None,
-                 lora_dir: Path | None = None) -> None:
+                 lora_dir: Path | None = None, lora_hub: bool = True) -> None:
         self.name = display_name(model)
         self.device = device
         logger.info("loading %s on %s (%s)", self.name, device, dtype)
@@ -125,7 +125,8 @@ class DiffusionBackend:
         # Masks, and dedicated inpainting checkpoints (which cannot tile: see can_tile).
         self.inpainting = Inpainting(self.text_pipeline, self.name)
         # LoRAs (fractal.backends.lora): loaded on first use, kept, switched per call.
-        self.lora_adapters = LoraAdapters(self.text_pipeline, self.family, self.name, lora_dir)
+        self.lora_adapters = LoraAdapters(self.text_pipeline, self.family, self.name, lora_dir,
+                                          hub=lora_hub)
 
     def capabilities(self) -> dict[str, Any]:
         return {**self._adapters.capabilities(), "loras": self.lora_adapters.supported}

@@ -46,8 +46,9 @@ class LoraAdapters:
     """LoRAs for ``pipeline`` (the model's text-to-image pipeline, of ``family``)."""
 
     def __init__(self, pipeline: Any, family: str | None, model: str,
-                 lora_dir: Any = None, keep: int = KEEP_LOADED) -> None:
+                 lora_dir: Any = None, keep: int = KEEP_LOADED, hub: bool = True) -> None:
         self.pipeline, self.family, self.model, self.lora_dir = pipeline, family, model, lora_dir
+        self.hub = hub  # whether hub ids may be downloaded
         self.supported = callable(getattr(pipeline, "load_lora_weights", None))
         self.keep = max(keep, MAX_LORAS)
         self.loaded: OrderedDict[str, LoraFile] = OrderedDict()  # adapter name -> file, LRU
@@ -63,6 +64,9 @@ class LoraAdapters:
         key = lora.name.casefold()
         if not is_hub_id(lora.name):
             file = find_lora(lora.name, self.lora_dir, lora.field)
+        elif not self.hub:
+            raise InvalidRequestError(lora.field, lora.name, "is a hub id; LoRAs come from "
+                                      "the LoRA folder only here")
         elif key in self._hub:
             file = self._hub[key]
         else:

@@ -30,18 +30,23 @@ def test_partners_need_the_same_loras() -> None:
     assert corender_key(_job(prompt="<lora:../x:1>")) != plain  # unreadable: never a partner
 
 
-def test_a_worker_refuses_hub_loras_unless_allowed(tmp_path, database_url: str) -> None:  # type: ignore
+def test_a_worker_refuses_hub_loras_unless_allowed(tmp_path, database_url: str,  # type: ignore
+                                                    tiny_sd) -> None:
     """A job that names a hub LoRA (however it was queued) fails naming the field, with no
-    download, when SPEC2FRACTAL_LORA_HUB is off; a style's hub LoRA too."""
+    download, when SPEC2FRACTAL_LORA_HUB is off (the workers' models are loaded with
+    ``lora_hub=False``); a style's hub LoRA too."""
     from workers.db import JobStatus, get_database
     from workers.db import jobs as job_store
     from workers.model_cache import ModelCache
     from workers.runner import WorkerContext, run_job
+    from workers.settings import Settings
     from workers.storage.local import LocalStorage
 
+    settings = Settings(data_dir=tmp_path, lora_dir=tmp_path / "loras", lora_hub=False)
     database = get_database(database_url)
     database.migrate()
-    context = WorkerContext(database=database, models=ModelCache(1),
+    context = WorkerContext(database=database,
+                            models=ModelCache(1, options=settings.model_options),
                             storage=LocalStorage(tmp_path / "images", secret=b"test"))
     style = {"name": "Hubbed", "prompt": "{prompt}",
              "loras": [{"name": "acme/ink", "weight": 1}]}
@@ -51,9 +56,9 @@ def test_a_worker_refuses_hub_loras_unless_allowed(tmp_path, database_url: str) 
     for extra, field in cases:
         with database.session() as session:
             job_id = job_store.create_job(session, job_id=job_store.new_job_id(),
-                                          model="fractal", request={
-                                              "prompt": "a heron", "width": 64, "height": 48,
-                                              "seed": 1, **extra}).id
+                                          model=str(tiny_sd), request={
+                                              "prompt": "a heron", "width": 64, "height": 64,
+                                              "steps": 2, "seed": 1, **extra}).id
         assert run_job(job_id, context) == JobStatus.FAILED
         with database.session() as session:
             job = job_store.get_job(session, job_id)
