@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from fractal.errors import GenerationCancelled, InvalidRequestError, Spec2FractalError
+from fractal.loras import parse_lora_text
 from fractal.record import read_record
 
 if TYPE_CHECKING:
@@ -47,20 +48,7 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
 def parse_lora_options(values: list[str] | None) -> list[dict[str, object]] | None:
     """``--lora NAME[:WEIGHT]`` options as a request's ``loras`` (weight 1 when left out); a
     weight that is not a number is an error naming ``--lora``."""
-    if not values:
-        return None
-    loras: list[dict[str, object]] = []
-    for value in values:
-        name, colon, weight = value.rpartition(":")
-        if not colon:
-            name, weight = value, ""
-        try:
-            loras.append({"name": name.strip(), "weight": float(weight) if weight.strip()
-                          else 1.0})
-        except ValueError:
-            raise InvalidRequestError("--lora", value, "must be NAME or NAME:WEIGHT, the "
-                                      "weight a number such as 0.8") from None
-    return loras
+    return [parse_lora_text(value, "--lora") for value in values] if values else None
 
 
 def output_paths(output: Path, n: int) -> list[Path]:

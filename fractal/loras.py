@@ -37,6 +37,7 @@ __all__ = [
     "is_hub_id",
     "list_loras",
     "merge_loras",
+    "parse_lora_text",
     "parse_prompt_loras",
     "read_header",
 ]
@@ -146,6 +147,21 @@ def check_loras(value: Any, field: str = "loras") -> tuple[LoraSpec, ...]:
             raise InvalidRequestError(f"{where}.name", name, "is named twice")
         specs.append(LoraSpec(name, _check_weight(item.get("weight"), f"{where}.weight")))
     return tuple(specs)
+
+
+def parse_lora_text(text: str, field: str = "loras") -> dict[str, Any]:
+    """``"ink:0.8"`` (a command line's ``--lora``, a client's shorthand) as ``{"name": "ink",
+    "weight": 0.8}``; ``"ink"`` has weight 1. Checked by :func:`check_loras` later; a weight
+    that is not a number is an error naming ``field`` here."""
+    name, colon, weight = text.rpartition(":")
+    if not colon or "/" in weight:  # no weight (a hub id has slashes, never a colon)
+        return {"name": text.strip(), "weight": 1.0}
+    try:
+        value = float(weight) if weight.strip() else 1.0
+    except ValueError:
+        raise InvalidRequestError(field, text, "must be NAME or NAME:WEIGHT, the weight a "
+                                  "number such as 0.8") from None
+    return {"name": name.strip(), "weight": value}
 
 
 def parse_prompt_loras(prompt: str | None) -> tuple[str | None, tuple[LoraSpec, ...]]:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 from PIL import Image, PngImagePlugin
 
+from fractal.loras import parse_lora_text
 from spec2fractal.client.errors import (
     APIStatusError,
     JobCancelledError,
@@ -38,7 +39,6 @@ __all__ = [
     "idempotency_key",
     "lora_list",
     "open_image",
-    "parse_lora",
     "raise_for_status",
     "retry_delay",
 ]
@@ -251,25 +251,12 @@ def lora_list(loras: Any) -> Any:
     found: list[Any] = []
     for item in loras:
         if isinstance(item, str):
-            found.append(parse_lora(item))
+            found.append(parse_lora_text(item))
         elif isinstance(item, tuple) and len(item) == 2:
             found.append({"name": item[0], "weight": item[1]})
         else:
             found.append(dict(item) if isinstance(item, Mapping) else item)
     return found
-
-
-def parse_lora(text: str) -> dict[str, Any]:
-    """``"ink:0.8"`` → ``{"name": "ink", "weight": 0.8}``; ``"ink"`` has weight 1. A weight
-    that is not a number is a ValueError naming it."""
-    name, colon, weight = text.rpartition(":")
-    if not colon or "/" in weight:
-        return {"name": text.strip(), "weight": 1.0}
-    try:
-        value = float(weight)
-    except ValueError:
-        raise ValueError(f"LoRA {text!r}: the weight after ':' must be a number") from None
-    return {"name": name.strip(), "weight": value}
 
 
 def _plain(value: Any) -> Any:

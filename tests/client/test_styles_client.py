@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fractal import read_record
+from fractal.loras import parse_lora_text
 from spec2fractal.client import (
     AsyncSpec2FractalClient,
     ConflictError,
@@ -20,7 +21,7 @@ from spec2fractal.client import (
     Spec2FractalClient,
     UnprocessableEntityError,
 )
-from spec2fractal.client._core import lora_list, parse_lora
+from spec2fractal.client._core import lora_list
 from tests.api.auth_helpers import make_key
 from tests.api.test_loras_api import lora_bytes, short_hash
 from tests.api_server import serving
@@ -42,10 +43,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str,
 
 
 def test_lora_shapes() -> None:
-    assert parse_lora("ink:0.8") == {"name": "ink", "weight": 0.8}
-    assert parse_lora("ink") == {"name": "ink", "weight": 1.0}
+    assert parse_lora_text("ink:0.8") == {"name": "ink", "weight": 0.8}
+    assert parse_lora_text("ink") == {"name": "ink", "weight": 1.0}
     with pytest.raises(ValueError, match="ink:x"):
-        parse_lora("ink:x")
+        parse_lora_text("ink:x")
     assert lora_list({"ink": 0.5}) == [{"name": "ink", "weight": 0.5}]
     assert lora_list(["a:-1", ("b", 2), {"name": "c"}]) == [
         {"name": "a", "weight": -1.0}, {"name": "b", "weight": 2}, {"name": "c"}]
