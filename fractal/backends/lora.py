@@ -175,6 +175,8 @@ class LoraAdapters:
             with warnings.catch_warnings():
                 # peft warns at each adapter after the first: several are what we want.
                 warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                # ... and, when a load fails, diffusers deletes the half-made adapter.
+                warnings.filterwarnings("ignore", message="Adapter .* was active")
                 self.pipeline.load_lora_weights(str(file.path.parent),
                                                 weight_name=file.path.name, adapter_name=name)
         except (ValueError, RuntimeError, KeyError, IndexError, TypeError, OSError) as exc:
@@ -196,7 +198,10 @@ class LoraAdapters:
 
     def _discard(self, name: str) -> None:
         if name in self._present():
-            self.pipeline.delete_adapters(name)
+            with warnings.catch_warnings():
+                # peft says the half-loaded adapter was active: it is, and it goes.
+                warnings.filterwarnings("ignore", message="Adapter .* was active")
+                self.pipeline.delete_adapters(name)
 
 
 def _reason(exc: Exception) -> str:
