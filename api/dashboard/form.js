@@ -3,6 +3,7 @@
 
 import { ApiError } from "./api.js";
 import { clearErrors, showErrors } from "./fielderrors.js";
+import { number, text } from "./fieldvalues.js";
 import { submitJob } from "./jobs.js";
 import { loraParams, setLoras } from "./lorapicker.js";
 import { maskParams } from "./maskpaint.js";
@@ -151,16 +152,6 @@ function installTexture() {
 }
 
 // -- values ------------------------------------------------------------------------------
-
-function number(id) {
-  const text = $(id).value.trim();
-  return text === "" ? undefined : Number(text);
-}
-
-function text(id) {
-  const value = $(id).value.trim();
-  return value === "" ? undefined : value;
-}
 
 // The request parameters the form describes; undefined = left to the server's defaults.
 export function readParams({ newSeed = !seedLocked() } = {}) {

@@ -7,6 +7,7 @@
 
 import { ApiError, api } from "./api.js";
 import { clearErrors, showErrors } from "./fielderrors.js";
+import { number, text } from "./fieldvalues.js";
 import { chosenLoras } from "./lorapicker.js";
 import { showNotice } from "./notice.js";
 import { setStyleActions } from "./stylepicker.js";
@@ -108,15 +109,6 @@ function open(style) {
   (style ? $("style-form-prompt") : $("style-form-name")).focus();
 }
 
-function number(id) {
-  const text = $(id).value.trim();
-  return text === "" ? undefined : Number(text);
-}
-
-function text(id) {
-  const value = $(id).value.trim();
-  return value === "" ? undefined : value;
-}
 
 function body() {
   const data = {
