@@ -173,6 +173,18 @@ def _mask_of(image: Image.Image) -> Image.Image:
     return mask
 
 
+def _read_file(path: Path, argument: str) -> bytes:
+    """An image file's bytes, refused unread when it is over MAX_IMAGE_BYTES."""
+    try:
+        if path.stat().st_size > MAX_IMAGE_BYTES:
+            raise InvalidRequestError(argument, str(path),
+                                      f"is larger than {MAX_IMAGE_BYTES} bytes")
+        return path.read_bytes()
+    except OSError as exc:
+        raise InvalidRequestError(argument, str(path),
+                                  f"cannot be read: {exc.strerror}") from None
+
+
 def load_mask(source: Image.Image | Path | bytes | str, argument: str = "mask") -> Image.Image:
     """A caller's mask — a PIL image, a file path (a ``Path``), file bytes, or base64 text or
     a data URL (a ``str``, as requests carry it) — through the same checks as every input
@@ -182,14 +194,7 @@ def load_mask(source: Image.Image | Path | bytes | str, argument: str = "mask") 
     if isinstance(source, str):
         return _decode_bytes(image_bytes(source, argument), argument, _mask_of)
     if isinstance(source, Path):
-        try:
-            if source.stat().st_size > MAX_IMAGE_BYTES:
-                raise InvalidRequestError(argument, str(source),
-                                          f"is larger than {MAX_IMAGE_BYTES} bytes")
-            source = source.read_bytes()
-        except OSError as exc:
-            raise InvalidRequestError(argument, str(source),
-                                      f"cannot be read: {exc.strerror}") from None
+        source = _read_file(source, argument)
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _decode_bytes(bytes(source), argument, _mask_of)
     raise InvalidRequestError(argument, type(source).__name__,
@@ -227,17 +232,7 @@ def load_image(source: ImageSource, argument: str = "image") -> Image.Image:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _decode_bytes(bytes(source), argument)
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        try:
-            size = path.stat().st_size
-            if size > MAX_IMAGE_BYTES:
-                raise InvalidRequestError(argument, str(source),
-                                          f"is larger than {MAX_IMAGE_BYTES} bytes")
-            data = path.read_bytes()
-        except OSError as exc:
-            raise InvalidRequestError(argument, str(source),
-                                      f"cannot be read: {exc.strerror}") from None
-        return _decode_bytes(data, argument)
+        return _decode_bytes(_read_file(Path(source), argument), argument)
     raise InvalidRequestError(argument, type(source).__name__,
                               "must be a PIL image, a file path or bytes")
 

@@ -10,28 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
-from transformers import CLIPTextModel
+from diffusers import StableDiffusionInpaintPipeline
 
-from tests.tiny_models import _scheduler, _text_config, _vae, write_tokenizer
+from tests.tiny_models import build_tiny_sd
 
 __all__ = ["build_tiny_sd_inpaint"]
 
 
 def build_tiny_sd_inpaint(folder: Path, scratch: Path) -> Path:
     """An SD 1.x-shaped inpainting pipeline: 64×64 native size, a 9-channel UNet."""
-    torch.manual_seed(0)
-    tokenizer = write_tokenizer(scratch / "sd-inpaint-tokenizer")
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=9,
-        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-    )
-    pipeline = StableDiffusionInpaintPipeline(
-        vae=_vae(), text_encoder=CLIPTextModel(_text_config(tokenizer)), tokenizer=tokenizer,
-        unet=unet, scheduler=_scheduler(), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipeline.save_pretrained(folder, safe_serialization=True)
-    return folder
+    return build_tiny_sd(folder, scratch, pipeline_class=StableDiffusionInpaintPipeline,
+                         in_channels=9, tokenizer_name="sd-inpaint-tokenizer")

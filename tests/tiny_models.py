@@ -72,16 +72,19 @@ def _scheduler() -> EulerDiscreteScheduler:
                                   beta_schedule="scaled_linear", steps_offset=1)
 
 
-def build_tiny_sd(folder: Path, scratch: Path) -> Path:
-    """A Stable Diffusion 1.x-shaped pipeline: 64×64 native size, about 2 M parameters."""
+def build_tiny_sd(folder: Path, scratch: Path, *, pipeline_class: type = StableDiffusionPipeline,
+                  in_channels: int = 4, tokenizer_name: str = "sd-tokenizer") -> Path:
+    """A Stable Diffusion 1.x-shaped pipeline: 64×64 native size, about 2 M parameters
+    (``in_channels`` 9 and an inpainting pipeline class: an inpainting checkpoint)."""
     torch.manual_seed(0)
-    tokenizer = write_tokenizer(scratch / "sd-tokenizer")
+    tokenizer = write_tokenizer(scratch / tokenizer_name)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=4,
-        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=32,
+        in_channels=in_channels, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
     )
-    pipeline = StableDiffusionPipeline(
+    pipeline = pipeline_class(
         vae=_vae(), text_encoder=CLIPTextModel(_text_config(tokenizer)), tokenizer=tokenizer,
         unet=unet, scheduler=_scheduler(), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
