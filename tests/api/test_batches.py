@@ -342,11 +342,17 @@ def test_cancel_while_running_keeps_finished_images(embedded: TestClient) -> Non
     _wait_batch(embedded, batch["id"], lambda b: b["counts"]["succeeded"] >= 2)
     response = embedded.post(f"/batches/{batch['id']}/cancel")
     assert response.status_code in (200, 202)
+    at_cancel = response.json()["counts"]
+    # Every queued item is cancelled at once; how many had finished by then depends on the
+    # machine's load, so the bounds come from the cancel's own answer, not a guess.
+    assert at_cancel["queued"] == 0 and at_cancel["cancelled"] > 0
     state = _wait_batch(embedded, batch["id"],
                         lambda b: b["counts"]["queued"] + b["counts"]["running"] == 0)
     counts = state["counts"]
     assert state["status"] == "cancelled" and counts["failed"] == 0
-    assert counts["succeeded"] >= 2 and counts["cancelled"] >= 20
+    assert counts["succeeded"] >= max(2, at_cancel["succeeded"])
+    assert counts["succeeded"] <= at_cancel["succeeded"] + at_cancel["running"]
+    assert counts["cancelled"] >= at_cancel["cancelled"]
     assert counts["succeeded"] + counts["cancelled"] == 30
     lines = _lines(embedded, batch["id"])
     done = [line for line in lines if line["status"] == "succeeded"]
