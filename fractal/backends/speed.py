@@ -78,7 +78,8 @@ class SpeedOptions:
             raise InvalidRequestError("speed", value, "must be a mapping of speed options")
         for key in value:
             if key not in _KEYS:
-                raise InvalidRequestError("speed", key, f"is not a speed option ({', '.join(_KEYS)})")
+                raise InvalidRequestError("speed", key,
+                                          f"is not a speed option ({', '.join(_KEYS)})")
         compile_ = value.get("compile")
         if compile_ is True:
             compile_ = "inductor"
