@@ -37,7 +37,7 @@ def test_each_option_renders_the_plain_pixels(tiny_sd: Path, plain: np.ndarray,
                                               option: dict) -> None:
     model = Spec2Fractal(str(tiny_sd), speed=option)
     assert np.abs(pixels(model) - plain).max() <= TOLERANCE
-    speed = model.capabilities["speed"]
+    speed = model.backend.speed
     key, value = next(iter(option.items()))
     if key == "offload":  # nothing to offload to on a CPU: said, not done
         assert speed["offload"] == f"{value} -> none (cpu)"
@@ -50,7 +50,7 @@ def test_each_option_renders_the_plain_pixels(tiny_sd: Path, plain: np.ndarray,
 
 def test_a_plain_model_records_no_speed_but_shows_its_options(sd_model: Spec2Fractal) -> None:
     assert read_record(sd_model.generate_from_text(**FAST)).speed is None
-    speed = sd_model.capabilities["speed"]
+    speed = sd_model.backend.speed
     assert speed["compile"] is None and speed["offload"] == "none"
     assert json.dumps(speed)  # GET /models shows it as it is
 
@@ -64,7 +64,7 @@ def test_compile_same_pixels_and_no_recompilation_at_the_same_size(
     assert np.array_equal(pixels(model), plain)
     pixels(model, seed=12)
     assert counter.graphs == compiled and counter.after_warmup == 0
-    assert model.capabilities["speed"]["compile"] == "eager"
+    assert model.backend.speed["compile"] == "eager"
     # A new size may compile again (once: then its shapes are dynamic): counted, not hidden.
     pixels(model, width=96)
     assert counter.after_warmup == counter.graphs - compiled

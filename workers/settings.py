@@ -130,6 +130,9 @@ class Settings(BaseSettings):
                                        "LoRAs. Off: a tenant must not make workers download "
                                        "arbitrary files.")
     # --- speed options and memory modes (issue #22) ---
+    dtype: Literal["float16", "bfloat16", "float32"] | None = Field(
+        default=None, description="The model's weights and activations. Unset: bf16 on GPUs "
+                                  "that have it, else fp16; fp32 on CPU.")
     compile: str | None = Field(
         default=None, description="torch.compile the denoiser's repeated blocks and the VAE "
                                   "decoder with this backend (`inductor` on GPUs; `true` "
@@ -321,7 +324,7 @@ class Settings(BaseSettings):
                 "tile_overlap": self.tile_overlap,
                 "memory_limit": int(self.memory_limit) if self.memory_limit else None,
                 "adapters": self.adapters or None, "lora_dir": self.lora_dir,
-                "lora_hub": self.lora_hub, "speed": self.speed_options}
+                "lora_hub": self.lora_hub, "speed": self.speed_options, "dtype": self.dtype}
 
     @property
     def speed_options(self) -> dict[str, Any]:

@@ -141,8 +141,7 @@ class DiffusionBackend:
         self.speed = describe(options, offload, dtype)
 
     def capabilities(self) -> dict[str, Any]:
-        return {**self._adapters.capabilities(), "loras": self.lora_adapters.supported,
-                "speed": self.speed}
+        return {**self._adapters.capabilities(), "loras": self.lora_adapters.supported}
 
     @property
     def image_pipeline(self) -> Any:
