@@ -77,6 +77,17 @@ def test_fused_qkv_refuses_loras(tiny_sd: Path) -> None:
     assert caught.value.argument == "loras"
 
 
+def test_fused_qkv_refuses_an_ip_adapter(tiny_sd: Path, tiny_adapters: dict[str, Path]) -> None:
+    # Fusing would replace the IP-Adapter's attention processors: style references would
+    # silently stop working.
+    from tests.tiny_adapters import adapters_config
+
+    with pytest.raises(InvalidRequestError) as caught:
+        Spec2Fractal(str(tiny_sd), adapters=adapters_config(tiny_adapters),
+                     speed={"fuse_qkv": True})
+    assert caught.value.argument == "fuse_qkv"
+
+
 def test_step_cache_is_refused_for_a_unet(tiny_sd: Path) -> None:
     with pytest.raises(InvalidRequestError) as caught:
         Spec2Fractal(str(tiny_sd), speed={"step_cache": "first_block"})

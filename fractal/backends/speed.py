@@ -227,10 +227,20 @@ def apply_speed(pipeline: Any, options: SpeedOptions, name: str) -> CompileCount
         if not hasattr(pipeline, "fuse_qkv_projections") and \
                 not hasattr(denoiser, "fuse_qkv_projections"):
             raise InvalidRequestError("fuse_qkv", True, f"is not supported by model {name!r}")
-        if hasattr(pipeline, "fuse_qkv_projections"):
-            pipeline.fuse_qkv_projections()
-        else:
-            denoiser.fuse_qkv_projections()
+        # Fusing sets one fused processor on every attention: an IP-Adapter's would go, and
+        # style references with it, silently. Refused instead.
+        processors = getattr(denoiser, "attn_processors", {})
+        if any("IPAdapter" in type(each).__name__ for each in processors.values()):
+            raise InvalidRequestError("fuse_qkv", True, f"cannot be combined with model "
+                                      f"{name!r}'s IP-Adapter (style reference)")
+        try:
+            if hasattr(pipeline, "fuse_qkv_projections"):
+                pipeline.fuse_qkv_projections()
+            else:
+                denoiser.fuse_qkv_projections()
+        except ValueError as exc:  # e.g. attentions with added KV projections
+            raise InvalidRequestError("fuse_qkv", True,
+                                      f"is not supported by model {name!r}: {exc}") from None
     if options.step_cache is not None:
         if not hasattr(denoiser, "enable_cache"):
             raise InvalidRequestError(
