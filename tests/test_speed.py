@@ -147,3 +147,19 @@ def test_auto_offload_choice() -> None:
     assert choose_offload(weights=7 * gib, largest=5 * gib, free=80 * gib) == "none"
     assert choose_offload(weights=7 * gib, largest=5 * gib, free=10 * gib) == "model"
     assert choose_offload(weights=7 * gib, largest=5 * gib, free=6 * gib) == "sequential"
+
+
+def test_offloaded_weights_the_memory_guard_counts(sd_model: Spec2Fractal) -> None:
+    # Offloaded (on a GPU), a pipeline holds one component, or one layer, on the device at a
+    # time: the memory guard counts that, not every weight (fractal.guards).
+    from fractal.backends.speed import resident_weight_bytes
+    from fractal.memory import profile_of
+
+    pipeline = sd_model.backend.text_pipeline
+    everything = profile_of(pipeline).weight_bytes
+    component = resident_weight_bytes(pipeline, "model")
+    layer = resident_weight_bytes(pipeline, "sequential")
+    assert 0 < layer < component < everything
+    assert component == max(sum(t.numel() * t.element_size() for t in m.state_dict().values())
+                            for m in (pipeline.unet, pipeline.vae, pipeline.text_encoder))
+    assert resident_weight_bytes(pipeline, "none") is None

@@ -110,7 +110,7 @@ class DiffusionBackend:
         options = speed or SpeedOptions()
         self.text_pipeline = load_text_pipeline(
             model, dtype, load_vae(options.vae, dtype) if options.vae else None)
-        offload = place(self.text_pipeline, device, options.offload)
+        self.offload = place(self.text_pipeline, device, options.offload)
         self.text_pipeline.set_progress_bar_config(disable=True)
         self._image_pipeline: Any = None
         self._default_scheduler = self.text_pipeline.scheduler
@@ -138,7 +138,7 @@ class DiffusionBackend:
         warm_up(self.text_pipeline, options.warmup, self.defaults.guidance)
         if self.compiler is not None:
             self.compiler.mark_warm()  # from here on, a compiled graph is a recompilation
-        self.speed = describe(options, offload, dtype)
+        self.speed = describe(options, self.offload, dtype)
 
     def capabilities(self) -> dict[str, Any]:
         return {**self._adapters.capabilities(), "loras": self.lora_adapters.supported}

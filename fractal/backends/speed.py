@@ -36,7 +36,8 @@ from fractal.errors import InvalidRequestError, ModelLoadError
 from fractal.naming import looks_like_path
 
 __all__ = ["OFFLOAD_MODES", "STEP_CACHES", "CompileCounter", "SpeedOptions", "apply_speed",
-           "choose_offload", "describe", "load_vae", "place", "warm_up"]
+           "choose_offload", "describe", "load_vae", "place", "resident_weight_bytes",
+           "warm_up"]
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +214,19 @@ def place(pipeline: Any, device: torch.device, offload: str) -> str:
     else:
         pipeline.to(device)
     return mode
+
+
+def resident_weight_bytes(pipeline: Any, mode: str) -> int | None:
+    """The weight bytes an offloaded pipeline holds on its device at once (the memory guard
+    counts these, not all of them): the largest component under ``model``, the largest
+    layer under ``sequential``; None when nothing is offloaded."""
+    if mode == "model":
+        return max((_bytes(module) for module in _components(pipeline)), default=0)
+    if mode == "sequential":
+        return max((sum(t.numel() * t.element_size()
+                        for t in (*leaf.parameters(recurse=False), *leaf.buffers(recurse=False)))
+                    for module in _components(pipeline) for leaf in module.modules()), default=0)
+    return None
 
 
 def apply_speed(pipeline: Any, options: SpeedOptions, name: str) -> CompileCounter | None:
