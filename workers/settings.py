@@ -273,10 +273,11 @@ class Settings(BaseSettings):
     @field_validator("compile", mode="before")
     @classmethod
     def _compile(cls, value: object) -> object:
+        words = {"true": "inductor", "1": "inductor", "yes": "inductor", "on": "inductor",
+                 "false": None, "0": None, "no": None, "off": None, "none": None, "": None}
         if isinstance(value, bool) or (isinstance(value, str)
-                                       and value.strip().lower() in ("true", "false", "", "none")):
-            text = str(value).strip().lower()
-            return "inductor" if text == "true" else None
+                                       and value.strip().lower() in words):
+            return words[str(value).strip().lower()]
         return value.strip() if isinstance(value, str) else value
 
     @field_validator("warmup_sizes", mode="before")
