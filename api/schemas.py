@@ -345,6 +345,11 @@ class ModelInfo(BaseModel):
         default_factory=list, description="The `control` types requests may use.")
     loras: bool = Field(default=False, description="Whether requests may apply LoRAs "
                         "(`loras`, `<lora:...>` tags); a style's LoRAs are skipped where not.")
+    speed: dict[str, Any] | None = Field(
+        default=None, description="The workers' speed options and memory mode for this "
+        "diffusion model (`dtype`, `compile`, `channels_last`, `fuse_qkv`, `vae`, "
+        "`step_cache`, `offload`, `warmup`), as configured (docs/deploy.md); null for the "
+        "built-in engine. Each image's record says how it was rendered.")
 
 
 class ModelList(BaseModel):

@@ -29,8 +29,16 @@ def memory_guard(backend: Backend, memory_limit: int | None) -> MemoryGuard | No
     pipeline = getattr(backend, "text_pipeline", None)
     if pipeline is None:
         return None
+    from dataclasses import replace
+
     from fractal.memory import MemoryGuard, profile_of
 
-    return MemoryGuard(profile_of(pipeline), device=backend.device,  # type: ignore[attr-defined]
+    profile = profile_of(pipeline)
+    offload = getattr(backend, "offload", "none")
+    if offload in ("model", "sequential"):  # most weights stay in RAM (fractal.backends.speed)
+        from fractal.backends.speed import resident_weight_bytes
+
+        profile = replace(profile, weight_bytes=resident_weight_bytes(pipeline, offload))
+    return MemoryGuard(profile, device=backend.device,  # type: ignore[attr-defined]
                        limit=memory_limit, multiple=backend.defaults.size_multiple,
                        passes=backend.passes)

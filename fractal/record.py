@@ -75,6 +75,9 @@ class GenerationRecord:
     # LoRAs: [{"name", "weight", "hash" (A1111's short hash; None for a skipped one),
     # "applied": bool, "note": why not, when skipped}] (fractal.loras).
     loras: list[dict[str, Any]] | None = None
+    # A diffusion model's speed options and memory mode when any is not the default
+    # (fractal.backends.speed.describe): {"dtype", "compile", "offload", ...}.
+    speed: dict[str, Any] | None = None
     versions: dict[str, str] = field(default_factory=library_versions)
 
     def to_parameters(self) -> str:
@@ -175,7 +178,17 @@ def record_of(plan: RenderPlan, index: int, backend: Backend) -> GenerationRecor
         style_reference=plan.style_reference.describe() if plan.style_reference else None,
         controls=[unit.describe() for unit in plan.controls] or None,
         loras=backend.loras(plan),
+        speed=_speed(backend),
     )
+
+
+def _speed(backend: Backend) -> dict[str, Any] | None:
+    speed = getattr(backend, "speed", None)
+    defaults = {"compile": None, "channels_last": False, "fuse_qkv": False, "vae": None,
+                "step_cache": None, "offload": "none"}
+    if not speed or all(speed.get(key) == value for key, value in defaults.items()):
+        return None
+    return dict(speed)
 
 
 def attach_record(image: Image.Image, record: GenerationRecord) -> Image.Image:
@@ -210,7 +223,7 @@ _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "user_prompt": (str,), "style": (str,), "lighting": (str,), "colors": (list,),
     "texture": (int, float), "strength": (int, float), "scale": (int,), "passes": (list,),
     "versions": (dict,), "style_reference": (dict,), "controls": (list,),
-    "mask": (dict,), "expand": (dict,), "loras": (list,),
+    "mask": (dict,), "expand": (dict,), "loras": (list,), "speed": (dict,),
 }
 
 

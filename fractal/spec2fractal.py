@@ -78,6 +78,9 @@ class Spec2Fractal:
     (``owner/repo[/file.safetensors]``) load from the hub unless ``lora_hub`` is False (a
     service's workers: a tenant must not make them download arbitrary files). Each loads
     once, on first use.
+
+    ``speed``: a diffusion model's speed options and memory mode (fractal.backends.speed:
+    compile, channels_last, fuse_qkv, vae, step_cache, offload, warmup); the engine has none.
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class Spec2Fractal:
         adapters: Mapping[str, Any] | str | None = None,
         lora_dir: str | Path | None = None,
         lora_hub: bool = True,
+        speed: Mapping[str, Any] | None = None,
     ) -> None:
         if model is not None and (not isinstance(model, str) or not model.strip()):
             raise InvalidRequestError("model", model, "must be a model folder, hub id or 'fractal'")
@@ -121,14 +125,14 @@ class Spec2Fractal:
             self._backend = EngineBackend(self.styles)
         else:
             from fractal.backends.diffusion import DiffusionBackend
+            from fractal.backends.speed import SpeedOptions
             from fractal.device import resolve_device, resolve_dtype
 
             resolved = resolve_device(device)
             self._backend = DiffusionBackend(
                 model.strip(), device=resolved, dtype=resolve_dtype(dtype, resolved),
                 tile_size=tile_size, tile_overlap=tile_overlap, adapters=family_adapters,
-                lora_dir=self.lora_dir, lora_hub=bool(lora_hub),
-            )
+                lora_dir=self.lora_dir, lora_hub=bool(lora_hub), speed=SpeedOptions.parse(speed))
         self._memory = memory_guard(self._backend, memory_limit)
 
     @property

@@ -175,7 +175,8 @@ def test_tile_settings_are_checked_and_reach_workers(tiny_sd: Path,
     settings = Settings()
     assert settings.model_options == {"hires_factor": 2.0, "tile_size": 32, "tile_overlap": 8,
                                        "memory_limit": None, "adapters": None, "lora_dir": None,
-                                       "lora_hub": False}
+                                       "lora_hub": False, "dtype": None,
+                                       "speed": settings.speed_options}
     for bad, named in (({"tile_size": 30}, "tile_size"), ({"hires_factor": 0.5}, "hires_factor"),
                        ({"tile_size": 512, "tile_overlap": 512}, "tile_overlap")):
         with pytest.raises(ValidationError, match=named):

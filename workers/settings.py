@@ -129,6 +129,35 @@ class Settings(BaseSettings):
                            description="Whether requests may name hub ids (owner/repo) as "
                                        "LoRAs. Off: a tenant must not make workers download "
                                        "arbitrary files.")
+    # --- speed options and memory modes (issue #22) ---
+    dtype: Literal["float16", "bfloat16", "float32"] | None = Field(
+        default=None, description="The model's weights and activations. Unset: bf16 on GPUs "
+                                  "that have it, else fp16; fp32 on CPU.")
+    compile: str | None = Field(
+        default=None, description="torch.compile the denoiser's repeated blocks and the VAE "
+                                  "decoder with this backend (`inductor` on GPUs; `true` "
+                                  "means inductor). Unset/`false`: not compiled.")
+    channels_last: bool = Field(default=False, description="UNet and VAE convolutions in "
+                                                           "channels-last (NHWC) memory format.")
+    fuse_qkv: bool = Field(default=False, description="Fuse each attention's Q, K and V "
+                                                      "projections (requests with LoRAs are "
+                                                      "then refused).")
+    vae: str | None = Field(default=None, description="A VAE folder or hub id replacing the "
+                                                      "model's (e.g. SDXL's fp16-fix VAE).")
+    step_cache: Literal["none", "first_block"] = Field(
+        default="none", description="First Block Cache on transformer models (FLUX, SD3): "
+                                    "faster, at a quality cost. Refused by UNet models.")
+    step_cache_threshold: float = Field(default=0.05, gt=0.0, le=1.0,
+                                        description="First Block Cache's threshold: higher "
+                                                    "is faster and further from the plain "
+                                                    "render.")
+    offload: Literal["none", "model", "sequential", "auto"] = Field(
+        default="none", description="Weights kept in RAM and moved to the GPU per component "
+                                    "(model) or per layer (sequential); auto chooses from "
+                                    "the GPU's free memory. A no-op on CPU.")
+    warmup_sizes: Annotated[list[list[int]], NoDecode] = Field(
+        default_factory=list, description="Sizes rendered once at load (`1024x1024,832x1216`) "
+                                          "so a compiled model does not compile on a request.")
     lora_upload_max_bytes: ByteSize = Field(default=ByteSize(512 * 1024 * 1024), ge=1,
                                             description="The largest LoRA file POST /loras "
                                                         "accepts (`512MiB`, `2GB`, bytes).")
@@ -241,6 +270,30 @@ class Settings(BaseSettings):
             raise ValueError(str(exc)) from None
         return json.loads(value) if isinstance(value, str) and value.strip() else value or {}
 
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile(cls, value: object) -> object:
+        words = {"true": "inductor", "1": "inductor", "yes": "inductor", "on": "inductor",
+                 "false": None, "0": None, "no": None, "off": None, "none": None, "": None}
+        if isinstance(value, bool) or (isinstance(value, str)
+                                       and value.strip().lower() in words):
+            return words[str(value).strip().lower()]
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("warmup_sizes", mode="before")
+    @classmethod
+    def _warmup_sizes(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            try:
+                return [[int(side) for side in item.lower().split("x", 1)]
+                        for item in text.split(",") if item.strip()]
+            except ValueError:
+                raise ValueError("give sizes as WIDTHxHEIGHT,WIDTHxHEIGHT") from None
+        return value
+
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
@@ -272,7 +325,16 @@ class Settings(BaseSettings):
                 "tile_overlap": self.tile_overlap,
                 "memory_limit": int(self.memory_limit) if self.memory_limit else None,
                 "adapters": self.adapters or None, "lora_dir": self.lora_dir,
-                "lora_hub": self.lora_hub}
+                "lora_hub": self.lora_hub, "speed": self.speed_options, "dtype": self.dtype}
+
+    @property
+    def speed_options(self) -> dict[str, Any]:
+        """fractal.backends.speed's options (checked there, at load: this module and the
+        API import no torch)."""
+        return {"compile": self.compile, "channels_last": self.channels_last,
+                "fuse_qkv": self.fuse_qkv, "vae": self.vae, "step_cache": self.step_cache,
+                "step_cache_threshold": self.step_cache_threshold, "offload": self.offload,
+                "warmup": self.warmup_sizes}
 
     @property
     def embedded(self) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from api.capabilities import capabilities_of
+from api.capabilities import BUILT_IN, capabilities_of
 from api.deps import SettingsDep
 from api.jsonbody import JsonRoute
 from api.model_access import allowed_models
@@ -38,6 +38,8 @@ def _models(settings: Settings) -> ModelList:
             notes=info.notes if info else "configured by this server's operator",
             adapter_family=capabilities.family,
             style_reference=capabilities.style_reference, controls=capabilities.controls,
-            loras=capabilities.loras))
+            loras=capabilities.loras,
+            speed=None if model == BUILT_IN else {"dtype": settings.dtype,
+                                                  **settings.speed_options}))
     return ModelList(default=display_name(settings.model), models=models)
 

@@ -21,6 +21,7 @@ from fractal.backends.lora import LoraAdapters
 from fractal.backends.model_adapters import ModelAdapters
 from fractal.backends.model_defaults import defaults_for
 from fractal.backends.refine import can_tile, iterations, refine
+from fractal.backends.speed import SpeedOptions, apply_speed, describe, load_vae, place, warm_up
 from fractal.backends.tiling import TileGrid
 from fractal.backends.vae_tiles import decode, vae_tile_size, vae_tiling
 from fractal.errors import InvalidRequestError, ModelLoadError
@@ -41,7 +42,7 @@ _LATENT_RGB = torch.tensor([
 ])
 
 
-def load_text_pipeline(model: str, dtype: torch.dtype) -> Any:
+def load_text_pipeline(model: str, dtype: torch.dtype, vae: Any = None) -> Any:
     from diffusers import AutoPipelineForText2Image
 
     if looks_like_path(model) and not Path(model).expanduser().is_dir():
@@ -53,8 +54,8 @@ def load_text_pipeline(model: str, dtype: torch.dtype) -> Any:
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
             # safetensors only: a pickled checkpoint can run code when it is loaded.
             return AutoPipelineForText2Image.from_pretrained(
-                source, torch_dtype=dtype, use_safetensors=True
-            )
+                source, torch_dtype=dtype, use_safetensors=True,
+                **({"vae": vae} if vae is not None else {}))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelLoadError(
             f"could not load diffusers model {model!r}: {exc}. It must be a diffusers folder "
@@ -99,11 +100,17 @@ class DiffusionBackend:
     def __init__(self, model: str, *, device: torch.device, dtype: torch.dtype,
                  tile_size: int | None = None, tile_overlap: int | None = None,
                  adapters: Mapping[str, FamilyAdapters] | None = None,
-                 lora_dir: Path | None = None, lora_hub: bool = True) -> None:
+                 lora_dir: Path | None = None, lora_hub: bool = True,
+                 speed: SpeedOptions | None = None) -> None:
         self.name = display_name(model)
         self.device = device
         logger.info("loading %s on %s (%s)", self.name, device, dtype)
-        self.text_pipeline = load_text_pipeline(model, dtype).to(device)
+        # Speed options and memory modes (fractal.backends.speed): the VAE and placement here,
+        # the rest once every module is in place, at the end.
+        options = speed or SpeedOptions()
+        self.text_pipeline = load_text_pipeline(
+            model, dtype, load_vae(options.vae, dtype) if options.vae else None)
+        self.offload = place(self.text_pipeline, device, options.offload)
         self.text_pipeline.set_progress_bar_config(disable=True)
         self._image_pipeline: Any = None
         self._default_scheduler = self.text_pipeline.scheduler
@@ -127,6 +134,11 @@ class DiffusionBackend:
         # LoRAs (fractal.backends.lora): loaded on first use, kept, switched per call.
         self.lora_adapters = LoraAdapters(self.text_pipeline, self.family, self.name, lora_dir,
                                           hub=lora_hub)
+        self.compiler = apply_speed(self.text_pipeline, options, self.name)
+        warm_up(self.text_pipeline, options.warmup, self.defaults.guidance)
+        if self.compiler is not None:
+            self.compiler.mark_warm()  # from here on, a compiled graph is a recompilation
+        self.speed = describe(options, self.offload, dtype)
 
     def capabilities(self) -> dict[str, Any]:
         return {**self._adapters.capabilities(), "loras": self.lora_adapters.supported}
@@ -156,6 +168,9 @@ class DiffusionBackend:
         return self.lora_adapters.describe(plan.loras)
 
     def check(self, plan: RenderPlan) -> None:
+        if plan.loras and self.speed["fuse_qkv"]:  # LoRAs patch the unfused projections
+            raise InvalidRequestError("loras", [lora.name for lora in plan.loras],
+                                      f"cannot apply: model {self.name!r} runs with fused QKV")
         self.lora_adapters.check(plan.loras)
         self._adapters.check(plan, self.text_pipeline)
         if plan.scheduler is not None and self._is_flow_matching():

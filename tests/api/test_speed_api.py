@@ -1,0 +1,60 @@
+"""The speed settings (issue #22) as GET /models shows them, and bad values refused at start
+naming the setting."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+
+from api.app import create_app
+from workers.settings import Settings
+
+
+def test_models_show_the_speed_options_of_diffusion_models(tmp_path: Path,
+                                                          tiny_sd: Path) -> None:
+    settings = Settings(data_dir=tmp_path, models=[str(tiny_sd)], compile="true",
+                        channels_last=True, offload="auto", warmup_sizes="64x64,96x64",
+                        dtype="bfloat16")
+    with TestClient(create_app(settings, start_worker=False)) as client:
+        listed = {model["id"]: model for model in client.get("/models").json()["models"]}
+    speed = listed[tiny_sd.name]["speed"]
+    assert speed == {"dtype": "bfloat16", "compile": "inductor", "channels_last": True,
+                     "fuse_qkv": False, "vae": None, "step_cache": "none",
+                     "step_cache_threshold": 0.05, "offload": "auto",
+                     "warmup": [[64, 64], [96, 64]]}
+    assert listed["fractal"]["speed"] is None  # the engine has none of these
+
+
+@pytest.mark.parametrize(("setting", "value"), [
+    ("offload", "gpu"), ("offload", ["auto"]), ("step_cache", "deep"),
+    ("step_cache_threshold", math.nan), ("step_cache_threshold", math.inf),
+    ("step_cache_threshold", 0), ("warmup_sizes", "64xbig"), ("warmup_sizes", "[[64, \"a\"]]"),
+    ("channels_last", "maybe"), ("fuse_qkv", [1]), ("dtype", "int8"), ("dtype", "\ud800"),
+    ("compile", 3),
+])
+def test_bad_speed_settings_name_the_setting(tmp_path: Path, setting: str, value: object) -> None:
+    with pytest.raises(ValidationError, match=setting):
+        Settings(data_dir=tmp_path, **{setting: value})
+
+
+def test_a_worker_applies_its_speed_settings(monkeypatch: pytest.MonkeyPatch,
+                                             tiny_sd: Path) -> None:
+    # SPEC2FRACTAL_* → Settings.model_options → ModelCache → Spec2Fractal(speed=...).
+    from fractal import read_record
+    from workers.model_cache import ModelCache
+
+    monkeypatch.setenv("SPEC2FRACTAL_COMPILE", "eager")
+    monkeypatch.setenv("SPEC2FRACTAL_CHANNELS_LAST", "true")
+    monkeypatch.setenv("SPEC2FRACTAL_OFFLOAD", "model")
+    monkeypatch.setenv("SPEC2FRACTAL_WARMUP_SIZES", "64x64")
+    model = ModelCache(1, options=Settings().model_options).get(str(tiny_sd))
+    assert model.backend.compiler.graphs > 0  # compiled at load, by the warm-up
+    image = model.generate_from_text("a boat", steps=2, seed=1, width=64, height=64)
+    assert model.backend.compiler.after_warmup == 0
+    speed = read_record(image).speed
+    assert (speed["compile"], speed["channels_last"], speed["offload"]) == \
+        ("eager", True, "model -> none (cpu)")
