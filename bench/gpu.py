@@ -229,7 +229,7 @@ def measure(model: str, option: str, size: int, batch: int, args: argparse.Names
     if option.startswith("offload") and device.type != "cuda":
         row.note = "offload needs a GPU (a no-op on CPU)"
         return row
-    torch._dynamo.reset()
+    torch.compiler.reset()
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -87,7 +87,7 @@ class SpeedOptions:
         elif compile_ is False or compile_ in ("", "none", "off"):
             compile_ = None
         if compile_ is not None:
-            known = torch._dynamo.list_backends(exclude_tags=())
+            known = torch.compiler.list_backends(exclude_tags=())
             if not isinstance(compile_, str) or compile_ not in known:
                 raise InvalidRequestError("compile", compile_,
                                           f"must be true, false or one of {', '.join(known)}")
