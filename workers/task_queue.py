@@ -102,9 +102,15 @@ class TaskQueue:
                   delay)
 
     def _model_of(self, job_id: str) -> str | None:
-        with get_database(self.settings.resolved_database_url).session() as session:
-            job = session.get(Job, job_id)
-            return job.model if job is not None else None
+        """The job's model; None (the plain queue, which every worker also consumes) when
+        its row cannot be read: a message on a queue beats one not sent."""
+        try:
+            with get_database(self.settings.resolved_database_url).session() as session:
+                job = session.get(Job, job_id)
+                return job.model if job is not None else None
+        except Exception as exc:
+            logger.warning("job %s: model unknown (%s): sent to the plain queue", job_id, exc)
+            return None
 
     def enqueue_many(self, job_ids: Iterable[str], queue: str = BATCH_QUEUE,
                      models: Iterable[str] | None = None) -> int:
