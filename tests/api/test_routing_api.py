@@ -50,7 +50,8 @@ def test_jobs_reach_their_models_workers(tmp_path: Path, tiny_sd: Path,
     redis_server.client(db=REDIS_DB).flushdb()
     settings = Settings(data_dir=tmp_path / "data", broker_url=redis_server.url(REDIS_DB),
                         storage_url=str(tmp_path / "images"), models=[str(tiny_sd)],
-                        sync_timeout=60, worker_presence_interval=0.5)
+                        sync_timeout=60, worker_presence_interval=0.5,
+                        worker_presence_ttl=3)
     sd = str(tiny_sd)
     with TestClient(create_app(settings, start_worker=False)) as client:
         # No worker yet: not ready, and a job for the default model is refused, not queued.
@@ -79,7 +80,7 @@ def test_jobs_reach_their_models_workers(tmp_path: Path, tiny_sd: Path,
             made = client.post("/generate", json={**TEXT, **model, "seed": index},
                                headers={"Prefer": "respond-async"})
             assert made.status_code == 202, made.text
-            ids.append(made.json()["job_id"])
+            ids.append(made.json()["id"])
         wait_for(lambda: all(client.get(f"/jobs/{job_id}").json()["status"] == "succeeded"
                              for job_id in ids), timeout=120, what="the mixed jobs to finish")
         assert _loads(settings) == {"fractal": {"fractal": 1}, sd: {sd: 1}}
@@ -97,7 +98,8 @@ def test_jobs_reach_their_models_workers(tmp_path: Path, tiny_sd: Path,
                  timeout=60, what="the batch to finish")
         assert _loads(settings) == {"fractal": {"fractal": 1}, sd: {sd: 1}}
 
-        # Its only worker gone: the model is refused by name, the other still served.
+        # Its only worker gone (a cold stop: no goodbye, so silent past the time to live):
+        # the model is refused by name, the other still served.
         diffusion.stop()
         wait_for(lambda: not _by_id(client.get("/models").json()["models"])["tiny-sd"][
             "workers"], timeout=20, what="the stopped worker to leave GET /models")
