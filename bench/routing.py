@@ -12,8 +12,11 @@ CLIP text encoder large enough (``--encoder-layers``, ``--encoder-width``) that 
 from its safetensors takes a noticeable time of its own, as a real model's does (no sleep
 anywhere); renders are small (64², ``--steps``). Loads are counted by the workers
 themselves (their announcements in the job database), not timed. The stream is a seeded
-random mix of the two models, all queued at once (a burst), then drained; images/s is
-jobs / (first queued → last finished). Co-rendering is at the product's default (4) unless
+random mix of the two models sent by ``--clients`` closed-loop clients (each sends a job,
+waits for its end, sends the next: the traffic of interactive users), or with
+``--clients 0`` all queued at once (a burst, where co-rendering groups many jobs of a model
+and hides much of the cost of a shared queue); images/s is jobs / (first sent → last
+finished). Co-rendering is at the product's default (4) unless
 ``--corender`` says otherwise; ``--corender 1`` isolates routing.
 
 Run: python bench/routing.py [--jobs 200] [--steps 4] [--modes shared,routed] [--json F].
@@ -27,6 +30,7 @@ import json
 import random
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -53,14 +57,19 @@ from workers.settings import Settings
 from workers.task_queue import QUEUE, RENDER_TASK, TaskQueue
 
 
-def build_model(folder: Path, scratch: Path, seed: int, layers: int, width: int) -> Path:
-    """An SD 1.x-shaped pipeline whose weights are mostly its text encoder: slow enough to
-    load to matter, cheap to run at 64² (the encoder runs once per render)."""
+def build_model(folder: Path, scratch: Path, seed: int, layers: int, width: int,
+                vocab: int) -> Path:
+    """An SD 1.x-shaped pipeline, saved in fp16 (as most published checkpoints are), whose
+    weights are mostly its text encoder's token table (``vocab`` rows; the tokenizer uses
+    the first few hundred): a worker on CPU loads it in fp32, so every byte is read and
+    converted, a real load whose cost grows with the weights as a GPU's transfer does,
+    while a render stays cheap (a table lookup costs the same whatever its size)."""
     torch.manual_seed(seed)
     tokenizer = write_tokenizer(scratch / f"tokenizer-{seed}")
     text = CLIPTextConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, vocab_size=len(tokenizer), hidden_size=width,
+        pad_token_id=tokenizer.pad_token_id, vocab_size=max(vocab, len(tokenizer)),
+        hidden_size=width,
         intermediate_size=4 * width, num_attention_heads=8, num_hidden_layers=layers,
         projection_dim=width)
     unet = UNet2DConditionModel(
@@ -73,10 +82,11 @@ def build_model(folder: Path, scratch: Path, seed: int, layers: int, width: int)
         norm_num_groups=32, sample_size=64)
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012,
                                        beta_schedule="scaled_linear", steps_offset=1)
-    StableDiffusionPipeline(
+    pipeline = StableDiffusionPipeline(
         vae=vae, text_encoder=CLIPTextModel(text), tokenizer=tokenizer, unet=unet,
         scheduler=scheduler, safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False).save_pretrained(folder, safe_serialization=True)
+        requires_safety_checker=False)
+    pipeline.to(torch.float16).save_pretrained(folder, safe_serialization=True)
     return folder
 
 
@@ -120,24 +130,49 @@ def run_mode(mode: str, models: list[str], args: argparse.Namespace, redis_url: 
         wait_for(lambda: _warm(database) == 2, timeout=180, what="both workers warm")
         queue = TaskQueue(settings)
         rng = random.Random(args.seed)
-        stream = [rng.choice(models) for _ in range(args.jobs)]
-        ids = []
-        started = time.perf_counter()
-        for index, model in enumerate(stream):
+        stream = iter([rng.choice(models) for _ in range(args.jobs)])
+        lock = threading.Lock()
+        ids: list[str] = []
+
+        def submit(index: int, model: str) -> str:
             request = GenerationRequest(prompt=f"a lake {index}", model=model, width=64,
                                         height=64, steps=args.steps, seed=index)
             job_id = job_store.new_job_id()
+            stored = request.to_dict()
+            stored.pop("image", None)
             with database.session() as session:
-                stored = request.to_dict()
-                stored.pop("image", None)
                 job_store.create_job(session, job_id=job_id, model=model, request=stored)
             if mode == "routed":
                 queue.enqueue_render(job_id, model=model)  # the product's path: its model's
             else:
                 queue.send(RENDER_TASK, {"job_id": job_id}, QUEUE)  # one shared queue
-            ids.append(job_id)
-        wait_for(lambda: _finished(database) == len(ids), timeout=args.timeout,
-                 what=f"{mode}: all jobs finished", interval=0.2)
+            with lock:
+                ids.append(job_id)
+            return job_id
+
+        def client() -> None:
+            """Closed loop: one job at a time, the next once it is done."""
+            while True:
+                with lock:
+                    index, model = len(ids), next(stream, None)
+                if model is None:
+                    return
+                job_id = submit(index, model)
+                while _status(database, job_id) not in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+                    time.sleep(0.01)
+
+        started = time.perf_counter()
+        if args.clients:
+            threads = [threading.Thread(target=client) for _ in range(args.clients)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        else:  # a burst: everything queued at once
+            for index, model in enumerate(stream):
+                submit(index, model)
+        wait_for(lambda: _finished(database) == args.jobs, timeout=args.timeout,
+                 what=f"{mode}: all jobs finished", interval=0.05)
         elapsed = time.perf_counter() - started
         with database.session() as session:
             succeeded = session.scalar(select(func.count()).where(
@@ -160,6 +195,11 @@ def _warm(database: Database) -> int:
         return sum(worker.warm for worker in presence_store.live_workers(session, 60))
 
 
+def _status(database: Database, job_id: str) -> str | None:
+    with database.session() as session:
+        return session.scalar(select(Job.status).where(Job.id == job_id))
+
+
 def _finished(database: Database) -> int:
     with database.session() as session:
         return session.scalar(select(func.count()).where(
@@ -172,9 +212,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--modes", default="shared,routed")
     parser.add_argument("--corender", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=4,
+                        help="Closed-loop clients, each with one job at a time; 0: a burst, "
+                             "every job queued at once.")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--encoder-layers", type=int, default=8)
+    parser.add_argument("--encoder-layers", type=int, default=2)
     parser.add_argument("--encoder-width", type=int, default=512)
+    parser.add_argument("--vocab", type=int, default=400_000,
+                        help="Rows of the token table: the models' size (default ~400 MiB "
+                             "in fp16 each).")
     parser.add_argument("--seed", type=int, default=22)
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--json", type=Path, help="Also write the results here.")
@@ -182,7 +228,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-routing-") as tmp:
         root = Path(tmp)
         models = [str(build_model(root / name, root, seed, args.encoder_layers,
-                                  args.encoder_width))
+                                  args.encoder_width, args.vocab))
                   for seed, name in enumerate(("model-a", "model-b"))]
         torch.set_num_threads(args.threads)
         load, render = load_and_render_seconds(Path(models[0]), args.steps)
@@ -200,7 +246,8 @@ def main() -> None:
         finally:
             redis.stop()
     print()
-    print(f"{args.jobs} jobs, 2 workers, 2 models, co-render {args.corender}")
+    arrival = f"{args.clients} closed-loop clients" if args.clients else "one burst"
+    print(f"{args.jobs} jobs ({arrival}), 2 workers, 2 models, co-render {args.corender}")
     print(f"{'mode':<8} {'jobs ok':>8} {'seconds':>9} {'images/s':>9} {'loads':>6}")
     for row in results:
         print(f"{row['mode']:<8} {row['succeeded']:>8} {row['seconds']:>9.1f} "
