@@ -4,21 +4,25 @@ consumes, its announcements in the job database and who counts as live."""
 from __future__ import annotations
 
 import re
+import sys
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from api.errors import ApiError
 from api.routing import check_served, warm_for
-from workers.db import Database
+from tests.services import ROOT, ManagedProcess, RedisServer, service_env, wait_for
+from workers.db import Database, Job, JobStatus
+from workers.db import jobs as job_store
 from workers.db import presence as presence_store
 from workers.db.models import WorkerPresence, utcnow
 from workers.model_cache import ModelCache
 from workers.presence import Presence
 from workers.routing import model_queue, render_queue, served_models, worker_queues
 from workers.settings import Settings
+from workers.task_queue import TaskQueue
 
 SAFE = re.compile(r"^(renders|batch)\.[A-Za-z0-9_-]{1,40}-[0-9a-f]{10}$")
 HOSTILE_IDS = ["stabilityai/sdxl-turbo", "a b", "a_b", "a/b", "", "../../etc", "\ud800x",
@@ -92,3 +96,49 @@ def test_announcements_count_while_fresh_and_go_with_their_worker(tmp_path: Path
         # Nor where the operator turned it off.
         check_served(session, settings.model_copy(update={"refuse_unserved_models": False}),
                      ["anything"])
+
+
+def test_the_worker_command_serves_the_models_it_is_given(tmp_path: Path,
+                                                          redis_server: RedisServer) -> None:
+    """`spec2fractal worker --models a,b`: the worker announces those models, is warm once
+    it loaded them (as many as its cache holds), and takes their jobs from their queues."""
+    redis_server.client(db=12).flushdb()
+    settings = Settings(data_dir=tmp_path / "data", broker_url=redis_server.url(12),
+                        storage_url=str(tmp_path / "images"))
+    env = {"SPEC2FRACTAL_BROKER_URL": str(settings.broker_url),
+           "SPEC2FRACTAL_DATABASE_URL": settings.resolved_database_url,
+           "SPEC2FRACTAL_STORAGE_URL": settings.resolved_storage_url,
+           "SPEC2FRACTAL_DATA_DIR": str(settings.data_dir),
+           "SPEC2FRACTAL_WORKER_PRESENCE_INTERVAL": "0.5"}
+    process = ManagedProcess("spec2fractal worker", [
+        sys.executable, "-c", "from spec2fractal.cli import main; main()", "worker",
+        "--models", "fractal,some/other-model", "--device", "cpu"],
+        tmp_path / "worker.log", env=service_env(env), cwd=ROOT).start()
+    database = Database(settings.resolved_database_url)
+    try:
+        def warm() -> list[presence_store.LiveWorker]:
+            with database.session() as session:
+                return [worker for worker in presence_store.live_workers(session, 30)
+                        if worker.warm]
+        wait_for(warm, timeout=60, what="the worker to be warm", process=process)
+        [worker] = warm()
+        assert worker.models == ("fractal", "some/other-model")
+        assert worker.loaded == ("fractal",) and worker.loads == {"fractal": 1}
+        assert model_queue("renders", "some/other-model") in process.log()  # its queues
+        job_id = "routing-cli-job"
+        with database.session() as session:
+            job_store.create_job(session, job_id=job_id, model="fractal",
+                                 request={"prompt": "a lake", "width": 64, "height": 64,
+                                          "seed": 1, "model": "fractal"})
+        TaskQueue(settings).enqueue_render(job_id)  # to the model's queue, read from the row
+
+        def status() -> str | None:
+            with database.session() as session:
+                return session.scalar(select(Job.status).where(Job.id == job_id))
+        wait_for(lambda: status() == JobStatus.SUCCEEDED, timeout=60, what="the job rendered",
+                 process=process)
+    finally:
+        process.stop(grace=10)
+    # A warm shutdown withdraws its announcement at once.
+    with database.session() as session:
+        assert presence_store.live_workers(session, 30) == []
