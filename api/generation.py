@@ -306,6 +306,7 @@ class Submission:
                 # A caller over its limits is refused before its image costs an upload.
                 with self.database.session() as session:
                     admit(session, admission, owner)
+                    check_served(session, admission, [request.model or ""])
             if image is not None and key is not None:
                 self._store_input(job_id, key, image)
             self._store_references(job_id, references)
