@@ -126,7 +126,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     app.state.signals = publisher_for(settings)  # the same signals, for jobs ended here
     app.state.feeds = JobFeeds(database, app.state.finished)  # rows read for event streams
     app.state.streams = StreamSlots(settings.max_streams_per_key)  # open streams per key
-    registry, requests, latency = build_registry(database)
+    registry, requests, latency = build_registry(database, settings.worker_presence_ttl)
     app.state.registry = registry
 
     install_error_handlers(app)

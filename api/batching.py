@@ -24,6 +24,7 @@ from api.errors import ApiError, field_error, invalid_request
 from api.generation import build_request, check_webhook, input_image
 from api.limits import QUEUE_FULL_RETRY_AFTER
 from api.references import DecodeCache, References
+from api.routing import check_served
 from api.schemas import BatchBody, GenerateBody
 from api.styles import CallerStyles
 from fractal import GenerationRequest, InvalidRequestError
@@ -306,11 +307,13 @@ def create_batch(plan: BatchPlan, database: Database, storage: Storage,
     # sent together would each see the others' items not yet there, and all pass.
     with _ADMISSION, database.session() as session:
         admit_batch(session, settings, owner, len(items), lock=True)
+        check_served(session, settings, [item.model for item in items])
         batch_store.create_batch(session, batch_id=batch_id, name=plan.name,
                                  output_format=plan.output_format, items=items,
                                  owner=owner, webhook_url=plan.webhook_url)
     try:
-        queue.enqueue_many(item.job_id for item in items)
+        queue.enqueue_many([item.job_id for item in items],
+                           models=[item.model for item in items])
     except EnqueueError as exc:
         logger.error("batch %s: %d of %d items queued: %s", batch_id, exc.sent, len(items), exc)
         with database.session() as session:

@@ -28,6 +28,7 @@ from api.jsonparse import UPLOAD_PREFIX, JsonRefused, parse_json
 from api.limits import MAX_BODY_BYTES, MAX_FORM_FIELDS, QUEUE_FULL_RETRY_AFTER, QUOTA_RETRY_AFTER
 from api.model_access import resolve_model
 from api.references import DecodeCache, References, check_mask_size, decode_references
+from api.routing import check_served
 from api.schemas import GenerateBody, HiresOptions
 from api.styles import CallerStyles
 from fractal import GenerationRequest, InvalidRequestError
@@ -305,6 +306,7 @@ class Submission:
                 # A caller over its limits is refused before its image costs an upload.
                 with self.database.session() as session:
                     admit(session, admission, owner)
+                    check_served(session, admission, [request.model or ""])
             if image is not None and key is not None:
                 self._store_input(job_id, key, image)
             self._store_references(job_id, references)
@@ -319,11 +321,12 @@ class Submission:
                         logger.info("job %s refused after its input was stored: %s is "
                                     "unused", job_id, key)
                     raise
+                check_served(session, admission, [request.model or ""])
             job_store.create_job(session, job_id=job_id, model=request.model or "",
                                  request=stored, input_key=key, output_format=output_format,
                                  owner=owner, webhook_url=webhook_url)
         try:
-            self.queue.enqueue_render(job_id)
+            self.queue.enqueue_render(job_id, model=request.model or "")
         except Exception as exc:  # kombu/redis errors: the broker is down or refused
             logger.error("job %s: not queued: %s", job_id, exc)
             self._fail(job_id, NOT_QUEUED)

@@ -81,10 +81,14 @@ class JobCollector:
             buckets=buckets, sum_value=sum(seconds))
 
 
-def build_registry(database: Database) -> tuple[CollectorRegistry, Counter, Histogram]:
+def build_registry(database: Database, presence_ttl: float = 30.0
+                   ) -> tuple[CollectorRegistry, Counter, Histogram]:
     """A registry per app, so several apps in one process (tests) do not collide."""
+    from api.model_metrics import ModelCollector
+
     registry = CollectorRegistry(auto_describe=True)
     registry.register(JobCollector(database))
+    registry.register(ModelCollector(database, presence_ttl))
     requests = Counter("spec2fractal_http_requests", "HTTP requests.",
                        ["method", "route", "status"], registry=registry)
     latency = Histogram("spec2fractal_http_request_duration_seconds",

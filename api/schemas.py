@@ -327,6 +327,14 @@ class GenerateResult(BaseModel):
     job: JobOut
 
 
+class ModelWorker(BaseModel):
+    """A live worker serving the model (issue #22's routing)."""
+
+    name: str
+    warm: bool = Field(description="Its models were loaded before it took a job.")
+    loaded: bool = Field(description="It holds this model loaded now.")
+
+
 class ModelInfo(BaseModel):
     id: str
     family: str = Field(description="The model's kind, as people name it (`SD 2.1 turbo`).")
@@ -350,6 +358,10 @@ class ModelInfo(BaseModel):
         "diffusion model (`dtype`, `compile`, `channels_last`, `fuse_qkv`, `vae`, "
         "`step_cache`, `offload`, `warmup`), as configured (docs/deploy.md); null for the "
         "built-in engine. Each image's record says how it was rendered.")
+    workers: list[ModelWorker] = Field(
+        default_factory=list, description="The live workers that serve it (with a broker, "
+        "none: POST /generate answers 503). In the embedded mode, its one worker.")
+    queued: int = Field(default=0, description="Its jobs waiting for a worker.")
 
 
 class ModelList(BaseModel):

@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.signals import celeryd_after_setup
 from kombu import Queue
 
+from workers.routing import served_models, worker_queues
 from workers.settings import Settings, get_settings
 from workers.task_queue import QUEUE, QUEUES
 
@@ -54,3 +56,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 app = Celery("spec2fractal", set_as_current=False)
 app.add_defaults(lambda: celery_config(get_settings()))
+
+
+@celeryd_after_setup.connect
+def _consume_model_queues(sender: str, instance: Any, **_: object) -> None:
+    """Every worker consumes the queues of the models it serves (issue #22), whatever -Q
+    it was started with: those name the plain queues, which only messages sent before an
+    upgrade still use."""
+    queues = instance.app.amqp.queues
+    for name in worker_queues(served_models(get_settings())):
+        queues.select_add(name)

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         worker.run()
     finally:
-        handlers.reconciler().stop()
+        handlers.stop()
 
 
 if __name__ == "__main__":

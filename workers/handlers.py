@@ -13,15 +13,17 @@ from typing import Any
 from workers.db import get_database
 from workers.finish_signals import publisher_for
 from workers.model_cache import ModelCache
+from workers.presence import Presence
 from workers.reconciler import Reconciler
+from workers.routing import served_models
 from workers.runner import BUSY, WorkerContext, run_job
 from workers.settings import get_settings
 from workers.storage import get_storage
 from workers.task_queue import TaskQueue
 from workers.webhooks import attempt_delivery
 
-__all__ = ["STOPPING", "deliver_webhook", "reconciler", "render", "start", "task_queue",
-           "worker_context"]
+__all__ = ["STOPPING", "deliver_webhook", "presence", "reconciler", "render", "start", "stop",
+           "task_queue", "warm_models", "worker_context"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,16 +97,49 @@ def reconciler() -> Reconciler:
                       idle=lambda: _ACTIVITY.quiet_for(quiet))
 
 
+@lru_cache(maxsize=1)
+def presence() -> Presence:
+    settings = get_settings()
+    return Presence(worker_context().database, worker_context().models,
+                    served_models(settings), interval=settings.worker_presence_interval)
+
+
+def warm_models() -> list[str]:
+    """What a worker loads before its first job. With a broker: the models it serves, as
+    many as its cache holds (a job then never waits for a load). Embedded: the warm-up
+    model only, as before (its one worker takes every model)."""
+    settings = get_settings()
+    chosen = [settings.warmup_model] if settings.warmup_model else []
+    if not settings.embedded:
+        chosen += served_models(settings)
+    return list(dict.fromkeys(chosen))[:settings.model_cache_size]
+
+
 def start() -> None:
-    """Once a worker is up: its reconciler runs, its warm-up model is loaded."""
+    """Once a worker is up, before it takes a job: its reconciler runs, its models are
+    loaded (warm start), and it announces what it serves and holds."""
     context = worker_context()
     # Every worker looks for lost jobs: with one worker or many, distributed or embedded,
     # a job whose message is gone is sent again.
     reconciler().start()
-    model = get_settings().warmup_model
-    if model:
+    announcer = presence()
+    announcer.start()  # live but not warm: GET /models shows it loading
+    warmed = True
+    for model in warm_models():
         logger.info("warming up %s", model)
-        context.models.get(model)
+        try:
+            context.models.get(model)
+        except Exception:  # its jobs fail as they would have; the worker is not warm
+            logger.exception("warm-up of %s failed", model)
+            warmed = False
+    if warmed:
+        announcer.mark_warm()
+
+
+def stop() -> None:
+    """On shutdown: the reconciler stops, the worker withdraws its announcement."""
+    reconciler().stop()
+    presence().stop()
 
 
 def render(job_id: str) -> float | None:

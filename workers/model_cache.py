@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +27,7 @@ class ModelCache:
         self._models: OrderedDict[str, Spec2Fractal] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0  # how many times a model was actually loaded (for tests and metrics)
+        self.loads_by_model: Counter[str] = Counter()  # the same, per model (routing)
 
     def get(self, name: str) -> Spec2Fractal:
         with self._lock:
@@ -40,5 +41,11 @@ class ModelCache:
             logger.info("loading model %s", name)
             model = Spec2Fractal(name, device=self.device, **self.options)
             self.loads += 1
+            self.loads_by_model[name] += 1
             self._models[name] = model
             return model
+
+    def loaded(self) -> list[str]:
+        """The models held now, least recently used first."""
+        with self._lock:
+            return list(self._models)

@@ -236,6 +236,26 @@ class Settings(BaseSettings):
                                              "serve (unreachable) is queued again, and tried "
                                              "again after this many seconds.")
 
+    # --- model-aware routing (issue #22) ---
+    worker_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="The models this worker serves (`a,b` or a JSON list; `spec2fractal "
+                    "worker --models`): it consumes only their queues and loads them before "
+                    "its first job. Unset: every configured model (`model`, the engine, "
+                    "`models`).")
+    worker_presence_interval: float = Field(
+        default=5.0, gt=0, le=3600,
+        description="How often a worker writes what it serves and holds loaded to the job "
+                    "database (s).")
+    worker_presence_ttl: float = Field(
+        default=30.0, gt=0,
+        description="A worker not heard from for this long (s) no longer counts as live "
+                    "in GET /models, /ready and POST /generate's check.")
+    refuse_unserved_models: bool = Field(
+        default=True,
+        description="With a broker: POST /generate and POST /batches for a model no live "
+                    "worker serves answer 503 with Retry-After instead of queueing.")
+
     @model_validator(mode="after")
     def _limits_in_order(self) -> Settings:
         # Celery rejects (and drops) a retried task whose soft limit is above its hard one,
@@ -247,7 +267,8 @@ class Settings(BaseSettings):
                              f"tile_size ({self.tile_size})")
         return self
 
-    @field_validator("models", "cors_origins", "styles_files", mode="before")
+    @field_validator("models", "cors_origins", "styles_files", "worker_models",
+                     mode="before")
     @classmethod
     def _list(cls, value: object) -> object:
         # From the environment: a JSON list, or the friendlier `a,b,c`.

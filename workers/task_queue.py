@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 from workers.datagrams import DatagramSender
 from workers.db import get_database
 from workers.db import messages as message_store
-from workers.db.models import BATCH_QUEUE, INTERACTIVE_QUEUE
+from workers.db.models import BATCH_QUEUE, INTERACTIVE_QUEUE, Job
+from workers.routing import render_queue
 from workers.settings import Settings
 
 if TYPE_CHECKING:
@@ -90,13 +91,32 @@ class TaskQueue:
     def _wake(self) -> None:
         self._waker.send([WAKE_MESSAGE])
 
-    def enqueue_render(self, job_id: str, queue: str = QUEUE, delay: float | None = None) -> None:
-        """The payload is the job id alone: the worker reads everything else from the DB."""
-        self.send(RENDER_TASK, {"job_id": job_id}, queue, delay)
+    def enqueue_render(self, job_id: str, queue: str = QUEUE, delay: float | None = None,
+                       *, model: str | None = None) -> None:
+        """The payload is the job id alone: the worker reads everything else from the DB.
+        With a broker it goes to the queue of the job's ``model`` (read from the job's row
+        when not given: re-sends by the reconciler and the runner)."""
+        if not self.settings.embedded and model is None:
+            model = self._model_of(job_id)
+        self.send(RENDER_TASK, {"job_id": job_id}, render_queue(self.settings, queue, model),
+                  delay)
 
-    def enqueue_many(self, job_ids: Iterable[str], queue: str = BATCH_QUEUE) -> int:
+    def _model_of(self, job_id: str) -> str | None:
+        """The job's model; None (the plain queue, which every worker also consumes) when
+        its row cannot be read: a message on a queue beats one not sent."""
+        try:
+            with get_database(self.settings.resolved_database_url).session() as session:
+                job = session.get(Job, job_id)
+                return job.model if job is not None else None
+        except Exception as exc:
+            logger.warning("job %s: model unknown (%s): sent to the plain queue", job_id, exc)
+            return None
+
+    def enqueue_many(self, job_ids: Iterable[str], queue: str = BATCH_QUEUE,
+                     models: Iterable[str] | None = None) -> int:
         """One task per job, in order; returns how many were sent. Raises EnqueueError,
-        which tells how many were sent, on the first failure."""
+        which tells how many were sent, on the first failure. ``models``: each job's model,
+        in the same order (with a broker, each goes to its model's queue)."""
         sent = 0
         try:
             if self.settings.embedded:
@@ -107,10 +127,15 @@ class TaskQueue:
                         queue)
                 self._wake()
                 return count
+            ids = list(job_ids)
+            each = list(models) if models is not None else [None] * len(ids)
             with self._celery.producer_or_acquire() as producer:
-                for job_id in job_ids:
+                for job_id, model in zip(ids, each, strict=True):
+                    if model is None:
+                        model = self._model_of(job_id)
                     self._celery.send_task(RENDER_TASK, kwargs={"job_id": job_id},
-                                           queue=queue, producer=producer)
+                                           queue=render_queue(self.settings, queue, model),
+                                           producer=producer)
                     sent += 1
         except Exception as exc:  # the database or the broker is down or refused
             raise EnqueueError(sent, exc) from exc

@@ -26,7 +26,7 @@ def _finish_in_hand(**_: object) -> None:
 
 @worker_shutdown.connect
 def _stop_reconciler(**_: object) -> None:
-    handlers.reconciler().stop()
+    handlers.stop()
 
 
 @app.task(name=RENDER_TASK, bind=True, ignore_result=True, max_retries=None)

@@ -15,6 +15,9 @@ from api.auth import CallerDep
 from api.deps import DatabaseDep, QueueDep, SettingsDep, StorageDep
 from api.errors import ApiError
 from api.jsonbody import JsonRoute
+from api.routing import warm_for
+from workers.db import Database
+from workers.settings import Settings
 
 __all__ = ["router"]
 
@@ -42,8 +45,10 @@ async def _check(name: str, probe: Callable[[], None]) -> str:
 
 @router.get("/ready", responses={503: {"description": "Something is down; see checks."}})
 async def ready(request: Request, database: DatabaseDep, storage: StorageDep,
-                queue: QueueDep) -> JSONResponse:
-    """Readiness: database, storage and broker reachable (and the embedded worker alive)."""
+                queue: QueueDep, settings: SettingsDep) -> JSONResponse:
+    """Readiness: database, storage and broker reachable, and a worker that can render the
+    default model: the embedded worker alive, or with a broker a live worker serving the
+    default model that has loaded its models (warm start)."""
     names = ["database", "storage", "broker"]
     results = await asyncio.gather(_check("database", database.ping),
                                    _check("storage", storage.check),
@@ -52,12 +57,20 @@ async def ready(request: Request, database: DatabaseDep, storage: StorageDep,
     worker = request.app.state.worker
     if worker is not None:
         checks["worker"] = "ok" if worker.alive else "down"
+    elif not settings.embedded and checks["database"] == "ok":
+        checks["worker"] = await _check("worker", lambda: _warm_worker(database, settings))
     down = [name for name, result in checks.items() if result != "ok"]
     if down:
         return JSONResponse({"status": "unavailable", "checks": checks,
                              "detail": f"down: {', '.join(down)}"}, status_code=503,
                             headers={"Retry-After": "5"})
     return JSONResponse({"status": "ready", "checks": checks})
+
+
+def _warm_worker(database: Database, settings: Settings) -> None:
+    with database.session() as session:
+        if not warm_for(session, settings, settings.model):
+            raise RuntimeError(f"no live, warm worker serves the default model {settings.model}")
 
 
 @router.get("/metrics", response_class=Response,

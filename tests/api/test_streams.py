@@ -20,6 +20,8 @@ from tests.api_server import serving
 from tests.services import RedisServer
 from workers.db import Database, JobStatus, get_database
 from workers.db import jobs as job_store
+from workers.db import presence as presence_store
+from workers.db.models import utcnow
 from workers.finish_signals import listener_for, progress_signal, publish_quietly, publisher_for
 from workers.job_errors import RENDER_FAILED, JobError
 from workers.settings import Settings
@@ -47,8 +49,14 @@ def server(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
     broker = redis_server.url(7)
     settings = Settings(data_dir=data_dir, broker_url=broker, auth="required")
     alice, bob = bearer(make_key(settings, "alice")), bearer(make_key(settings, "bob"))
+    # Playing the worker includes its announcement: a warm worker serving the default model
+    # (else /ready and POST /generate would wait for one), live for the module's whole run.
+    with get_database(settings.resolved_database_url).session() as session:
+        presence_store.announce(session, "streams-test", models=[settings.model],
+                                loaded=[settings.model], loads={settings.model: 1}, warm=True,
+                                started_at=utcnow())
     with serving(data_dir, SPEC2FRACTAL_BROKER_URL=broker, SPEC2FRACTAL_AUTH="required",
-                 SPEC2FRACTAL_RATE_LIMIT="",
+                 SPEC2FRACTAL_RATE_LIMIT="", SPEC2FRACTAL_WORKER_PRESENCE_TTL="86400",
                  SPEC2FRACTAL_MAX_STREAMS_PER_KEY=str(STREAMS_PER_KEY)) as served:
         yield Server(served.url, settings, alice, bob)
 

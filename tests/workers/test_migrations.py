@@ -187,9 +187,14 @@ ROWS: dict[str, dict[str, list[dict[str, Any]]]] = {
          "style": {"name": "Ink Wash", "prompt": "{prompt}, sumi-e"},
          "created_at": T0, "updated_at": T0},
     ]},
+    "0009": {"worker_presence": [  # a warm worker holding one of its two models
+        {"name": "gpu-1:4242", "models": ["sd-turbo", "fractal"], "loaded": ["sd-turbo"],
+         "loads": {"sd-turbo": 1}, "warm": True, "started_at": T0,
+         "seen_at": T0 + timedelta(seconds=5)},
+    ]},
 }
 ORDER = ["batches", "jobs", "api_keys", "idempotency_keys", "queue_messages",
-         "user_styles"]  # FKs first
+         "user_styles", "worker_presence"]  # FKs first
 # What a column added after a row was written holds for it (else NULL).
 ADDED_DEFAULTS = {"queue": "renders", "admin": False}
 

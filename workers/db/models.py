@@ -31,6 +31,7 @@ __all__ = [
     "JobStatus",
     "QueueMessage",
     "UserStyle",
+    "WorkerPresence",
     "utcnow",
 ]
 
@@ -186,3 +187,21 @@ class UserStyle(Base):
     style: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WorkerPresence(Base):
+    """A render worker's announcement (issue #22's routing): the models it serves, those it
+    holds loaded, how many loads each cost it, and whether it is warm (its models loaded
+    before its first job). Written every few seconds; a row not written for a while is a
+    gone worker's. In the job database because both modes have one (Redis only the
+    distributed mode)."""
+
+    __tablename__ = "worker_presence"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    models: Mapped[list[str]] = mapped_column(JSON)
+    loaded: Mapped[list[str]] = mapped_column(JSON)
+    loads: Mapped[dict[str, int]] = mapped_column(JSON)
+    warm: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
