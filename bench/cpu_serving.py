@@ -8,7 +8,8 @@ served as a static URL. Both servers get the same load: C closed-loop clients, e
 request, downloading the image its answer points to, and posting the next. Each case runs
 in a fresh server; a warm-up request per client comes first and is not counted.
 
-Run: python bench/cpu_serving.py [--seconds 30] [--clients 8] [--steps 8] [--workers 0 1 2]
+Run: python bench/cpu_serving.py [--seconds 30] [--rounds 1] [--clients 8] [--steps 8]
+     [--workers 0 1 2]
 (``--workers 0``: the default the server picks from the cores.)
 """
 
@@ -174,6 +175,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--reference", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--images", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -191,35 +193,45 @@ def main() -> None:
                 if not key.startswith("SPEC2FRACTAL_")}
     base_env.update({"HF_HUB_OFFLINE": "1", "SPEC2FRACTAL_MODEL": str(folder),
                      "SPEC2FRACTAL_WARMUP_MODEL": str(folder)})
-    rows: list[tuple[str, float, list[float]]] = []
+    cases: list[tuple[str, list[str], dict[str, str], Callable[..., Any]]] = []
+    port = free_port()
+    cases.append(("reference (diffusers example shape)",
+                  [sys.executable, __file__, "--reference", str(folder), "--images",
+                   str(scratch / "reference-images"), "--port", str(port)],
+                  base_env, reference))
+    for workers in args.workers:
+        env = {**base_env, "SPEC2FRACTAL_DATA_DIR": str(scratch / f"data-{workers}")}
+        call = "serve(port={port}" + (f", workers={workers})" if workers else ")")
+        name = f"spec2fractal serve --workers {workers}" if workers else \
+            "spec2fractal serve (default workers)"
+        cases.append((name, [sys.executable, "-c", f"from api.cli import serve; {call}"],
+                      env, ours))
+    # Rounds alternate the cases, so a change in the machine's background load (other
+    # processes) falls on each about equally; each case's figures pool its rounds.
+    counted: dict[str, list[float]] = {name: [] for name, *_ in cases}
     load = [os.getloadavg()[0]]
     try:
-        port = free_port()
-        command = [sys.executable, __file__, "--reference", str(folder), "--images",
-                   str(scratch / "reference-images"), "--port", str(port)]
-        with running(command, base_env, port) as base:
-            rate, latencies = closed_loop(reference(base, args.steps), args.clients,
-                                          args.seconds)
-        rows.append(("reference (diffusers example shape)", rate, latencies))
-        load.append(os.getloadavg()[0])
-        for workers in args.workers:
-            port = free_port()
-            env = {**base_env, "SPEC2FRACTAL_DATA_DIR": str(scratch / f"data-{workers}")}
-            call = f"serve(port={port}" + (f", workers={workers})" if workers else ")")
-            command = [sys.executable, "-c", f"from api.cli import serve; {call}"]
-            with running(command, env, port) as base:
-                rate, latencies = closed_loop(ours(base, args.steps), args.clients,
-                                              args.seconds)
-            name = f"spec2fractal serve --workers {workers}" if workers else \
-                "spec2fractal serve (default workers)"
-            rows.append((name, rate, latencies))
-            load.append(os.getloadavg()[0])
+        for _ in range(args.rounds):
+            for name, command, env, client in cases:
+                port = free_port()
+                if client is reference:
+                    command = [*command[:-1], str(port)]
+                else:
+                    command = [*command[:-1], command[-1].replace("{port}", str(port))]
+                with running(command, env, port) as base:
+                    _, latencies = closed_loop(client(base, args.steps), args.clients,
+                                               args.seconds)
+                counted[name] += latencies
+                load.append(os.getloadavg()[0])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    window = args.seconds * args.rounds
+    rows = [(name, len(latencies) / window, latencies) for name, latencies in counted.items()]
 
     print(f"tiny SD {SIZE}x{SIZE}, {args.steps} steps, {args.clients} closed-loop clients, "
-          f"{args.seconds:.0f} s per case; {usable_cores()} usable cores; load average "
-          f"(1 min) at each case's end: " + ", ".join(f"{value:.2f}" for value in load))
+          f"{args.seconds:.0f} s x {args.rounds} round(s) per case; {usable_cores()} usable "
+          f"cores; load average (1 min) at each case's end: "
+          + ", ".join(f"{value:.2f}" for value in load))
     print(f"{'server':<40} {'images/s':>9} {'x ref':>6} {'p50 ms':>8} {'p99 ms':>8} {'n':>5}")
     reference_rate = rows[0][1]
     for name, rate, latencies in rows:
