@@ -192,7 +192,8 @@ def main() -> None:
     base_env = {key: value for key, value in os.environ.items()
                 if not key.startswith("SPEC2FRACTAL_")}
     base_env.update({"HF_HUB_OFFLINE": "1", "SPEC2FRACTAL_MODEL": str(folder),
-                     "SPEC2FRACTAL_WARMUP_MODEL": str(folder)})
+                     "SPEC2FRACTAL_WARMUP_MODEL": str(folder),
+                     "SPEC2FRACTAL_SYNC_TIMEOUT": "300"})
     cases: list[tuple[str, list[str], dict[str, str], Callable[..., Any]]] = []
     port = free_port()
     cases.append(("reference (diffusers example shape)",
