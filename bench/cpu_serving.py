@@ -123,7 +123,17 @@ def closed_loop(one: Callable[[httpx.Client, int], None], clients: int,
     start_at: list[float] = []
     stop = threading.Event()
 
+    errors: list[BaseException] = []
+
     def client(number: int) -> None:
+        try:
+            run_client(number)
+        except BaseException as error:  # the run is void: say why, and release the others
+            errors.append(error)
+            stop.set()
+            barrier.abort()
+
+    def run_client(number: int) -> None:
         with httpx.Client(timeout=300) as http:
             one(http, number * 1_000_000)  # warm-up: model loads, first-call costs
             barrier.wait()
@@ -140,12 +150,15 @@ def closed_loop(one: Callable[[httpx.Client, int], None], clients: int,
     threads = [threading.Thread(target=client, args=(number,)) for number in range(clients)]
     for thread in threads:
         thread.start()
-    barrier.wait()
-    start_at.append(time.perf_counter())
-    time.sleep(seconds)
+    with contextlib.suppress(threading.BrokenBarrierError):
+        barrier.wait()
+        start_at.append(time.perf_counter())
+        stop.wait(seconds)
     stop.set()
     for thread in threads:
         thread.join()
+    if errors:
+        raise RuntimeError("a client failed") from errors[0]
     return len(latencies) / seconds, latencies
 
 
