@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api.auth import Gatekeeper
 from api.bodylimit import BodyLimit
-from api.embedded import EmbeddedWorker
+from api.embedded import EmbeddedWorkers
 from api.errors import install_error_handlers
 from api.events import JobFeeds, StreamSlots
 from api.jsonbody import JsonParser
@@ -45,22 +45,25 @@ __all__ = ["check_public_url", "create_app"]
 logger = logging.getLogger(__name__)
 
 
-def _requeue_orphans(database: Database, queue: TaskQueue) -> None:
+def _requeue_orphans(database: Database, queue: TaskQueue,
+                     job_ids: list[str] | None = None) -> None:
+    """Running jobs (``job_ids``: only these) back on the queue: their worker is gone."""
     with database.session() as session:
-        orphans = [(job.id, job.queue) for job in recovery.requeue_running(session)]
+        orphans = [(job.id, job.queue) for job in recovery.requeue_running(session, job_ids)]
     for job_id, name in orphans:
-        logger.warning("job %s was running when the last server stopped: queued again", job_id)
+        logger.warning("job %s lost its worker: queued again", job_id)
         queue.enqueue_render(job_id, name)
 
 
-async def _keep_alive(worker: EmbeddedWorker, database: Database, queue: TaskQueue) -> None:
-    """Restart the embedded worker if it dies (a crash, an OOM kill), re-sending its job."""
+async def _keep_alive(workers: EmbeddedWorkers, database: Database, queue: TaskQueue) -> None:
+    """Restart an embedded worker that dies (a crash, an OOM kill), re-sending the jobs it
+    held; the other workers' jobs run on."""
     while True:
         await asyncio.sleep(WORKER_WATCH_SECONDS)
-        if not worker.alive:
-            logger.error("the embedded worker exited (code %s); starting it again",
+        for worker in workers.dead():
+            logger.error("embedded worker %d exited (code %s); starting it again", worker.slot,
                          worker.process.poll() if worker.process else None)
-            await asyncio.to_thread(_requeue_orphans, database, queue)
+            await asyncio.to_thread(_requeue_orphans, database, queue, worker.held())
             worker.start()
 
 
@@ -98,7 +101,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
                 # This server's own worker is the only one: a job still "running" lost its
                 # worker with the last server.
                 await asyncio.to_thread(_requeue_orphans, database, app.state.queue)
-            app.state.worker = EmbeddedWorker(settings)
+            app.state.worker = EmbeddedWorkers(settings)
             app.state.worker.start()
             if settings.embedded:
                 watchdog = asyncio.create_task(_keep_alive(app.state.worker, database,

@@ -18,8 +18,13 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     auth: Annotated[bool, typer.Option("--auth", help="Require API keys even on localhost "
                                                       "(SPEC2FRACTAL_AUTH=required).")] = False,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, max=64,
+        help="Embedded worker processes, each with its share of the cores "
+             "(SPEC2FRACTAL_EMBEDDED_WORKERS). Default: one per core up to 4 on a CPU-only "
+             "machine, 1 with a GPU.")] = None,
 ) -> None:
-    """Serve the API. With no broker configured, also runs the embedded worker."""
+    """Serve the API. With no broker configured, also runs the embedded workers."""
     import uvicorn
 
     from api.app import check_public_url, create_app
@@ -30,8 +35,14 @@ def serve(
     os.environ["SPEC2FRACTAL_HOST"] = host
     if auth:
         os.environ["SPEC2FRACTAL_AUTH"] = "required"
+    if workers is not None:
+        os.environ["SPEC2FRACTAL_EMBEDDED_WORKERS"] = str(workers)
     get_settings.cache_clear()
     settings = get_settings()
+    if workers is not None and not settings.embedded:
+        raise typer.BadParameter("a broker is configured, so this server runs no worker of "
+                                 "its own: start `spec2fractal worker` processes instead",
+                                 param_hint="--workers")
     try:
         check_public_url(settings)
     except ValueError as exc:

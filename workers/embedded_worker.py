@@ -25,9 +25,11 @@ from collections.abc import Callable
 from typing import Any
 
 from workers import handlers
+from workers.cpu_share import apply_threads
 from workers.datagrams import DatagramWaker
 from workers.db import Database
 from workers.db import messages as message_store
+from workers.held_jobs import ledger_path, record_held
 from workers.settings import Settings, get_settings
 from workers.task_queue import QUEUES, RENDER_TASK, wake_folder
 from workers.webhooks import DELIVER_TASK
@@ -100,16 +102,24 @@ class MessageLoop:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The worker process: ``python -m workers.embedded_worker [--loglevel INFO]``."""
+    """The worker process: ``python -m workers.embedded_worker [--loglevel INFO]
+    [--slot K] [--threads N]``; ``--slot``: its place among the server's workers, whose jobs
+    in hand it records for the server (workers.held_jobs)."""
     parser = argparse.ArgumentParser(prog="python -m workers.embedded_worker")
     parser.add_argument("--loglevel", default="WARNING")
+    parser.add_argument("--slot", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None)
     options = parser.parse_args(argv)
     logging.basicConfig(level=options.loglevel.upper(),
                         format="[%(asctime)s: %(levelname)s/%(name)s] %(message)s")
     settings = get_settings()
     if not settings.embedded:
         sys.exit("a broker is configured: run `spec2fractal worker` (Celery) instead")
+    apply_threads(options.threads)
     context = handlers.worker_context()  # migrates the database, reaches storage
+    if options.slot is not None:
+        path = ledger_path(settings, options.slot)
+        context.heartbeat.ledger = lambda job_ids: record_held(path, job_ids)
     worker = MessageLoop(settings, context.database)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: worker.stop())

@@ -7,7 +7,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from workers.db import Database
 from workers.db import jobs as job_store
@@ -35,9 +35,35 @@ class Heartbeat:
         self._until: dict[str, float] = {}  # job id → when its beats stop
         self._late: set[str] = set()  # past it: warned about, no longer beaten for
         self._thread: threading.Thread | None = None
+        # Told every job id in hand whenever they change: the embedded supervisor's record
+        # of what to re-queue at once if this process dies (workers.held_jobs).
+        self.ledger: Callable[[list[str]], None] | None = None
+        self._held: list[str] = []
 
     @contextlib.contextmanager
     def holding(self, job_ids: list[str]) -> Iterator[None]:
+        self._tell(job_ids, held=True)
+        try:
+            with self._beating(job_ids):
+                yield
+        finally:
+            self._tell(job_ids, held=False)
+
+    def _tell(self, job_ids: list[str], *, held: bool) -> None:
+        if self.ledger is None:
+            return
+        with self._lock:
+            if held:
+                self._held += job_ids
+            else:
+                self._held = [job for job in self._held if job not in job_ids]
+            try:
+                self.ledger(list(self._held))
+            except OSError:  # only a faster recovery is lost: the lease still covers it
+                logger.exception("could not record the jobs in hand")
+
+    @contextlib.contextmanager
+    def _beating(self, job_ids: list[str]) -> Iterator[None]:
         if self.lease is None:
             yield
             return

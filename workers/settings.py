@@ -171,6 +171,17 @@ class Settings(BaseSettings):
                                     description="How many styles of its own each key (or the "
                                                 "one owner when auth is off) may keep.")
 
+    # --- CPU serving: several embedded workers (issue #22) ---
+    embedded_workers: int | None = Field(
+        default=None, ge=1, le=64,
+        description="Worker processes `spec2fractal serve` starts with no broker "
+                    "(`--workers`). Unset: on a CPU-only machine, one per core up to 4; "
+                    "with a GPU, 1.")
+    worker_threads: int | None = Field(
+        default=None, ge=1, le=1024,
+        description="Threads torch and BLAS use in one worker process. Unset: the cores "
+                    "shared out among the embedded workers (a worker started alone: "
+                    "torch's own choice).")
     # --- security (who may call, and how much) ---
     host: str = Field(default="127.0.0.1",
                       description="Address the API listens on; `serve --host` sets it.")

@@ -62,8 +62,10 @@ def _lines(client: TestClient, batch_id: str) -> list[dict]:
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """The app with its own embedded worker, exactly as ``spec2fractal serve`` runs it."""
     data_dir = tmp_path_factory.mktemp("batches")
-    app = create_app(Settings(data_dir=data_dir, sync_timeout=30, models=[UNLOADABLE_MODEL]),
-                     start_worker=True)
+    # One worker, so the order of takes shows in the order of finishes (interactive first):
+    # two would finish most tiny batch items before the interactive job is even sent.
+    app = create_app(Settings(data_dir=data_dir, sync_timeout=30, models=[UNLOADABLE_MODEL],
+                              embedded_workers=1), start_worker=True)
     with TestClient(app) as client:
         # Warm: the worker is up and its model loaded before timings matter.
         assert client.post("/generate", json={**README_BODY, **TINY}).status_code == 200

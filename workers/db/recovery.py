@@ -67,9 +67,13 @@ def unmark_sent(session: Session, job_id: str, *, at: datetime,
                     .values(enqueued_at=previous))
 
 
-def requeue_running(session: Session) -> list[Job]:
-    """Running jobs back to queued (their worker is gone); returns them for re-sending."""
-    jobs = list(session.scalars(select(Job).where(Job.status == JobStatus.RUNNING)))
+def requeue_running(session: Session, job_ids: list[str] | None = None) -> list[Job]:
+    """Running jobs back to queued (their worker is gone); returns them for re-sending.
+    ``job_ids``: only these (one of several workers died); None: every running job."""
+    query = select(Job).where(Job.status == JobStatus.RUNNING)
+    if job_ids is not None:
+        query = query.where(Job.id.in_(job_ids))
+    jobs = list(session.scalars(query))
     for job in jobs:
         job.status = JobStatus.QUEUED
         job.progress_step = 0
