@@ -68,7 +68,32 @@ class ModelCollector:
         for model, count in sorted(loads.items()):
             loaded.add_metric([display_name(model)], count)
         yield loaded
+        yield from self._compiles(live)
         yield self._render_seconds(spans)
+
+    @staticmethod
+    def _compiles(live: list[presence_store.LiveWorker]) -> Iterator[Metric]:
+        graphs: dict[str, int] = defaultdict(int)
+        recompiled: dict[str, int] = defaultdict(int)
+        for worker in live:
+            for model, speed in worker.speed.items():
+                graphs[model] += int(speed.get("compiled_graphs") or 0)
+                recompiled[model] += int(speed.get("recompilations") or 0)
+        compiled = GaugeMetricFamily(
+            "spec2fractal_model_compiled_graphs",
+            "Graphs torch.compile made for the model in the live workers that hold it "
+            "(SPEC2FRACTAL_COMPILE), warm-up included.", labels=["model"])
+        for model, count in sorted(graphs.items()):
+            compiled.add_metric([display_name(model)], count)
+        yield compiled
+        again = GaugeMetricFamily(
+            "spec2fractal_model_recompilations",
+            "Graphs torch.compile made after the warm-up, in the live workers that hold the "
+            "model: requests paid for these (a size not in SPEC2FRACTAL_WARMUP_SIZES, a new "
+            "batch size). Should stay flat.", labels=["model"])
+        for model, count in sorted(recompiled.items()):
+            again.add_metric([display_name(model)], count)
+        yield again
 
     @staticmethod
     def _render_seconds(spans: list) -> HistogramMetricFamily:  # type: ignore[type-arg]

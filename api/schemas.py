@@ -333,6 +333,10 @@ class ModelWorker(BaseModel):
     name: str
     warm: bool = Field(description="Its models were loaded before it took a job.")
     loaded: bool = Field(description="It holds this model loaded now.")
+    speed: dict[str, Any] | None = Field(
+        default=None, description="While it holds the model: the speed options as it applied "
+        "them (`offload` says what `auto` chose), with `compiled_graphs` and "
+        "`recompilations` (graphs compiled after the warm-up).")
 
 
 class ModelInfo(BaseModel):

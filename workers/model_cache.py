@@ -45,6 +45,22 @@ class ModelCache:
             self._models[name] = model
             return model
 
+    def speed(self) -> dict[str, dict[str, Any]]:
+        """Each loaded diffusion model's speed options as applied, with the graphs
+        torch.compile made and how many of them came after the warm-up (recompilations,
+        which /metrics shows: a count that grows means requests pay for compiling)."""
+        with self._lock:
+            models = list(self._models.items())
+        speed = {}
+        for name, model in models:
+            applied = getattr(model.backend, "speed", None)  # the engine has none
+            if applied is None:
+                continue
+            compiler = getattr(model.backend, "compiler", None)
+            speed[name] = {**applied, "compiled_graphs": compiler.graphs if compiler else 0,
+                           "recompilations": compiler.after_warmup if compiler else 0}
+        return speed
+
     def loaded(self) -> list[str]:
         """The models held now, least recently used first."""
         with self._lock:

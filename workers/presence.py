@@ -42,7 +42,8 @@ class Presence:
             with self.database.session() as session:
                 presence_store.announce(
                     session, self.name, models=self.models, loaded=self.cache.loaded(),
-                    loads=dict(self.cache.loads_by_model), warm=self.warm,
+                    loads=dict(self.cache.loads_by_model), speed=self.cache.speed(),
+                    warm=self.warm,
                     started_at=self.started_at)
         except Exception:
             logger.exception("presence: the announcement of %s failed", self.name)

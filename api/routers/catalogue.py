@@ -51,7 +51,8 @@ def _models(settings: Settings, database: Database) -> ModelList:
             speed=None if model == BUILT_IN else {"dtype": settings.dtype,
                                                   **settings.speed_options},
             workers=[ModelWorker(name=worker.name, warm=worker.warm,
-                                 loaded=model in worker.loaded) for worker in workers],
+                                 loaded=model in worker.loaded,
+                                 speed=worker.speed.get(model)) for worker in workers],
             queued=queued.get(model, 0)))
     return ModelList(default=display_name(settings.model), models=models)
 

@@ -58,3 +58,39 @@ def test_a_worker_applies_its_speed_settings(monkeypatch: pytest.MonkeyPatch,
     speed = read_record(image).speed
     assert (speed["compile"], speed["channels_last"], speed["offload"]) == \
         ("eager", True, "model -> none (cpu)")
+
+
+def test_recompilations_reach_the_metrics_and_the_models_list(tmp_path: Path,
+                                                             tiny_sd: Path) -> None:
+    """A worker announces each loaded model's speed as applied, with torch.compile's graph
+    counts; /metrics sums the recompilations (graphs made after the warm-up) per model."""
+    from workers.db import Database
+    from workers.model_cache import ModelCache
+    from workers.presence import Presence
+
+    settings = Settings(data_dir=tmp_path, models=[str(tiny_sd)], compile="eager",
+                        warmup_sizes="64x64")
+    database = Database(settings.resolved_database_url)
+    database.migrate()
+    cache = ModelCache(1, options=settings.model_options)
+    model = cache.get(str(tiny_sd))
+    presence = Presence(database, cache, [str(tiny_sd)], interval=60, name="w1")
+    warm = model.backend.compiler.graphs
+    model.generate_from_text("a boat", steps=2, seed=1, width=64, height=64)  # warmed size
+    presence.announce()
+    with TestClient(create_app(settings, start_worker=False)) as client:
+        metrics = client.get("/metrics").text
+        assert f'spec2fractal_model_compiled_graphs{{model="tiny-sd"}} {warm:.1f}' in metrics
+        assert 'spec2fractal_model_recompilations{model="tiny-sd"} 0.0' in metrics
+        model.generate_from_text("a boat", steps=2, seed=1, width=96, height=64)  # a new size
+        again = model.backend.compiler.after_warmup
+        assert again > 0
+        presence.announce()
+        metrics = client.get("/metrics").text
+        assert f'spec2fractal_model_recompilations{{model="tiny-sd"}} {again:.1f}' in metrics
+        listed = {entry["id"]: entry for entry in client.get("/models").json()["models"]}
+        [worker] = listed["tiny-sd"]["workers"]
+        assert worker["name"] == "w1" and worker["loaded"]
+        assert worker["speed"]["compile"] == "eager"
+        assert (worker["speed"]["compiled_graphs"], worker["speed"]["recompilations"]) == (
+            warm + again, again)

@@ -190,6 +190,8 @@ ROWS: dict[str, dict[str, list[dict[str, Any]]]] = {
     "0009": {"worker_presence": [  # a warm worker holding one of its two models
         {"name": "gpu-1:4242", "models": ["sd-turbo", "fractal"], "loaded": ["sd-turbo"],
          "loads": {"sd-turbo": 1}, "warm": True, "started_at": T0,
+         "speed": {"sd-turbo": {"dtype": "float16", "compile": "inductor",
+                                "compiled_graphs": 3, "recompilations": 0}},
          "seen_at": T0 + timedelta(seconds=5)},
     ]},
 }

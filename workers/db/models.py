@@ -202,6 +202,9 @@ class WorkerPresence(Base):
     models: Mapped[list[str]] = mapped_column(JSON)
     loaded: Mapped[list[str]] = mapped_column(JSON)
     loads: Mapped[dict[str, int]] = mapped_column(JSON)
+    # Per loaded diffusion model: its speed options as applied, with torch.compile's graph
+    # and recompilation counts (ModelCache.speed).
+    speed: Mapped[dict[str, dict[str, Any]]] = mapped_column(JSON, default=dict)
     warm: Mapped[bool] = mapped_column(Boolean, default=False)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -21,21 +22,25 @@ class LiveWorker:
     models: tuple[str, ...]
     loaded: tuple[str, ...]
     loads: dict[str, int]
+    speed: dict[str, dict[str, Any]]
     warm: bool
     seen_at: datetime
 
 
 def announce(session: Session, name: str, *, models: Sequence[str], loaded: Sequence[str],
-             loads: dict[str, int], warm: bool, started_at: datetime) -> None:
+             loads: dict[str, int], warm: bool, started_at: datetime,
+             speed: dict[str, dict[str, Any]] | None = None) -> None:
     """Insert or refresh this worker's row (one writer per row: its own worker)."""
     row = session.get(WorkerPresence, name)
     now = utcnow()
     if row is None:
         session.add(WorkerPresence(name=name, models=list(models), loaded=list(loaded),
-                                   loads=dict(loads), warm=warm, started_at=started_at,
+                                   loads=dict(loads), speed=dict(speed or {}), warm=warm,
+                                   started_at=started_at,
                                    seen_at=now))
         return
     row.models, row.loaded, row.loads = list(models), list(loaded), dict(loads)
+    row.speed = dict(speed or {})
     row.warm, row.seen_at = warm, now
 
 
@@ -49,7 +54,7 @@ def live_workers(session: Session, ttl: float) -> list[LiveWorker]:
     rows = session.scalars(select(WorkerPresence).where(WorkerPresence.seen_at >= since)
                            .order_by(WorkerPresence.name))
     return [LiveWorker(row.name, tuple(row.models), tuple(row.loaded), dict(row.loads),
-                       bool(row.warm), row.seen_at) for row in rows]
+                       dict(row.speed or {}), bool(row.warm), row.seen_at) for row in rows]
 
 
 def queued_by_model(session: Session) -> dict[str, int]:

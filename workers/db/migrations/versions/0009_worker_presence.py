@@ -20,6 +20,7 @@ def upgrade() -> None:
         sa.Column("models", sa.JSON(), nullable=False),
         sa.Column("loaded", sa.JSON(), nullable=False),
         sa.Column("loads", sa.JSON(), nullable=False),
+        sa.Column("speed", sa.JSON(), nullable=False),
         sa.Column("warm", sa.Boolean(), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
