@@ -70,6 +70,19 @@ def test_compile_same_pixels_and_no_recompilation_at_the_same_size(
     assert counter.after_warmup == counter.graphs - compiled
 
 
+def test_inductor_compiles_real_kernels_within_tolerance_and_once(
+        tiny_sd: Path, plain: np.ndarray) -> None:
+    """The GPU's backend, here generating C++ for the CPU: other kernels, so other rounding
+    (measured: at most 1 level of 255), and no recompilation at the warmed size."""
+    model = Spec2Fractal(str(tiny_sd), speed={"compile": "inductor", "warmup": [[64, 64]]})
+    counter = model.backend.compiler
+    compiled = counter.graphs
+    assert compiled > 0
+    assert np.abs(pixels(model) - plain).max() <= TOLERANCE
+    pixels(model, seed=12, prompt="another prompt")
+    assert counter.graphs == compiled and counter.after_warmup == 0
+
+
 def test_fused_qkv_refuses_loras(tiny_sd: Path) -> None:
     model = Spec2Fractal(str(tiny_sd), speed={"fuse_qkv": True})
     with pytest.raises(InvalidRequestError) as caught:
