@@ -105,13 +105,15 @@ def presence() -> Presence:
 
 
 def warm_models() -> list[str]:
-    """What a worker loads before its first job. With a broker: the models it serves, as
-    many as its cache holds (a job then never waits for a load). Embedded: the warm-up
-    model only, as before (its one worker takes every model)."""
+    """What a worker loads before its first job (/ready waits for the default model's).
+    With a broker: the models it serves, as many as its cache holds (a job then never
+    waits for a load). Embedded: the warm-up model, else the default one (its workers take
+    every model, and the cache holds what the requests ask for)."""
     settings = get_settings()
-    chosen = [settings.warmup_model] if settings.warmup_model else []
-    if not settings.embedded:
-        chosen += served_models(settings)
+    if settings.embedded:
+        chosen = [settings.warmup_model or settings.model]
+    else:
+        chosen = [*filter(None, [settings.warmup_model]), *served_models(settings)]
     return list(dict.fromkeys(chosen))[:settings.model_cache_size]
 
 

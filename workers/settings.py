@@ -81,7 +81,9 @@ class Settings(BaseSettings):
                                   "more is refused with a 422 naming its size and the "
                                   "largest that fits. Unset: the device's free memory.")
     warmup_model: str | None = Field(default=None,
-                                     description="Model a worker loads before its first job.")
+                                     description="Model a worker loads before its first job, "
+                                                 "besides (with a broker) those it serves; "
+                                                 "embedded: instead of the default model.")
     task_soft_time_limit: int = Field(default=600, ge=1,
                                       description="A render still going after this many seconds "
                                                   "is stopped at its next step and fails.")

@@ -46,20 +46,20 @@ async def _check(name: str, probe: Callable[[], None]) -> str:
 @router.get("/ready", responses={503: {"description": "Something is down; see checks."}})
 async def ready(request: Request, database: DatabaseDep, storage: StorageDep,
                 queue: QueueDep, settings: SettingsDep) -> JSONResponse:
-    """Readiness: database, storage and broker reachable, and a worker that can render the
-    default model: the embedded worker alive, or with a broker a live worker serving the
-    default model that has loaded its models (warm start)."""
+    """Readiness: database, storage and broker reachable, and a live worker serving the
+    default model that has loaded it (warm start): a worker still loading is "warming"."""
     names = ["database", "storage", "broker"]
     results = await asyncio.gather(_check("database", database.ping),
                                    _check("storage", storage.check),
                                    _check("broker", queue.check))
     checks = dict(zip(names, results, strict=True))
-    worker = request.app.state.worker
-    if worker is not None:
-        checks["worker"] = "ok" if worker.alive else "down"
-    elif not settings.embedded and checks["database"] == "ok":
-        checks["worker"] = await _check("worker", lambda: _warm_worker(database, settings))
-    down = [name for name, result in checks.items() if result != "ok"]
+    worker = request.app.state.worker  # this server's embedded workers, if it runs them
+    if worker is not None and not worker.alive:
+        checks["worker"] = "down"
+    elif (worker is not None or not settings.embedded) and checks["database"] == "ok":
+        checks["worker"] = await asyncio.to_thread(_warm_worker, database, settings)
+    down = [name if result == "down" else f"{name} ({result})"
+            for name, result in checks.items() if result != "ok"]
     if down:
         return JSONResponse({"status": "unavailable", "checks": checks,
                              "detail": f"down: {', '.join(down)}"}, status_code=503,
@@ -67,10 +67,15 @@ async def ready(request: Request, database: DatabaseDep, storage: StorageDep,
     return JSONResponse({"status": "ready", "checks": checks})
 
 
-def _warm_worker(database: Database, settings: Settings) -> None:
-    with database.session() as session:
-        if not warm_for(session, settings, settings.model):
-            raise RuntimeError(f"no live, warm worker serves the default model {settings.model}")
+def _warm_worker(database: Database, settings: Settings) -> str:
+    """"ok" once a live worker serving the default model has loaded it; "warming" before
+    (none announced yet, or still loading); "down" if the announcements are unreadable."""
+    try:
+        with database.session() as session:
+            return "ok" if warm_for(session, settings, settings.model) else "warming"
+    except Exception as exc:
+        logger.warning("readiness: the workers' announcements are unreadable: %s", exc)
+        return "down"
 
 
 @router.get("/metrics", response_class=Response,

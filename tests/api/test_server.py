@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import httpx
@@ -171,3 +173,41 @@ def test_a_term_signal_stops_the_server_and_its_idle_worker_within_seconds(tmp_p
     assert "did not stop" not in log and "embedded worker stopped" in log
     for worker in workers:  # every one of them (the default starts one per core)
         assert subprocess.run(["ps", "-p", worker], capture_output=True).returncode == 1
+
+
+def test_ready_waits_for_a_worker_that_has_loaded_the_default_model(tmp_path,
+                                                                    tiny_sd) -> None:
+    """Warm start: the embedded workers load the default model before their first job, and
+    /ready answers 503 with the worker "warming" until one has."""
+    from tests.api.conftest import env_for, free_port, stop
+    from workers.db import Database
+    from workers.db import presence as presence_store
+    from workers.settings import Settings
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", f"from api.cli import serve; serve(port={port})"],
+        env=env_for(tmp_path, SPEC2FRACTAL_MODEL=str(tiny_sd)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen = set()
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, seen
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1)
+            except httpx.TransportError:
+                time.sleep(0.1)
+                continue
+            if ready.status_code == 200:
+                break
+            assert ready.status_code == 503
+            seen.add(ready.json()["checks"].get("worker"))
+            time.sleep(0.05)
+        assert seen <= {"warming"}, seen  # never "down" while it loads
+        database = Database(Settings(data_dir=tmp_path).resolved_database_url)
+        with database.session() as session:
+            live = presence_store.live_workers(session, 30)
+        assert any(worker.warm and str(tiny_sd) in worker.loaded for worker in live), live
+    finally:
+        stop(server)
