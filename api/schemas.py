@@ -348,8 +348,9 @@ class ModelInfo(BaseModel):
     speed: dict[str, Any] | None = Field(
         default=None, description="The workers' speed options and memory mode for this "
         "diffusion model (`dtype`, `compile`, `channels_last`, `fuse_qkv`, `vae`, "
-        "`step_cache`, `offload`, `warmup`), as configured (docs/deploy.md); null for the "
-        "built-in engine. Each image's record says how it was rendered.")
+        "`step_cache` with its threshold or interval, `offload`, `warmup`), as configured "
+        "(docs/deploy.md); null for the built-in engine. Each image's record says how it "
+        "was rendered.")
 
 
 class ModelList(BaseModel):
