@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fractal import InvalidRequestError, Spec2Fractal, read_record
+from fractal import InvalidRequestError, Spec2Fractal, image_to_data_url, read_record
 from fractal.backends.deepcache import DeepCache
 from fractal.backends.speed import SpeedOptions, apply_speed, describe, step_cache_of
 
@@ -204,6 +204,18 @@ def test_tiled_refine_bypasses_the_cache(tiny_sd: Path) -> None:
     with counting(model) as seen:  # and the cache still works on the next plain render
         render(model)
     assert seen["mid_block"] == [0, 3, 6]
+
+
+def test_a_one_tile_refine_uses_the_cache(cached: Spec2Fractal) -> None:
+    # An upscale runs the tile loop even as one tile (64 px, the default tile): one UNet
+    # call per step, so the cache applies.
+    source = Image.new("RGB", (24, 32), (200, 60, 30))
+    with counting(cached) as seen:
+        image = cached.generate({"input_type": "upscale", "image": image_to_data_url(source),
+                                 "scale": 2, "steps": 10, "strength": 0.6, "seed": 2})[0]
+    (entry,) = read_record(image).passes
+    assert (entry["kind"], entry["tiles"], entry["steps"]) == ("upscale", 1, 6)
+    assert seen["mid_block"] == [0, 3] and seen["up_blocks[1]"] == list(range(6))
 
 
 def test_image_to_image_with_the_cache(cached: Spec2Fractal, sd_model: Spec2Fractal) -> None:

@@ -135,9 +135,9 @@ def refine(pipeline: Any, images: list[Image.Image], *, prompts: list[str],
 
     # 4. Denoise: each step, every tile's prediction, blended; one scheduler step. A deep
     # cache (fractal.backends.deepcache) counts UNet calls as steps, which per-tile calls are
-    # not: every call runs in full here.
+    # not: with tiles, every call runs in full; with one, it is a step and the cache applies.
     done = 0
-    with step_cache(pipeline, bypass=True):
+    with step_cache(pipeline, bypass=len(grid) > 1):
         for index, timestep in enumerate(timesteps):
             model_input = scheduler.scale_model_input(latents, timestep)
 
