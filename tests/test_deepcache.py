@@ -229,6 +229,30 @@ def test_image_to_image_with_the_cache(cached: Spec2Fractal, sd_model: Spec2Frac
     assert difference.max() > 0 and difference.mean() <= MEAN_TOLERANCE
 
 
+def test_inpainting_with_the_cache(cached: Spec2Fractal) -> None:
+    # diffusers' inpainting pipeline over the same UNet: cached, and outside the mask the
+    # input is still kept exactly (the library pastes it back).
+    source = Image.new("RGB", (64, 64), (30, 120, 200))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    with counting(cached) as seen:
+        image = cached.generate_from_image(source, "a red house", mask=mask, mask_blur=0,
+                                           strength=1.0, steps=8, seed=3)
+    assert seen["mid_block"] == [0, 3, 6]
+    assert np.array_equal(pixels(image)[:8], pixels(source)[:8])
+
+
+def test_sdxl_with_the_cache(tiny_sdxl: Path) -> None:
+    # SDXL's size conditioning and pooled embeddings ride on the time embedding, which the
+    # UNet's own forward computes every call: the tiny SDXL UNet's deep blocks are skipped
+    # as SD's are.
+    model = Spec2Fractal(str(tiny_sdxl), speed=DEEP)
+    with counting(model) as seen:
+        image = model.generate_from_text(**FAST)
+    assert seen["mid_block"] == [0, 3, 6] and seen["up_blocks[1]"] == list(range(8))
+    assert image.size == (64, 64) and read_record(image).speed["step_cache"] == "deep"
+
+
 def test_controlnet_with_the_cache(tiny_sd: Path, tiny_adapters: dict[str, Path],
                                    adapted_sd: Spec2Fractal) -> None:
     # The ControlNet runs every step; its residuals reach the fresh shallow skips on reused
