@@ -360,11 +360,12 @@ class ModelInfo(BaseModel):
     speed: dict[str, Any] | None = Field(
         default=None, description="The workers' speed options and memory mode for this "
         "diffusion model (`dtype`, `compile`, `channels_last`, `fuse_qkv`, `vae`, "
-        "`step_cache`, `offload`, `warmup`), as configured (docs/deploy.md); null for the "
-        "built-in engine. Each image's record says how it was rendered.")
+        "`step_cache` with its threshold or interval, `offload`, `warmup`), as configured "
+        "(docs/deploy.md); null for the built-in engine. Each image's record says how it "
+        "was rendered.")
     workers: list[ModelWorker] = Field(
         default_factory=list, description="The live workers that serve it (with a broker, "
-        "none: POST /generate answers 503). In the embedded mode, its one worker.")
+        "none: POST /generate answers 503). In the embedded mode, its workers.")
     queued: int = Field(default=0, description="Its jobs waiting for a worker.")
 
 

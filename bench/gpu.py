@@ -8,8 +8,9 @@ text encoders run on random token ids, and the pipeline takes their embeddings; 
 encoding is timed as part of end to end.
 
 Options, each alone and all together against the plain pipeline (the same calls
-fractal/backends/speed.py makes; this file imports nothing of the project so that a GPU
-machine with only torch, diffusers and transformers runs it):
+fractal/backends/speed.py makes; this file imports nothing of the project package so that a
+GPU machine with only torch, diffusers and transformers runs it: the deep cache's module,
+which needs only those, is loaded by its path):
 
 * ``channels_last``: UNet and VAE in NHWC;
 * ``fuse_qkv``: ``pipeline.fuse_qkv_projections()``;
@@ -19,26 +20,34 @@ machine with only torch, diffusers and transformers runs it):
 * ``vae_fp16`` (SDXL): the VAE decodes in fp16, as the fp16-fix VAE lets it, instead of
   upcasting to fp32 (``force_upcast``);
 * ``offload_model`` / ``offload_sequential``: diffusers' CPU offload (memory for time);
+* ``deep_cache``: DeepCache (fractal/backends/deepcache.py) at ``--deep-interval`` (3 by
+  default): the UNet's deep blocks run every that many steps. It changes the pictures (the
+  others do not, within rounding), so ``all`` leaves it out;
 * ``all``: channels_last + fuse_qkv + compile (+ vae_fp16 on SDXL).
 
-The step cache (First Block Cache) is for transformer models only: SD 1.5 and SDXL are
-UNets, so it is not measured here (said in the output).
+First Block Cache is for transformer models only: SD 1.5 and SDXL are UNets, so it is not
+measured here (said in the output).
 
 Run: python bench/gpu.py [--models sd15,sdxl] [--sizes 512,1024] [--batches 1,4]
-[--options plain,channels_last,...] [--steps 30] [--json out.json]; ``--tiny``: tiny
+[--options plain,channels_last,...] [--steps 30] [--deep-interval 3] [--json out.json];
+``--tiny``: tiny
 configs on the CPU, two steps (what the test runs).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
+import importlib.util
 import itertools
 import json
 import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -52,7 +61,8 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 OPTIONS = ("plain", "channels_last", "fuse_qkv", "compile", "vae_fp16", "offload_model",
-           "offload_sequential", "all")
+           "offload_sequential", "deep_cache", "all")
+DEEPCACHE = Path(__file__).resolve().parents[1] / "fractal" / "backends" / "deepcache.py"
 
 # --- published configs (diffusers' model folders of the two models) ------------------------
 SD15_UNET = dict(
@@ -171,7 +181,17 @@ def encode(pipeline: Any, model: str, batch: int, device: torch.device) -> dict[
             "negative_pooled_prompt_embeds": torch.zeros_like(pooled)}
 
 
-def apply(pipeline: Any, option: str, model: str, device: torch.device, backend: str) -> None:
+@functools.cache
+def deepcache() -> ModuleType:
+    """fractal/backends/deepcache.py by its path: it imports only torch and diffusers."""
+    spec = importlib.util.spec_from_file_location("deepcache", DEEPCACHE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def apply(pipeline: Any, option: str, model: str, device: torch.device, backend: str,
+          interval: int = 3) -> None:
     parts = {"all": ["channels_last", "fuse_qkv", "compile"] + (["vae_fp16"] * (model == "sdxl"))
              }.get(option, [option])
     for part in parts:
@@ -183,6 +203,8 @@ def apply(pipeline: Any, option: str, model: str, device: torch.device, backend:
         elif part == "compile":
             pipeline.unet.compile_repeated_blocks(backend=backend)
             pipeline.vae.decoder.compile(backend=backend)
+        elif part == "deep_cache":
+            deepcache().DeepCache.apply(pipeline.unet, interval)
         elif part == "vae_fp16":
             pipeline.vae.register_to_config(force_upcast=False)
         elif part in ("offload_model", "offload_sequential"):
@@ -213,8 +235,9 @@ def render(pipeline: Any, model: str, size: int, batch: int, steps: int,
     arguments = encode(pipeline, model, batch, device)
     _sync(device)
     marks.append(time.perf_counter())
-    pipeline(**arguments, width=size, height=size, num_inference_steps=steps,
-             guidance_scale=7.0, output_type="pil", callback_on_step_end=on_step)
+    with deepcache().step_cache(pipeline):  # fresh per render; nothing without one
+        pipeline(**arguments, width=size, height=size, num_inference_steps=steps,
+                 guidance_scale=7.0, output_type="pil", callback_on_step_end=on_step)
     _sync(device)
     end = time.perf_counter()
     return end - start, [b - a for a, b in itertools.pairwise(marks)]
@@ -235,7 +258,7 @@ def measure(model: str, option: str, size: int, batch: int, args: argparse.Names
         torch.cuda.empty_cache()
     pipeline = build(model, args.tiny, device, dtype)
     try:
-        apply(pipeline, option, model, device, args.compile_backend)
+        apply(pipeline, option, model, device, args.compile_backend, args.deep_interval)
         render(pipeline, model, size, batch, 2, device)  # warm-up (and compile), untimed
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -275,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default=None, help="float16 (GPU default), bfloat16, float32")
     parser.add_argument("--compile-backend", default=None,
                         help="torch.compile backend (default inductor; tiny: eager)")
+    parser.add_argument("--deep-interval", type=int, default=3,
+                        help="deep_cache: the deep blocks run every this many steps (2-10)")
     parser.add_argument("--json", default="bench-gpu.json", help="where the rows go")
     args = parser.parse_args(argv)
     args.sizes = args.sizes or ("64" if args.tiny else "512,1024")
@@ -287,8 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     if not cuda:
         said.append("no CUDA device (or --tiny): CPU rows only, no peak GPU memory, "
                     "offload rows skipped")
-    said.append("step cache not measured: SD 1.5 and SDXL are UNets (First Block Cache is "
-                "for transformer models)")
+    said.append("First Block Cache not measured: SD 1.5 and SDXL are UNets (it is for "
+                "transformer models); their step cache is deep_cache")
+    said.append(f"deep_cache at interval {args.deep_interval}: its pictures differ from the "
+                "plain ones by design (docs/deploy.md: the quality cost); its s/step is a "
+                "median, mostly reused steps': compare end to end")
+    if not 2 <= args.deep_interval <= 10:
+        parser.error("--deep-interval must be from 2 to 10")
     options = [o for o in args.options.split(",") if o]
     unknown = set(options) - set(OPTIONS)
     if unknown:

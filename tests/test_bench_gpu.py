@@ -20,7 +20,7 @@ def test_bench_gpu_tiny_runs_every_option(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     rows = {(row["model"], row["option"]): row for row in data["rows"]}
     for model in ("sd15", "sdxl"):
-        for option in ("plain", "channels_last", "fuse_qkv", "compile", "all"):
+        for option in ("plain", "channels_last", "fuse_qkv", "compile", "deep_cache", "all"):
             row = rows[(model, option)]
             assert row["note"] is None, row
             assert row["end_to_end_s"] > 0 and row["step_s"] > 0

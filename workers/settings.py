@@ -146,13 +146,21 @@ class Settings(BaseSettings):
                                                       "then refused).")
     vae: str | None = Field(default=None, description="A VAE folder or hub id replacing the "
                                                       "model's (e.g. SDXL's fp16-fix VAE).")
-    step_cache: Literal["none", "first_block"] = Field(
-        default="none", description="First Block Cache on transformer models (FLUX, SD3): "
-                                    "faster, at a quality cost. Refused by UNet models.")
+    step_cache: Literal["none", "first_block", "deep", "auto"] = Field(
+        default="none", description="A step cache, faster at a quality cost: `first_block` "
+                                    "(First Block Cache) on transformer models (FLUX, SD3), "
+                                    "`deep` (DeepCache) on UNet models (SD 1.x/2.x, SDXL), "
+                                    "`auto` whichever the model takes. A model refuses the "
+                                    "other kind at load.")
     step_cache_threshold: float = Field(default=0.05, gt=0.0, le=1.0,
                                         description="First Block Cache's threshold: higher "
                                                     "is faster and further from the plain "
                                                     "render.")
+    step_cache_interval: int = Field(default=3, ge=2, le=10,
+                                     description="DeepCache's interval: the UNet's deep blocks "
+                                                 "run every this many steps, reused between; "
+                                                 "higher is faster and further from the "
+                                                 "plain render.")
     offload: Literal["none", "model", "sequential", "auto"] = Field(
         default="none", description="Weights kept in RAM and moved to the GPU per component "
                                     "(model) or per layer (sequential); auto chooses from "
@@ -367,7 +375,8 @@ class Settings(BaseSettings):
         API import no torch)."""
         return {"compile": self.compile, "channels_last": self.channels_last,
                 "fuse_qkv": self.fuse_qkv, "vae": self.vae, "step_cache": self.step_cache,
-                "step_cache_threshold": self.step_cache_threshold, "offload": self.offload,
+                "step_cache_threshold": self.step_cache_threshold,
+                "step_cache_interval": self.step_cache_interval, "offload": self.offload,
                 "warmup": self.warmup_sizes}
 
     @property

@@ -16,6 +16,7 @@ from PIL import Image
 
 from fractal.adapters import FamilyAdapters, family_of
 from fractal.backends.base import PREVIEW_SIDE, StepCallback
+from fractal.backends.deepcache import step_cache
 from fractal.backends.inpaint import Inpainting
 from fractal.backends.lora import LoraAdapters
 from fractal.backends.model_adapters import ModelAdapters
@@ -138,7 +139,7 @@ class DiffusionBackend:
         warm_up(self.text_pipeline, options.warmup, self.defaults.guidance)
         if self.compiler is not None:
             self.compiler.mark_warm()  # from here on, a compiled graph is a recompilation
-        self.speed = describe(options, self.offload, dtype)
+        self.speed = describe(options, self.offload, dtype, self.text_pipeline)
 
     def capabilities(self) -> dict[str, Any]:
         return {**self._adapters.capabilities(), "loras": self.lora_adapters.supported}
@@ -343,19 +344,21 @@ class DiffusionBackend:
                 arguments = {"prompts": prompts, "negatives": negatives if any(negatives)
                              else None, "generators": generators, "guidance": first.guidance}
                 embeds = self._adapters.image_embeds(self.text_pipeline, first, len(prompts))
-                if step.grid is not None:
-                    logger.info("%s pass %dx%d in %d tiles", step.kind, step.width, step.height,
-                                len(step.grid))
-                    images = refine(self.image_pipeline, images, total=step.total,
-                                    run=step.steps, grid=step.grid, vae_tile=step.vae_tile,
-                                    on_tile=report, image_embeds=embeds,
-                                    control=self._adapters.tiled_control(
-                                        self.image_pipeline, first, step.width, step.height),
-                                    **arguments)
-                else:
-                    images = self._pipeline_pass(step, images, report, plan=first,
-                                                 image_embeds=embeds, masks=masks,
-                                                 **arguments)
+                # A deep cache starts fresh each pass (refine() bypasses it: a call per tile).
+                with step_cache(self.text_pipeline):
+                    if step.grid is not None:
+                        logger.info("%s pass %dx%d in %d tiles", step.kind, step.width,
+                                    step.height, len(step.grid))
+                        images = refine(self.image_pipeline, images, total=step.total,
+                                        run=step.steps, grid=step.grid, vae_tile=step.vae_tile,
+                                        on_tile=report, image_embeds=embeds,
+                                        control=self._adapters.tiled_control(
+                                            self.image_pipeline, first, step.width,
+                                            step.height), **arguments)
+                    else:
+                        images = self._pipeline_pass(step, images, report, plan=first,
+                                                     image_embeds=embeds, masks=masks,
+                                                     **arguments)
         size = (first.width, first.height)
         images = [image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
                   for image in images]

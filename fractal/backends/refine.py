@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image
 
+from fractal.backends.deepcache import step_cache
 from fractal.backends.tiling import Tile, TileGrid
 from fractal.backends.vae_tiles import decode, encode
 
@@ -132,26 +133,29 @@ def refine(pipeline: Any, images: list[Image.Image], *, prompts: list[str],
             prediction = unconditional + guidance * (conditional - unconditional)
         return prediction
 
-    # 4. Denoise: each step, every tile's prediction, blended; one scheduler step.
+    # 4. Denoise: each step, every tile's prediction, blended; one scheduler step. A deep
+    # cache (fractal.backends.deepcache) counts UNet calls as steps, which per-tile calls are
+    # not: with tiles, every call runs in full; with one, it is a step and the cache applies.
     done = 0
-    for index, timestep in enumerate(timesteps):
-        model_input = scheduler.scale_model_input(latents, timestep)
+    with step_cache(pipeline, bypass=len(grid) > 1):
+        for index, timestep in enumerate(timesteps):
+            model_input = scheduler.scale_model_input(latents, timestep)
 
-        def one_tile(tile: Tile, timestep: torch.Tensor = timestep,
-                     model_input: torch.Tensor = model_input, index: int = index
-                     ) -> torch.Tensor:
-            nonlocal done
-            prediction = denoise(model_input, timestep, tile, index)
-            done += 1
-            if tile is not grid.tiles[-1]:
-                on_tile(done, None)  # may raise GenerationCancelled: stops between tiles
-            return prediction
+            def one_tile(tile: Tile, timestep: torch.Tensor = timestep,
+                         model_input: torch.Tensor = model_input, index: int = index
+                         ) -> torch.Tensor:
+                nonlocal done
+                prediction = denoise(model_input, timestep, tile, index)
+                done += 1
+                if tile is not grid.tiles[-1]:
+                    on_tile(done, None)  # may raise GenerationCancelled: between tiles
+                return prediction
 
-        prediction = grid.blend(one_tile).to(dtype)
-        del one_tile, model_input  # free the scaled input before the step makes more
-        latents = scheduler.step(prediction, timestep, latents, **extra,
-                                 return_dict=False)[0]
-        on_tile(done, latents)
+            prediction = grid.blend(one_tile).to(dtype)
+            del one_tile, model_input  # free the scaled input before the step makes more
+            latents = scheduler.step(prediction, timestep, latents, **extra,
+                                     return_dict=False)[0]
+            on_tile(done, latents)
 
     # 5. Decode, one image at a time.
     return decode(pipeline, latents, vae_tile)

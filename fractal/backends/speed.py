@@ -14,7 +14,9 @@ Each option is one of diffusers' or torch's public switches, applied once at loa
 * ``vae``: another VAE (folder or hub id), e.g. SDXL's fp16-fix VAE, which need not upcast.
 * ``step_cache``: ``"first_block"``, diffusers' First Block Cache (transformers only: it
   reuses the rest of the network's residual while the first block's output barely changes;
-  ``step_cache_threshold`` trades quality for speed, see docs/deploy.md).
+  ``step_cache_threshold`` trades quality for speed); ``"deep"``, DeepCache (UNets only:
+  fractal.backends.deepcache; the deep blocks run every ``step_cache_interval`` steps);
+  ``"auto"``, whichever of the two the model takes. Both change the pictures: docs/deploy.md.
 * ``offload``: ``"none"``, ``"model"`` (a whole component on the GPU at a time),
   ``"sequential"`` (one layer at a time: slowest, least memory) or ``"auto"`` (from the
   device's free memory against the weights). On a CPU there is nothing to offload to:
@@ -32,24 +34,25 @@ from typing import Any
 
 import torch
 
+from fractal.backends.deepcache import INTERVALS, DeepCache, step_cache
 from fractal.errors import InvalidRequestError, ModelLoadError
 from fractal.naming import looks_like_path
 
 __all__ = ["OFFLOAD_MODES", "STEP_CACHES", "CompileCounter", "SpeedOptions", "apply_speed",
            "choose_offload", "describe", "load_vae", "place", "resident_weight_bytes",
-           "warm_up"]
+           "step_cache_of", "warm_up"]
 
 logger = logging.getLogger(__name__)
 
 OFFLOAD_MODES = ("none", "model", "sequential", "auto")
-STEP_CACHES = ("first_block",)
+STEP_CACHES = ("first_block", "deep", "auto")
 # "auto" keeps the whole pipeline on the GPU when its weights take at most this share of
 # the free memory (the rest is the renders' activations), else offloads whole components
 # when the largest one fits in that share, else layer by layer.
 AUTO_SHARE = 0.6
 MAX_WARMUP_SIDE = 8192
 _KEYS = ("compile", "channels_last", "fuse_qkv", "vae", "step_cache", "step_cache_threshold",
-         "offload", "warmup")
+         "step_cache_interval", "offload", "warmup")
 
 
 def _flag(name: str, value: Any) -> bool:
@@ -66,6 +69,7 @@ class SpeedOptions:
     vae: str | None = None
     step_cache: str | None = None
     step_cache_threshold: float = 0.05  # diffusers' default for First Block Cache
+    step_cache_interval: int = 3  # DeepCache: the deep blocks run every this many steps
     offload: str = "none"
     warmup: tuple[tuple[int, int], ...] = field(default=())
 
@@ -106,6 +110,12 @@ class SpeedOptions:
                 or not math.isfinite(threshold) or not 0 < threshold <= 1:
             raise InvalidRequestError("step_cache_threshold", threshold,
                                       "must be a number above 0 and at most 1")
+        interval = value.get("step_cache_interval", 3)
+        if isinstance(interval, bool) or not isinstance(interval, int) \
+                or interval not in INTERVALS:
+            raise InvalidRequestError("step_cache_interval", interval,
+                                      f"must be a whole number from {INTERVALS.start} to "
+                                      f"{INTERVALS.stop - 1}")
         offload = value.get("offload", "none")
         if offload not in OFFLOAD_MODES:
             raise InvalidRequestError("offload", offload,
@@ -114,7 +124,8 @@ class SpeedOptions:
                    channels_last=_flag("channels_last", value.get("channels_last", False)),
                    fuse_qkv=_flag("fuse_qkv", value.get("fuse_qkv", False)),
                    vae=str(vae).strip() if vae is not None else None, step_cache=step_cache,
-                   step_cache_threshold=float(threshold), offload=offload,
+                   step_cache_threshold=float(threshold), step_cache_interval=interval,
+                   offload=offload,
                    warmup=_sizes(value.get("warmup", ())))
 
     @property
@@ -256,14 +267,7 @@ def apply_speed(pipeline: Any, options: SpeedOptions, name: str) -> CompileCount
             raise InvalidRequestError("fuse_qkv", True,
                                       f"is not supported by model {name!r}: {exc}") from None
     if options.step_cache is not None:
-        if not hasattr(denoiser, "enable_cache"):
-            raise InvalidRequestError(
-                "step_cache", options.step_cache,
-                f"is not supported by model {name!r} (diffusers caches transformer blocks "
-                "only, not UNets)")
-        from diffusers.hooks import FirstBlockCacheConfig
-
-        denoiser.enable_cache(FirstBlockCacheConfig(threshold=options.step_cache_threshold))
+        _apply_step_cache(pipeline, denoiser, options, name)
     if options.compile is None:
         return None
     counter = CompileCounter(options.compile)
@@ -277,20 +281,70 @@ def apply_speed(pipeline: Any, options: SpeedOptions, name: str) -> CompileCount
     return counter
 
 
-def describe(options: SpeedOptions, offload: str, dtype: torch.dtype) -> dict[str, Any]:
-    """The options as GET /models and each image's record show them."""
+def _apply_step_cache(pipeline: Any, denoiser: Any, options: SpeedOptions, name: str) -> None:
+    """First Block Cache on a transformer, DeepCache on a UNet; ``auto``: whichever the
+    model takes (none, logged, when it takes neither)."""
+    from diffusers import UNet2DConditionModel
+
+    kind = options.step_cache
+    unet = getattr(pipeline, "unet", None)
+    if kind == "auto":
+        kind = "deep" if isinstance(unet, UNet2DConditionModel) else \
+            "first_block" if hasattr(denoiser, "enable_cache") else None
+        logger.info("step_cache=auto chose %s for %s", kind or "none", name)
+    if kind == "deep":
+        try:
+            DeepCache.apply(unet if unet is not None else denoiser,
+                            options.step_cache_interval)
+        except ValueError as exc:
+            if options.step_cache == "auto":  # takes neither: none
+                logger.info("step_cache=auto: none for %s (%s)", name, exc)
+                return
+            raise InvalidRequestError(
+                "step_cache", options.step_cache, f"is not supported by model {name!r} "
+                f"(DeepCache is for UNets; transformers take first_block): {exc}") from None
+    elif kind == "first_block":
+        if not hasattr(denoiser, "enable_cache"):
+            raise InvalidRequestError(
+                "step_cache", options.step_cache,
+                f"is not supported by model {name!r} (First Block Cache is for "
+                "transformers; UNets take step_cache=deep)")
+        from diffusers.hooks import FirstBlockCacheConfig
+
+        denoiser.enable_cache(FirstBlockCacheConfig(threshold=options.step_cache_threshold))
+
+
+def step_cache_of(pipeline: Any) -> str | None:
+    """The step cache a pipeline's denoiser runs with: "deep", "first_block" or None."""
+    if DeepCache.of(getattr(pipeline, "unet", None)) is not None:
+        return "deep"
+    return "first_block" if getattr(getattr(pipeline, "transformer", None),
+                                    "is_cache_enabled", False) else None
+
+
+def describe(options: SpeedOptions, offload: str, dtype: torch.dtype,
+             pipeline: Any = None) -> dict[str, Any]:
+    """The options as GET /models and each image's record show them; with step_cache
+    "auto", the cache it chose for ``pipeline`` after an arrow."""
+    cache = step_cache = options.step_cache
+    if cache == "auto":
+        step_cache = step_cache_of(pipeline)
+        cache = f"auto -> {step_cache or 'none'}"
     return {"dtype": str(dtype).removeprefix("torch."), "compile": options.compile,
             "channels_last": options.channels_last, "fuse_qkv": options.fuse_qkv,
-            "vae": options.vae, "step_cache": options.step_cache,
-            "step_cache_threshold": options.step_cache_threshold if options.step_cache else None,
+            "vae": options.vae, "step_cache": cache,
+            "step_cache_threshold": options.step_cache_threshold
+            if step_cache == "first_block" else None,
+            "step_cache_interval": options.step_cache_interval if step_cache == "deep" else None,
             "offload": offload if offload == options.offload else f"{options.offload} -> {offload}",
             "warmup": [list(size) for size in options.warmup]}
 
 
 def warm_up(pipeline: Any, sizes: tuple[tuple[int, int], ...], guidance: float) -> None:
-    """A two-step render at each size, so the first request does not pay the compile."""
+    """A two-step render at each size, so the first request does not pay the compile (with a
+    deep cache: one full step and one reused, each path compiled; the cache is fresh after)."""
     for width, height in sizes:
         logger.info("warm-up render at %dx%d", width, height)
-        with torch.inference_mode():
+        with torch.inference_mode(), step_cache(pipeline):
             pipeline(prompt="warm-up", width=width, height=height, num_inference_steps=2,
                      guidance_scale=guidance, output_type="pil")

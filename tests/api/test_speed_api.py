@@ -24,17 +24,18 @@ def test_models_show_the_speed_options_of_diffusion_models(tmp_path: Path,
     speed = listed[tiny_sd.name]["speed"]
     assert speed == {"dtype": "bfloat16", "compile": "inductor", "channels_last": True,
                      "fuse_qkv": False, "vae": None, "step_cache": "none",
-                     "step_cache_threshold": 0.05, "offload": "auto",
+                     "step_cache_threshold": 0.05, "step_cache_interval": 3, "offload": "auto",
                      "warmup": [[64, 64], [96, 64]]}
     assert listed["fractal"]["speed"] is None  # the engine has none of these
 
 
 @pytest.mark.parametrize(("setting", "value"), [
-    ("offload", "gpu"), ("offload", ["auto"]), ("step_cache", "deep"),
+    ("offload", "gpu"), ("offload", ["auto"]), ("step_cache", "middle"),
     ("step_cache_threshold", math.nan), ("step_cache_threshold", math.inf),
     ("step_cache_threshold", 0), ("warmup_sizes", "64xbig"), ("warmup_sizes", "[[64, \"a\"]]"),
     ("channels_last", "maybe"), ("fuse_qkv", [1]), ("dtype", "int8"), ("dtype", "\ud800"),
-    ("compile", 3),
+    ("compile", 3), ("step_cache_interval", 1), ("step_cache_interval", 11),
+    ("step_cache_interval", True), ("step_cache_interval", "2.5"),
 ])
 def test_bad_speed_settings_name_the_setting(tmp_path: Path, setting: str, value: object) -> None:
     with pytest.raises(ValidationError, match=setting):
@@ -51,13 +52,17 @@ def test_a_worker_applies_its_speed_settings(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("SPEC2FRACTAL_CHANNELS_LAST", "true")
     monkeypatch.setenv("SPEC2FRACTAL_OFFLOAD", "model")
     monkeypatch.setenv("SPEC2FRACTAL_WARMUP_SIZES", "64x64")
+    monkeypatch.setenv("SPEC2FRACTAL_STEP_CACHE", "deep")
+    monkeypatch.setenv("SPEC2FRACTAL_STEP_CACHE_INTERVAL", "2")
     model = ModelCache(1, options=Settings().model_options).get(str(tiny_sd))
     assert model.backend.compiler.graphs > 0  # compiled at load, by the warm-up
-    image = model.generate_from_text("a boat", steps=2, seed=1, width=64, height=64)
+    image = model.generate_from_text("a boat", steps=4, seed=1, width=64, height=64)
+    # The warm-up compiled both of the deep cache's paths: full steps and reused ones.
     assert model.backend.compiler.after_warmup == 0
     speed = read_record(image).speed
     assert (speed["compile"], speed["channels_last"], speed["offload"]) == \
         ("eager", True, "model -> none (cpu)")
+    assert (speed["step_cache"], speed["step_cache_interval"]) == ("deep", 2)
 
 
 def test_recompilations_reach_the_metrics_and_the_models_list(tmp_path: Path,
