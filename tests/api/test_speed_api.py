@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
@@ -73,6 +74,10 @@ def test_recompilations_reach_the_metrics_and_the_models_list(tmp_path: Path,
     from workers.model_cache import ModelCache
     from workers.presence import Presence
 
+    # Dynamo remembers per code object, process-wide, which sizes it saw: after other tests
+    # compiled these blocks at other sizes it would compile them size-generic from the start.
+    # A worker's process starts afresh; so does this test.
+    torch.compiler.reset()
     settings = Settings(data_dir=tmp_path, models=[str(tiny_sd)], compile="eager",
                         warmup_sizes="64x64")
     database = Database(settings.resolved_database_url)
