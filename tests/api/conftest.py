@@ -9,9 +9,12 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -21,6 +24,26 @@ from workers.settings import Settings
 
 WORKER_READY_SECONDS = 30
 UNLOADABLE_MODEL = "/no/such/model"
+
+
+def wait_ready(base: str, server: subprocess.Popen, *,  # type: ignore[type-arg]
+               timeout: float = WORKER_READY_SECONDS) -> list[dict[str, Any]]:
+    """Poll ``base``/ready until it answers 200; the 503 bodies seen meanwhile. Fails at once
+    if ``server`` exits, and after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    waits: list[dict[str, Any]] = []
+    while True:
+        assert server.poll() is None, f"the server exited with code {server.poll()}"
+        assert time.monotonic() < deadline, f"not ready after {timeout} s: {waits[-1:]}"
+        try:
+            response = httpx.get(base + "/ready", timeout=1)
+        except httpx.TransportError:
+            response = None
+        if response is not None and response.status_code == 200:
+            return waits
+        if response is not None:
+            waits.append(response.json())
+        time.sleep(0.05)
 
 
 def free_port() -> int:

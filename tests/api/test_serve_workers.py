@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import WORKER_READY_SECONDS, env_for, free_port, stop
+from tests.api.conftest import env_for, free_port, stop, wait_ready
 from tests.api.helpers import README_BODY, wait_status
 from workers.cpu_share import worker_count, worker_threads
 from workers.settings import Settings
@@ -37,15 +37,7 @@ def served_with_workers(data_dir: Path, workers: int) -> Iterator[tuple[str, int
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + WORKER_READY_SECONDS
-        while True:
-            try:
-                if httpx.get(base + "/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_ready(base, server)
         yield base, server.pid
     finally:
         stop(server)

@@ -116,7 +116,7 @@ def test_a_crashed_embedded_worker_is_restarted_and_its_job_finishes(tmp_path) -
     import subprocess
     import sys
 
-    from tests.api.conftest import WORKER_READY_SECONDS, env_for, free_port, stop
+    from tests.api.conftest import env_for, free_port, stop, wait_ready
 
     port = free_port()
     server = subprocess.Popen([sys.executable, "-c",
@@ -125,15 +125,7 @@ def test_a_crashed_embedded_worker_is_restarted_and_its_job_finishes(tmp_path) -
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + WORKER_READY_SECONDS
-        while True:
-            try:
-                if httpx.get(base + "/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_ready(base, server)
         job = httpx.post(base + "/generate", headers={"Prefer": "respond-async"}, timeout=10,
                          json={**SLOW, "n": 4}).json()
         while httpx.get(f"{base}/jobs/{job['id']}", timeout=5).json()["status"] != "running":
@@ -179,7 +171,7 @@ def test_ready_waits_for_a_worker_that_has_loaded_the_default_model(tmp_path,
                                                                     tiny_sd) -> None:
     """Warm start: the embedded workers load the default model before their first job, and
     /ready answers 503 with the worker "warming" until one has."""
-    from tests.api.conftest import env_for, free_port, stop
+    from tests.api.conftest import env_for, free_port, stop, wait_ready
     from workers.db import Database
     from workers.db import presence as presence_store
     from workers.settings import Settings
@@ -189,22 +181,10 @@ def test_ready_waits_for_a_worker_that_has_loaded_the_default_model(tmp_path,
         [sys.executable, "-c", f"from api.cli import serve; serve(port={port})"],
         env=env_for(tmp_path, SPEC2FRACTAL_MODEL=str(tiny_sd)),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seen = set()
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None and time.monotonic() < deadline, seen
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1)
-            except httpx.TransportError:
-                time.sleep(0.1)
-                continue
-            if ready.status_code == 200:
-                break
-            assert ready.status_code == 503
-            seen.add(ready.json()["checks"].get("worker"))
-            time.sleep(0.05)
-        assert seen <= {"warming"}, seen  # never "down" while it loads
+        waits = wait_ready(f"http://127.0.0.1:{port}", server, timeout=120)
+        seen = {wait["checks"].get("worker") for wait in waits}
+        assert seen <= {"warming"}, waits  # never "down" while it loads
         database = Database(Settings(data_dir=tmp_path).resolved_database_url)
         with database.session() as session:
             live = presence_store.live_workers(session, 30)
