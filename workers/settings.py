@@ -148,7 +148,8 @@ class Settings(BaseSettings):
                                                       "model's (e.g. SDXL's fp16-fix VAE).")
     step_cache: Literal["none", "first_block", "deep", "auto"] = Field(
         default="none", description="A step cache, faster at a quality cost: `first_block` "
-                                    "(First Block Cache) on transformer models (FLUX, SD3), "
+                                    "(First Block Cache) on transformer models that take it "
+                                    "(FLUX; not SD3 in diffusers 0.42), "
                                     "`deep` (DeepCache) on UNet models (SD 1.x/2.x, SDXL), "
                                     "`auto` whichever the model takes. A model refuses the "
                                     "other kind at load.")
