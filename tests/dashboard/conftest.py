@@ -53,7 +53,9 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     """``spec2fractal serve`` on a free loopback port, keys required, one key made."""
     data_dir = tmp_path_factory.mktemp("dashboard")
     key = make_key(Settings(data_dir=data_dir), "dashboard")
-    with serving(data_dir, SPEC2FRACTAL_AUTH="required",
+    # One worker: the cancel test needs a job that waits behind a running one (serve's
+    # default on a CPU machine is a worker per core).
+    with serving(data_dir, SPEC2FRACTAL_AUTH="required", SPEC2FRACTAL_EMBEDDED_WORKERS="1",
                  SPEC2FRACTAL_MAX_JOBS_PER_KEY=str(MAX_JOBS_PER_KEY)) as api:
         yield Dashboard(base=api.url, key=key, data_dir=data_dir)
 
