@@ -4,6 +4,8 @@
 
 const KEY_NAME = "spec2fractal.apiKey";
 const errorListeners = new Set();
+// The key each response's request carried, so a refusal can be told from a stale one.
+const sentWith = new WeakMap();
 
 export function getKey() {
   return localStorage.getItem(KEY_NAME) || "";
@@ -60,6 +62,7 @@ async function failure(response) {
   }
   const error = new ApiError(response.status, body?.detail ?? response.statusText,
                              response.headers.get("Retry-After"), body);
+  error.key = sentWith.get(response) ?? "";
   errorListeners.forEach((listener) => listener(error));
   return error;
 }
@@ -73,7 +76,9 @@ async function send(path, { method = "GET", json, form, headers, signal } = {}) 
     init.body = form; // the browser writes the multipart boundary itself
   }
   try {
-    return await fetch(path, init);
+    const response = await fetch(path, init);
+    sentWith.set(response, (init.headers.get("Authorization") || "").replace(/^Bearer /, ""));
+    return response;
   } catch (error) {
     if (error.name === "AbortError") throw error;
     const unreachable = new ApiError(0, "the server cannot be reached; is it running?");

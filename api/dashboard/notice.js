@@ -38,6 +38,8 @@ function countdown(prefix, wait) {
 export function installNotices() {
   onApiError((error) => {
     if (error.status === 401) {
+      // A late answer to a request made with a key since replaced says nothing of this one.
+      if (error.key !== undefined && error.key !== getKey()) return;
       showNotice(getKey()
         ? "The API key was refused: it is unknown or revoked. Enter a valid key above."
         : "This server needs an API key. Enter it in the API key field above (an operator makes one with `spec2fractal keys create`).",

@@ -77,6 +77,28 @@ def test_no_key_asks_for_one_and_a_saved_key_works(open_page, dashboard: Dashboa
     expect(notice).to_be_hidden()
 
 
+def test_a_late_refusal_of_a_replaced_key_shows_nothing(open_page, dashboard: Dashboard
+                                                       ) -> None:
+    """A request sent with a key the person has since replaced may be refused after the new
+    key works: that 401 says nothing of the key in use, so no "refused" notice."""
+    page = open_page()
+    status = page.evaluate("""async (valid) => {
+        const { api, setKey } = await import("/ui/api.js");
+        setKey("s2f_since-replaced");
+        const pending = api("/jobs").catch((error) => error);  // sent with that key
+        setKey(valid);  // replaced before its answer comes
+        return (await pending).status;
+    }""", dashboard.key)
+    assert status == 401
+    expect(page.locator("#notice")).to_be_hidden()
+    page.evaluate("""async () => {  // a refusal of the key in use still says so
+        const { api, setKey } = await import("/ui/api.js");
+        setKey("s2f_not-a-real-key");
+        await api("/jobs").catch(() => null);
+    }""")
+    expect(page.locator("#notice")).to_contain_text("refused")
+
+
 def test_an_api_422_shows_next_to_its_field(open_page) -> None:
     page = open_page()
     page.fill("#prompt", "a lake")
