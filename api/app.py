@@ -17,6 +17,7 @@ from api.errors import install_error_handlers
 from api.events import JobFeeds, StreamSlots
 from api.jsonbody import JsonParser
 from api.limits import MAX_BODY_BYTES, WORKER_WATCH_SECONDS
+from api.lora_upload import remove_stale_uploads
 from api.metrics import HttpMetrics, build_registry
 from api.openai_errors import OpenAIErrorShape
 from api.openapi import install_openapi
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Idempotent, and safe when a worker migrates at the same moment.
         await asyncio.to_thread(database.migrate)
+        await asyncio.to_thread(remove_stale_uploads, settings.lora_dir)
         await app.state.finished.start()
         watchdog = None
         if run_worker:

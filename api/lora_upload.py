@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -22,9 +24,16 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from api.errors import ApiError, field_error
 
-__all__ = ["TEMP_PREFIX", "Upload", "receive_upload"]
+__all__ = ["STALE_UPLOAD_SECONDS", "TEMP_PREFIX", "Upload", "receive_upload",
+           "remove_stale_uploads"]
+
+logger = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".upload-"  # hidden, and not .safetensors: never listed nor loaded
+# A temporary file not written for this long is a dead upload's (its API process died
+# mid-body): an upload in progress writes every chunk, and the server's read timeouts end a
+# stalled one long before. Other API processes may share the folder, so age, not ownership.
+STALE_UPLOAD_SECONDS = 3600
 MAX_TEXT_BYTES = 1024  # the `name` field
 FILE_FIELD = "file"
 TEXT_FIELDS = ("name",)
@@ -196,3 +205,20 @@ async def receive_upload(request: Request, folder: Path, cap: int) -> Upload:
         await asyncio.to_thread(upload.path.touch)
     os.chmod(upload.path, 0o644)
     return upload
+
+
+def remove_stale_uploads(folder: Path | None, *, older_than: float = STALE_UPLOAD_SECONDS
+                         ) -> int:
+    """Delete dead uploads' temporary files from the LoRA folder; how many went."""
+    if folder is None or not folder.is_dir():
+        return 0
+    removed = 0
+    cutoff = time.time() - older_than
+    for path in folder.glob(f"{TEMP_PREFIX}*.part"):
+        with contextlib.suppress(OSError):  # gone already, or not ours to delete
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+    if removed:
+        logger.info("removed %d dead LoRA upload(s) from %s", removed, folder)
+    return removed

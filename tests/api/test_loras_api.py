@@ -232,6 +232,31 @@ def test_no_folder(tmp_path: Path) -> None:
         assert _upload(client, {}, lora_bytes(tmp_path)).status_code == 501
 
 
+def test_a_dead_uploads_temporary_file_goes_at_the_next_start(tmp_path: Path) -> None:
+    """An API process that dies mid-upload leaves its hidden temporary file; the next start
+    removes it once it is an hour without a write. Fresh ones (another API process's upload
+    in progress) and the LoRAs themselves stay."""
+    import os
+    import time
+
+    from api.lora_upload import STALE_UPLOAD_SECONDS, TEMP_PREFIX
+
+    folder = tmp_path / "loras"
+    folder.mkdir()
+    dead, live = folder / f"{TEMP_PREFIX}dead.part", folder / f"{TEMP_PREFIX}live.part"
+    kept = folder / "ink.safetensors"
+    for path in (dead, live):
+        path.write_bytes(b"half a file")
+    kept.write_bytes(lora_bytes(tmp_path))
+    old = time.time() - STALE_UPLOAD_SECONDS - 60
+    os.utime(dead, (old, old))
+    os.utime(kept, (old, old))
+    settings = Settings(data_dir=tmp_path / "data", lora_dir=folder)
+    with TestClient(create_app(settings, start_worker=False)) as client:
+        assert [lora["name"] for lora in client.get("/loras").json()["loras"]] == ["ink"]
+    assert not dead.exists() and live.exists() and kept.exists()
+
+
 @pytest.mark.parametrize(("raw", "loc"), [
     ('{"prompt": "x", "loras": [{"name": "ink", "weight": NaN}]}', ["body", "loras", 0]),
     ('{"prompt": "x", "loras": [{"name": "\\ud800"}]}', ["body", "loras", 0]),
