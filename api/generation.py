@@ -47,7 +47,7 @@ from workers.storage import Storage, StorageError
 from workers.task_queue import TaskQueue
 
 __all__ = ["Submission", "admit", "build_request", "check_webhook", "enqueue",
-           "fetch_image", "input_image", "job_failure", "read_body"]
+           "fetch_image", "input_image", "job_failure", "json_form_field", "read_body"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ async def _read_form(request: Request
         data[key] = texts if key == "colors" and len(texts) > 1 else texts[-1]
     for key in ("control", "expand", "loras"):  # JSON text in a form
         if isinstance(data.get(key), str):
-            data[key] = await asyncio.to_thread(_json_part, key, data[key])
+            data[key] = await asyncio.to_thread(json_form_field, key, data[key])
     if control_files:
         _fill_controls(data, control_files)
     return data, upload, files
@@ -128,9 +128,9 @@ async def _file_part(part: UploadFile, files: dict[str, bytes]) -> str:
     return name
 
 
-def _json_part(key: str, text: str) -> Any:
-    """A form field that holds JSON text (``control``'s units, ``expand``'s sides), read as
-    a JSON body is."""
+def json_form_field(key: str, text: str) -> Any:
+    """A form field that holds JSON text (``control``'s units, ``expand``'s sides, ``loras``),
+    read as a JSON body is."""
     try:
         data, _, _ = parse_json(text.encode("utf-8", "surrogatepass"))
     except JsonRefused as exc:

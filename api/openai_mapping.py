@@ -89,7 +89,7 @@ def to_generate_body(body: ImageGenerationBody | ImageEditBody, settings: Settin
         texture=body.texture, strength=strength, n=body.n, model=model,
         output_format=body.output_format or "png",
         mask_blur=edit and edit.mask_blur, inpaint_area=edit and edit.inpaint_area,
-        padding=edit and edit.padding,
+        padding=edit and edit.padding, loras=body.loras,
     )
 
 

@@ -5,7 +5,7 @@ Every OpenAI parameter is accepted; the ones this server cannot honour are refus
 ``output_compression``). A few Spec-2-Fractal options ride along for clients that want them
 (the OpenAI SDK sends them with ``extra_body``): ``negative_prompt``, ``seed``, ``steps``,
 ``guidance``, ``strength``, ``mask_blur``, ``inpaint_area`` and ``padding`` (edits),
-``lighting``, ``colors``, ``texture``.
+``lighting``, ``colors``, ``texture``, ``loras`` (a JSON list in the edits form).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from api.schemas import no_bools
+from api.schemas import LoraRef, no_bools
+from fractal.loras import MAX_LORAS
 
 __all__ = ["ImageData", "ImageEditBody", "ImageGenerationBody", "ImagesResponse"]
 
@@ -51,6 +52,10 @@ class _ImageOptions(BaseModel):
     lighting: str | None = None
     colors: list[str] | str | None = None
     texture: float | None = None
+    loras: list[LoraRef] | None = Field(
+        default=None, max_length=MAX_LORAS, description="LoRAs from GET /loras with their "
+        "weights, as POST /generate takes them (`<lora:name:weight>` tags in the prompt work "
+        "too); in the edits form, as JSON text.")
 
     @field_validator("n", "seed", "steps", "guidance", "texture", "output_compression",
                      mode="before")

@@ -14,6 +14,7 @@ mask's feathered edge). Anything else is a 400 naming ``mask``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from starlette.datastructures import UploadFile
 from api.auth import Caller, CallerDep
 from api.deps import DatabaseDep, FinishedDep, QueueDep, SettingsDep, StorageDep, StylesDep
 from api.errors import ApiError, field_error
-from api.generation import Submission, enqueue, job_failure
+from api.generation import Submission, enqueue, job_failure, json_form_field
 from api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from api.idempotency import Idempotency
 from api.jobview import UrlMaker, utc
@@ -159,6 +160,8 @@ async def _read_edit(request: Request) -> tuple[ImageEditBody, bytes, bytes | No
         texts = [value for value in values if isinstance(value, str) and value != ""]
         if texts:
             fields[key] = texts if key == "colors" and len(texts) > 1 else texts[-1]
+    if isinstance(fields.get("loras"), str):  # JSON text in a form, as POST /generate's
+        fields["loras"] = await asyncio.to_thread(json_form_field, "loras", fields["loras"])
     try:
         body = ImageEditBody.model_validate(fields, strict=False)
     except ValidationError as exc:

@@ -287,3 +287,45 @@ def test_loras_in_a_multipart_form(served) -> None:  # type: ignore[no-untyped-d
                       ('{"name": "ink"}', ["body", "loras"])):
         refused = client.post("/generate", data={**form, "loras": text}, headers=plain)
         assert _loc(refused)[:len(loc)] == loc, text
+
+
+def test_openai_images_take_loras(tmp_path: Path) -> None:
+    """/v1/images/generations and /edits take `loras` (JSON text in the edits form), checked
+    as POST /generate checks them; the job carries them."""
+    import io
+
+    from PIL import Image
+
+    folder = tmp_path / "loras"
+    folder.mkdir()
+    (folder / "ink.safetensors").write_bytes(lora_bytes(tmp_path))
+    model = str(tmp_path / "not-a-model")
+    settings = Settings(data_dir=tmp_path / "data", lora_dir=folder, sync_timeout=0,
+                        models=["fractal", model])
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64), "teal").save(png, format="PNG")
+    with TestClient(create_app(settings, start_worker=False)) as client:
+        def generations(**body):  # type: ignore[no-untyped-def]
+            return client.post("/v1/images/generations", json={"prompt": "a heron", **body})
+
+        def edits(loras: str):  # type: ignore[no-untyped-def]
+            return client.post("/v1/images/edits", data={"prompt": "a heron", "model": model,
+                                                          "loras": loras},
+                               files={"image": ("in.png", png.getvalue(), "image/png")})
+
+        def param(response) -> str:  # type: ignore[no-untyped-def]
+            assert response.status_code == 400, response.text
+            return response.json()["error"]["param"]
+
+        assert param(generations(loras=[{"name": "ink"}])) == "loras.0.name"  # the engine
+        assert param(generations(model=model, loras=[{"name": "ink", "weight": 9}])) == \
+            "loras.0.weight"
+        assert param(generations(model=model, loras=[{"name": "absent"}])) == "loras.0.name"
+        assert param(generations(model=model, loras={"name": "ink"})) == "loras"
+        assert param(edits('[{"name": "ink"')).startswith("loras")  # not JSON: where it ends
+        assert param(edits('[{"name": "ink", "weight": NaN}]')) == "loras.0.weight"
+        for response in (generations(model=model, loras=[{"name": "INK", "weight": 0.7}]),
+                         edits('[{"name": "INK", "weight": 0.7}]')):
+            assert response.status_code == 202, response.text
+            job = client.get(f"/jobs/{response.json()['job_id']}").json()
+            assert job["request"]["loras"] == [{"name": "INK", "weight": 0.7}]
